@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Train and/or predict MultiVAE. ./run_multi_vae.sh --help for modes and arguments.
+set -uo pipefail
+MODEL=multi_vae
+DEFAULT_CONFIG=multi_vae_v2
+# shellcheck source=scripts/run_common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/scripts/run_common.sh"
+lightrec_run "$@"

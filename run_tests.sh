@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Run the whole test suite (fast tests and the marked MovieLens-100K end-to-end tests).
+# Creates .venv with the dev extra when missing. Extra arguments go to pytest.
+set -uo pipefail
+# shellcheck source=scripts/run_common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/scripts/run_common.sh"
+lightrec_ensure_venv dev || exit 1
+cd "$LIGHTREC_ROOT" || exit 1
+"$LIGHTREC_VENV/bin/python" -m ruff check . || exit 1
+"$LIGHTREC_VENV/bin/python" -m pytest "$@"

@@ -1,0 +1,78 @@
+# Shared logic of run_<model>.sh (sourced, not run). A model's script sets MODEL (the
+# suffix of train_<MODEL>.py / predict_<MODEL>.py) and DEFAULT_CONFIG, then calls
+# lightrec_run "$@".
+#
+#   ./run_<model>.sh [mode] [config] [hydra overrides...]
+#   modes: train | predict | both (default) | clean | clean-train | clean-both
+#
+# The project's .venv is created (and the project installed into it) when missing.
+# LIGHTREC_TORCH, when set, is installed first (e.g. LIGHTREC_TORCH="torch==2.13.0").
+
+LIGHTREC_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+LIGHTREC_VENV=${LIGHTREC_VENV:-$LIGHTREC_ROOT/.venv}
+
+lightrec_usage() {
+    cat >&2 <<USAGE
+usage: $(basename "$0") [mode] [config] [hydra overrides...]
+  mode     train | predict | both (default) | clean | clean-train | clean-both
+  config   a file in configs/ without .yaml (default: $DEFAULT_CONFIG)
+  example  $(basename "$0") both $DEFAULT_CONFIG trainer.max_epochs=50 seed=1
+USAGE
+}
+
+# ensure_venv [extra]: create the venv and install the project (with an extra) if needed.
+lightrec_ensure_venv() {
+    local extra=${1:-} check="import lightrec"
+    [ -n "$extra" ] && check="import lightrec, pytest"
+    if [ ! -x "$LIGHTREC_VENV/bin/python" ]; then
+        local py=${PYTHON:-python3}
+        if ! "$py" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+            echo "error: lightrec needs Python 3.10 or newer ($py is too old or missing; set PYTHON=...)" >&2
+            return 1
+        fi
+        echo "creating $LIGHTREC_VENV" >&2
+        "$py" -m venv "$LIGHTREC_VENV" || return 1
+    fi
+    if ! "$LIGHTREC_VENV/bin/python" -c "$check" 2>/dev/null; then
+        echo "installing lightrec${extra:+[$extra]} into $LIGHTREC_VENV (first run only)" >&2
+        "$LIGHTREC_VENV/bin/python" -m pip install -q --upgrade pip || return 1
+        if [ -n "${LIGHTREC_TORCH:-}" ]; then
+            # shellcheck disable=SC2086 # the spec may carry pip options
+            "$LIGHTREC_VENV/bin/python" -m pip install -q $LIGHTREC_TORCH || return 1
+        fi
+        "$LIGHTREC_VENV/bin/python" -m pip install -q -e "$LIGHTREC_ROOT${extra:+[$extra]}" || return 1
+    fi
+}
+
+lightrec_run() {
+    local mode=${1:-both}
+    [ $# -gt 0 ] && shift
+    case "$mode" in
+        train|predict|both|clean|clean-train|clean-both) ;;
+        -h|--help|help) lightrec_usage; return 0 ;;
+        *) echo "error: unknown mode '$mode'" >&2; lightrec_usage; return 2 ;;
+    esac
+    local config=$DEFAULT_CONFIG
+    if [ $# -gt 0 ] && [[ "$1" != *=* ]] && [[ "$1" != -* ]]; then
+        config=$1
+        shift
+    fi
+    if [ ! -f "$LIGHTREC_ROOT/configs/$config.yaml" ]; then
+        echo "error: no config '$config' (configs/$config.yaml does not exist)" >&2
+        return 2
+    fi
+    lightrec_ensure_venv || return 1
+    local py="$LIGHTREC_VENV/bin/python"
+    case "$mode" in
+        clean|clean-*)
+            "$py" -m lightrec.clean "$LIGHTREC_ROOT/configs" "$config" "$@" || return $? ;;
+    esac
+    case "$mode" in
+        train|both|clean-train|clean-both)
+            "$py" "$LIGHTREC_ROOT/train_$MODEL.py" --config-name "$config" "$@" || return $? ;;
+    esac
+    case "$mode" in
+        predict|both|clean-both)
+            "$py" "$LIGHTREC_ROOT/predict_$MODEL.py" --config-name "$config" "$@" || return $? ;;
+    esac
+}

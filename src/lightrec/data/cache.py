@@ -1,0 +1,142 @@
+"""Content-keyed, atomic, pickle-free disk cache for prepared datasets.
+
+An entry is a folder ``<cache_dir>/lightrec-<md5>/`` holding ``arrays.npz`` (numpy arrays,
+loaded with ``allow_pickle=False``) and ``meta.json`` (id maps, statistics, the key's
+inputs). The key is the MD5 of the format version, every parameter that shapes the result
+and the MD5 of the data file's content, so editing the CSV or any split parameter is a miss.
+
+Entries are written into a temporary folder and renamed, so a crash leaves no half entry.
+A corrupt or truncated entry (bad JSON, a zip CRC error, missing or inconsistent arrays) is
+reported with a warning, removed and rebuilt by the caller.
+
+Hashing a large CSV takes a while, so the content MD5 is remembered per (path, size,
+mtime_ns, inode) in ``lightrec-fingerprints.json``: the file is read again only when it changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lightrec.utils.io import write_json
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+PREFIX = "lightrec-"
+FINGERPRINTS = f"{PREFIX}fingerprints.json"
+
+
+class CorruptEntry(Exception):
+    """A cache entry exists but cannot be trusted."""
+
+
+def file_md5(path: str | Path, cache_dir: str | Path | None = None) -> str:
+    """MD5 of a file's content, remembered in ``cache_dir`` per (path, size, mtime, inode)."""
+    path = Path(path).resolve()
+    st = path.stat()
+    stamp = [st.st_size, st.st_mtime_ns, st.st_ino]
+    memo_path = Path(cache_dir).expanduser() / FINGERPRINTS if cache_dir is not None else None
+    memo: dict[str, Any] = {}
+    if memo_path is not None and memo_path.exists():
+        try:
+            memo = json.loads(memo_path.read_text())
+        except (OSError, ValueError):
+            memo = {}
+        hit = memo.get(str(path))
+        if isinstance(hit, dict) and hit.get("stamp") == stamp:
+            return str(hit["md5"])
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    digest = h.hexdigest()
+    if memo_path is not None:
+        memo[str(path)] = {"stamp": stamp, "md5": digest}
+        write_json(memo_path, memo)
+    return digest
+
+
+def cache_key(params: dict[str, Any], data_md5: str) -> str:
+    """MD5 over the format version, the parameters and the data's content hash."""
+    blob = json.dumps(
+        {"format": FORMAT_VERSION, "params": params, "data_md5": data_md5},
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.md5(blob.encode()).hexdigest()
+
+
+def entry_dir(cache_dir: str | Path, key: str) -> Path:
+    return Path(cache_dir).expanduser() / f"{PREFIX}{key}"
+
+
+def save(cache_dir: str | Path, key: str, arrays: dict[str, np.ndarray], meta: dict) -> Path:
+    """Write an entry atomically (temporary folder, then rename)."""
+    final = entry_dir(cache_dir, key)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{PREFIX}{key}-", dir=final.parent))
+    try:
+        np.savez(tmp / "arrays.npz", **arrays)
+        lengths = {k: int(v.shape[0]) for k, v in arrays.items()}
+        write_json(tmp / "meta.json", {**meta, "format": FORMAT_VERSION, "key": key,
+                                       "lengths": lengths})  # fmt: skip
+        if final.exists():  # a concurrent writer won; its entry is equivalent
+            shutil.rmtree(tmp)
+        else:
+            os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def load(cache_dir: str | Path, key: str) -> tuple[dict[str, np.ndarray], dict] | None:
+    """Return ``(arrays, meta)``, or None on a miss. Raises CorruptEntry on a bad entry."""
+    d = entry_dir(cache_dir, key)
+    if not d.exists():
+        return None
+    try:
+        meta = json.loads((d / "meta.json").read_text())
+        if meta.get("format") != FORMAT_VERSION or meta.get("key") != key:
+            raise CorruptEntry("format version or key does not match")
+        with np.load(d / "arrays.npz", allow_pickle=False) as z:
+            arrays = {name: z[name] for name in z.files}  # reading whole members checks CRC
+    except CorruptEntry:
+        raise
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        raise CorruptEntry(f"{type(e).__name__}: {e}") from e
+    lengths = meta.get("lengths", {})
+    if set(lengths) != set(arrays) or any(
+        arrays[k].shape[0] != n for k, n in lengths.items()
+    ):
+        raise CorruptEntry("arrays do not match the lengths recorded in meta.json")
+    return arrays, meta
+
+
+def remove(cache_dir: str | Path, key: str) -> None:
+    shutil.rmtree(entry_dir(cache_dir, key), ignore_errors=True)
+
+
+def clean(cache_dir: str | Path) -> list[Path]:
+    """Remove this toolkit's entries (and only those) from ``cache_dir``; return them."""
+    root = Path(cache_dir).expanduser()
+    removed = []
+    if root.is_dir():
+        for p in sorted(root.iterdir()):
+            if p.name.startswith((PREFIX, f".tmp-{PREFIX}")):
+                if p.is_dir():
+                    shutil.rmtree(p)
+                else:
+                    p.unlink()
+                removed.append(p)
+    return removed

@@ -1,0 +1,99 @@
+"""Split strategies: small pure functions on arrays.
+
+Every function takes the encoded interactions **sorted by user, then time** (ties in file
+order), as the data module stores them, and returns one label per row:
+``TRAIN`` (0), ``VALID`` (1) or ``TEST`` (2). A user keeps at least one training row:
+a user with too few rows to hold anything out trains on all of them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+TRAIN, VALID, TEST = 0, 1, 2
+
+
+def _positions(user: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: its index from the start of its user's block, and the block's length."""
+    n = len(user)
+    counts = np.bincount(user) if n else np.zeros(0, dtype=np.int64)
+    starts = np.cumsum(counts) - counts
+    pos = np.arange(n) - starts[user]
+    return pos, counts[user]
+
+
+def leave_one_out(user: np.ndarray, holdout: str) -> np.ndarray:
+    """Hold out each user's latest item(s).
+
+    ``holdout="valid"``: the last item is validation. ``holdout="valid_and_test"``: the last
+    item is test and the second-to-last validation. Users with too few rows keep all of
+    them for training.
+
+    >>> user = np.array([0, 0, 0, 1, 1, 2])   # sorted by user, then time
+    >>> leave_one_out(user, "valid")
+    array([0, 0, 1, 0, 1, 0], dtype=int8)
+    >>> leave_one_out(user, "valid_and_test")
+    array([0, 1, 2, 0, 0, 0], dtype=int8)
+    """
+    pos, length = _positions(user)
+    from_end = length - 1 - pos  # 0 for the latest row of each user
+    split = np.zeros(len(user), dtype=np.int8)
+    if holdout == "valid":
+        split[(from_end == 0) & (length >= 2)] = VALID
+    elif holdout == "valid_and_test":
+        enough = length >= 3
+        split[(from_end == 0) & enough] = TEST
+        split[(from_end == 1) & enough] = VALID
+    else:
+        raise ValueError(f"holdout must be 'valid' or 'valid_and_test', got {holdout!r}")
+    return split
+
+
+def random_holdout(user: np.ndarray, valid_ratio: float, seed: int) -> np.ndarray:
+    """Hold out ``floor(valid_ratio * n)`` random rows of each user (at least one when the
+    user has two or more rows, never all of them) for validation; seeded.
+
+    >>> user = np.array([0, 0, 0, 0, 0, 1, 1, 2])
+    >>> split = random_holdout(user, 0.4, seed=0)
+    >>> [int((split[user == u] == VALID).sum()) for u in range(3)]
+    [2, 1, 0]
+    >>> bool((random_holdout(user, 0.4, seed=0) == split).all())   # same seed, same split
+    True
+    """
+    if not 0.0 < valid_ratio < 1.0:
+        raise ValueError(f"valid_ratio must be in (0, 1), got {valid_ratio}")
+    n = len(user)
+    pos, length = _positions(user)
+    k = np.minimum(np.maximum(np.floor(valid_ratio * length), 1), length - 1)
+    rng = np.random.default_rng(seed)
+    order = np.lexsort((rng.random(n), user))  # shuffle within each user's block
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = pos  # pos is the same per block in sorted and in shuffled order
+    split = np.zeros(n, dtype=np.int8)
+    split[rank < k] = VALID
+    return split
+
+
+def no_holdout(user: np.ndarray) -> np.ndarray:
+    """Everything trains (the final fit before a submission).
+
+    >>> no_holdout(np.array([0, 0, 1]))
+    array([0, 0, 0], dtype=int8)
+    """
+    return np.zeros(len(user), dtype=np.int8)
+
+
+STRATEGIES = ("leave_one_out", "random", "none")
+
+
+def split_labels(
+    user: np.ndarray, strategy: str, holdout: str, valid_ratio: float, seed: int
+) -> np.ndarray:
+    """Dispatch on ``data.split_strategy``."""
+    if strategy == "leave_one_out":
+        return leave_one_out(user, holdout)
+    if strategy == "random":
+        return random_holdout(user, valid_ratio, seed)
+    if strategy == "none":
+        return no_holdout(user)
+    raise ValueError(f"split_strategy must be one of {STRATEGIES}, got {strategy!r}")

@@ -1,0 +1,103 @@
+"""Score a submission the way a competition does, on items hidden from the training file.
+
+``python -m lightrec.holdout split LOG.csv TRAIN.csv HIDDEN.csv [--n 1]`` moves each user's
+last ``n`` interactions (by time, ties in file order; after keeping each (user, item) pair's
+earliest row) from the log into HIDDEN.csv. Train on TRAIN.csv as a user would, then
+``python -m lightrec.holdout score SUBMISSION.csv HIDDEN.csv [--k 10]`` prints one JSON line
+with Recall@K (hits / min(K, |hidden|)), NDCG@K and HitRate@K over the hidden users.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+import pandas as pd
+
+from lightrec.utils.io import atomic_write
+
+
+def split_last(log: pd.DataFrame, n: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(remaining rows, hidden rows): each user's last ``n`` distinct items by time.
+
+    >>> log = pd.DataFrame({"user": [1, 1, 1, 2, 2], "item": [5, 6, 5, 7, 8],
+    ...                     "time": [1, 2, 3, 1, 1]})
+    >>> train, hidden = split_last(log)
+    >>> hidden.values.tolist()       # user 1's repeat of item 5 is not new; user 2: file order
+    [[1, 6, 2], [2, 8, 1]]
+    >>> train.values.tolist()
+    [[1, 5, 1], [1, 5, 3], [2, 7, 1]]
+    """
+    order = log.reset_index(drop=True)
+    order["_row"] = np.arange(len(order))
+    order = order.sort_values(["user", "time", "_row"], kind="stable")
+    first = order.drop_duplicates(["user", "item"], keep="first")
+    hidden_rows = first.groupby("user", sort=False).tail(n)["_row"].to_numpy()
+    is_hidden = np.zeros(len(log), dtype=bool)
+    is_hidden[hidden_rows] = True
+    # later repeats of a hidden item would reveal it: drop them from the training file
+    pairs = set(zip(log["user"].to_numpy()[is_hidden], log["item"].to_numpy()[is_hidden],
+                    strict=True))  # fmt: skip
+    repeat = np.fromiter(
+        ((u, i) in pairs for u, i in zip(log["user"], log["item"], strict=True)),
+        dtype=bool, count=len(log),
+    ) & ~is_hidden  # fmt: skip
+    return log.loc[~is_hidden & ~repeat], log.loc[is_hidden]
+
+
+def score(submission: pd.DataFrame, hidden: pd.DataFrame, k: int = 10) -> dict[str, float]:
+    """Mean Recall@K, NDCG@K, HitRate@K over the users of ``hidden`` (missing users score 0).
+
+    >>> sub = pd.DataFrame({"user": [1, 1, 2, 2], "item": [6, 9, 9, 3]})
+    >>> hid = pd.DataFrame({"user": [1, 2], "item": [6, 7]})
+    >>> score(sub, hid, k=2)
+    {'users': 2, 'recall@2': 0.5, 'ndcg@2': 0.5, 'hit@2': 0.5}
+    """
+    sub = submission.copy()
+    sub["rank"] = sub.groupby("user", sort=False).cumcount()
+    sub = sub[sub["rank"] < k]
+    truth = hidden[["user", "item"]].drop_duplicates()
+    n_true = truth.groupby("user").size()
+    hits = sub.merge(truth, on=["user", "item"])
+    hits["gain"] = 1.0 / np.log2(hits["rank"] + 2.0)
+    per_user = pd.DataFrame({"n": n_true})
+    per_user["hits"] = hits.groupby("user").size().reindex(per_user.index, fill_value=0)
+    per_user["dcg"] = hits.groupby("user")["gain"].sum().reindex(per_user.index, fill_value=0.0)
+    m = np.minimum(per_user["n"].to_numpy(), k)
+    idcg = np.cumsum(1.0 / np.log2(np.arange(2, k + 2)))[m - 1]
+    return {
+        "users": len(per_user),
+        f"recall@{k}": round(float((per_user["hits"] / m).mean()), 6),
+        f"ndcg@{k}": round(float((per_user["dcg"] / idcg).mean()), 6),
+        f"hit@{k}": round(float((per_user["hits"] > 0).mean()), 6),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m lightrec.holdout", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sp = sub.add_parser("split", help="hide each user's last n interactions")
+    sp.add_argument("log")
+    sp.add_argument("train_out")
+    sp.add_argument("hidden_out")
+    sp.add_argument("--n", type=int, default=1)
+    sc = sub.add_parser("score", help="score a submission on the hidden interactions")
+    sc.add_argument("submission")
+    sc.add_argument("hidden")
+    sc.add_argument("--k", type=int, default=10)
+    a = ap.parse_args(argv)
+    if a.cmd == "split":
+        train, hidden = split_last(pd.read_csv(a.log), a.n)
+        atomic_write(a.train_out, lambda f: train.to_csv(f, index=False))
+        atomic_write(a.hidden_out, lambda f: hidden.to_csv(f, index=False))
+        print(json.dumps({"train_rows": len(train), "hidden_rows": len(hidden)}))
+    else:
+        print(json.dumps(score(pd.read_csv(a.submission), pd.read_csv(a.hidden), a.k)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

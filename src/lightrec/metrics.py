@@ -1,0 +1,90 @@
+r"""Full-ranking top-K metrics on torch tensors, batched.
+
+Every item is ranked; the caller sets the scores of the user's training items to ``-inf``
+first (:func:`exclude_seen`). For one user with held-out set :math:`T` and top-K list
+:math:`r_1..r_K`, with :math:`h_j = [r_j \in T]` and :math:`m = \min(K, |T|)`:
+
+- Recall@K  :math:`= \sum_j h_j / m` (the competition's definition: a user with more
+  held-out items than K can still reach 1);
+- NDCG@K    :math:`= \mathrm{DCG} / \mathrm{IDCG}`, :math:`\mathrm{DCG} = \sum_j h_j / \log_2(j+1)`,
+  :math:`\mathrm{IDCG} = \sum_{j=1}^{m} 1 / \log_2(j+1)`;
+- HitRate@K :math:`= [\sum_j h_j > 0]`.
+
+Users without held-out items are skipped. Batches return *sums* and a user count, so
+the mean over any number of batches (or processes) is exact: sum the sums, then divide.
+"""
+
+from __future__ import annotations
+
+import torch
+
+METRICS = ("recall", "ndcg", "hit")
+
+
+def exclude_seen(scores: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
+    """Scores with the ``seen`` (B, I) items set to -inf (in place, and returned)."""
+    return scores.masked_fill_(seen > 0, float("-inf"))
+
+
+def topk_metric_sums(
+    scores: torch.Tensor, targets: torch.Tensor, ks: list[int] | tuple[int, ...]
+) -> dict[str, torch.Tensor]:
+    """Sums over the batch of Recall@K, NDCG@K and HitRate@K for each K, plus ``"users"``.
+
+    Args:
+        scores: (B, I) float, seen items already at -inf.
+        targets: (B, I) binary, the held-out items.
+
+    >>> s = torch.tensor([[0.9, 0.8, 0.1, 0.0], [0.1, 0.2, 0.3, 0.4]])
+    >>> t = torch.tensor([[0.0, 1.0, 1.0, 0.0], [1.0, 0.0, 0.0, 0.0]])
+    >>> r = topk_metric_sums(s, t, [2])
+    >>> round(r["recall@2"].item(), 4), round(r["hit@2"].item(), 4), int(r["users"])
+    (0.5, 1.0, 2)
+    >>> round(r["ndcg@2"].item(), 4)   # user 0: (1/log2(3)) / (1 + 1/log2(3)); user 1: 0
+    0.3869
+    """
+    targets = targets.float()
+    n_pos = targets.sum(dim=1)
+    has = n_pos > 0
+    k_max = min(max(ks), scores.shape[1])
+    top = scores.topk(k_max, dim=1).indices  # (B, k_max), best first
+    hits = targets.gather(1, top)  # (B, k_max)
+    discounts = 1.0 / torch.log2(torch.arange(2, k_max + 2, device=scores.device).float())
+    out: dict[str, torch.Tensor] = {"users": has.sum().float()}
+    for k in ks:
+        kk = min(k, k_max)
+        h = hits[:, :kk]
+        m = torch.clamp(n_pos, max=kk)
+        n_hit = h.sum(dim=1)
+        dcg = (h * discounts[:kk]).sum(dim=1)
+        idcg = torch.cumsum(discounts[:kk], 0)[(m - 1).clamp(min=0).long()]
+        recall = torch.where(has, n_hit / m.clamp(min=1), torch.zeros_like(n_hit))
+        ndcg = torch.where(has, dcg / idcg, torch.zeros_like(dcg))
+        out[f"recall@{k}"] = recall.sum()
+        out[f"ndcg@{k}"] = ndcg.sum()
+        out[f"hit@{k}"] = ((n_hit > 0) & has).float().sum()
+    return out
+
+
+class MetricAccumulator:
+    """Adds up :func:`topk_metric_sums` over batches; ``compute()`` gives the means."""
+
+    def __init__(self, ks: list[int] | tuple[int, ...]) -> None:
+        self.ks = list(ks)
+        self.sums: dict[str, torch.Tensor] = {}
+
+    def update(self, scores: torch.Tensor, targets: torch.Tensor) -> None:
+        for name, v in topk_metric_sums(scores, targets, self.ks).items():
+            self.sums[name] = self.sums[name] + v if name in self.sums else v
+
+    def compute(self, reduce=None) -> dict[str, torch.Tensor]:
+        """Means over users; ``reduce`` (e.g. a sum across processes) is applied to the
+        sums first, so the result is exact under data parallelism."""
+        if not self.sums:
+            return {}
+        sums = {k: (reduce(v) if reduce else v) for k, v in self.sums.items()}
+        users = sums.pop("users").clamp(min=1)
+        return {k: v / users for k, v in sums.items()}
+
+    def reset(self) -> None:
+        self.sums = {}

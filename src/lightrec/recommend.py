@@ -1,0 +1,64 @@
+"""Top-K over unseen items, id decoding and the submission file."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+
+from lightrec.errors import LightrecError
+from lightrec.metrics import exclude_seen
+from lightrec.utils.io import atomic_write
+
+Batch = dict[str, torch.Tensor]
+
+
+@torch.no_grad()
+def recommend_topk(
+    score_batch: Callable[[Batch], tuple[torch.Tensor, torch.Tensor]],
+    collate: Callable[[list[int]], Batch],
+    n_users: int,
+    k: int,
+    batch_size: int,
+    device: torch.device,
+) -> np.ndarray:
+    """``(n_users, k)`` item indices, best first, never an item the user has seen."""
+    out = np.empty((n_users, k), dtype=np.int64)
+    for start in range(0, n_users, batch_size):
+        rows = list(range(start, min(start + batch_size, n_users)))
+        batch = {name: t.to(device) for name, t in collate(rows).items()}
+        scores, seen = score_batch(batch)
+        scores = exclude_seen(scores.float(), seen)
+        top = scores.topk(k, dim=1)
+        out[rows[0] : rows[-1] + 1] = top.indices.cpu().numpy()
+        if torch.isinf(top.values).any():
+            bad = rows[int(torch.isinf(top.values).any(dim=1).nonzero()[0])]
+            raise LightrecError(f"user row {bad} has fewer than predict.top_k={k} unseen items")
+    return out
+
+
+def check_enough_unseen(history: sp.csr_matrix, k: int, user_ids: Sequence) -> None:
+    """Fail early, naming the user, if someone has seen all but fewer than ``k`` items."""
+    unseen = history.shape[1] - np.diff(history.indptr)
+    short = np.flatnonzero(unseen < k)
+    if len(short):
+        raise LightrecError(
+            f"user {user_ids[short[0]]!r} has only {unseen[short[0]]} unseen items, "
+            f"fewer than predict.top_k={k}"
+        )
+
+
+def write_submission(
+    path, user_ids: Sequence, item_ids: Sequence, topk: np.ndarray
+) -> pd.DataFrame:
+    """Write ``user,item`` rows (original ids, best first) atomically; return the frame."""
+    n_users, k = topk.shape
+    items = np.asarray(item_ids, dtype=object)
+    frame = pd.DataFrame(
+        {"user": np.repeat(np.asarray(user_ids, dtype=object), k), "item": items[topk.ravel()]}
+    )
+    atomic_write(path, lambda f: frame.to_csv(f, index=False))
+    return frame
