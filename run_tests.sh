@@ -7,4 +7,5 @@ source "$(dirname "${BASH_SOURCE[0]}")/scripts/run_common.sh"
 lightrec_ensure_venv dev || exit 1
 cd "$LIGHTREC_ROOT" || exit 1
 "$LIGHTREC_VENV/bin/python" -m ruff check . || exit 1
+"$LIGHTREC_VENV/bin/python" -m ruff format --check . || exit 1
 "$LIGHTREC_VENV/bin/python" -m pytest "$@"

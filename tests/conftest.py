@@ -22,8 +22,13 @@ CONFIG_DIR = ROOT / "configs"
 CONFIGS = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
 
 
-def make_log(n_users: int = 40, n_items: int = 30, per_user: int = 12, seed: int = 0,
-             string_ids: bool = False) -> pd.DataFrame:
+def make_log(
+    n_users: int = 40,
+    n_items: int = 30,
+    per_user: int = 12,
+    seed: int = 0,
+    string_ids: bool = False,
+) -> pd.DataFrame:
     """A small log with structure to learn: user u mostly likes items near u * n_items / n_users."""
     rng = np.random.default_rng(seed)
     rows = []
@@ -80,5 +85,6 @@ def cpu_overrides(tmp_path: Path, csv: Path) -> list[str]:
 def run_cmd(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 600):
     """Run a project command the way a user does; return the CompletedProcess."""
     full_env = {**os.environ, "LIGHTREC_VENV": sys.prefix, "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.run(args, cwd=cwd, env=full_env, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    return subprocess.run(
+        args, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout, check=False
+    )

@@ -27,9 +27,17 @@ def test_config_composes_and_resolves(name):
 def test_issue_hyper_parameters():
     v1, v2 = compose_cfg("multi_vae", []), compose_cfg("multi_vae_v2", [])
     assert (v1.model.hidden_dims, v1.model.dropout, v1.model.kl_cap, v1.model.anneal_steps) == (
-        [400, 200], 0.6, 0.5, 10000)
+        [400, 200],
+        0.6,
+        0.5,
+        10000,
+    )
     assert (v2.model.hidden_dims, v2.model.dropout, v2.model.kl_cap, v2.model.anneal_steps) == (
-        [600, 200], 0.5, 0.2, 20000)
+        [600, 200],
+        0.5,
+        0.2,
+        20000,
+    )
     assert v2.early_stopping.patience == 20
 
 

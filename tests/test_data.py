@@ -37,12 +37,12 @@ def test_string_ids_missing_rows_duplicates_and_filter(tmp_path):
         "user,item,time,rating\n"
         "bob,x,3,5\n"
         "bob,y,1,4\n"
-        "bob,x,0,1\n"      # earlier repeat of (bob, x): this one is kept
+        "bob,x,0,1\n"  # earlier repeat of (bob, x): this one is kept
         "amy,y,5,2\n"
-        ",z,6,1\n"         # missing user: dropped
-        "amy,,7,1\n"       # missing item: dropped
+        ",z,6,1\n"  # missing user: dropped
+        "amy,,7,1\n"  # missing item: dropped
         "amy,z,2,3\n"
-        "cat,x,1,1\n"      # cat has one item: filtered by min_interactions=2
+        "cat,x,1,1\n"  # cat has one item: filtered by min_interactions=2
     )
     dm = dm_for(csv, tmp_path, min_interactions=2)
     assert dm.meta["user_ids"] == ["amy", "bob"]  # sorted, stable

@@ -76,8 +76,11 @@ def score(submission: pd.DataFrame, hidden: pd.DataFrame, k: int = 10) -> dict[s
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m lightrec.holdout", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m lightrec.holdout",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = ap.add_subparsers(dest="cmd", required=True)
     sp = sub.add_parser("split", help="hide each user's last n interactions")
     sp.add_argument("log")

@@ -39,14 +39,13 @@ def run(cfg: DictConfig) -> float | None:
     """Fit, select the best checkpoint on validation, write the run folder; return the
     monitored validation metric of the selected checkpoint (for Hydra sweeps)."""
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    paths = get_directories(cfg, "fit")
-    OmegaConf.save(cfg, paths["config"], resolve=True)
-
     dm = build_datamodule(cfg)
     dm.prepare_data()
     dm.setup("fit")
-    write_json(paths["id_maps"], dm.id_maps())
     model = build_model(cfg, dm)
+    paths = get_directories(cfg, "fit")  # bad input fails above, before anything is written
+    OmegaConf.save(cfg, paths["config"], resolve=True)
+    write_json(paths["id_maps"], dm.id_maps())
 
     monitor = cfg.checkpoint.monitor if dm.has_validation else None
     if monitor is None:
@@ -64,8 +63,9 @@ def run(cfg: DictConfig) -> float | None:
     callbacks: list[pl.Callback] = [ckpt_cb]
     if monitor is not None:
         callbacks.append(
-            EarlyStopping(monitor=monitor, mode=cfg.checkpoint.mode,
-                          patience=cfg.early_stopping.patience)  # fmt: skip
+            EarlyStopping(
+                monitor=monitor, mode=cfg.checkpoint.mode, patience=cfg.early_stopping.patience
+            )  # fmt: skip
         )
     logger = TensorBoardLogger(
         save_dir=str(paths["run_dir"]), name="tensorboard", version="", default_hp_metric=False

@@ -116,9 +116,7 @@ def load(cache_dir: str | Path, key: str) -> tuple[dict[str, np.ndarray], dict] 
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
         raise CorruptEntry(f"{type(e).__name__}: {e}") from e
     lengths = meta.get("lengths", {})
-    if set(lengths) != set(arrays) or any(
-        arrays[k].shape[0] != n for k, n in lengths.items()
-    ):
+    if set(lengths) != set(arrays) or any(arrays[k].shape[0] != n for k, n in lengths.items()):
         raise CorruptEntry("arrays do not match the lengths recorded in meta.json")
     return arrays, meta
 

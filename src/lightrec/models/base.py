@@ -21,7 +21,10 @@ class RecommenderModule(pl.LightningModule):
         super().__init__()
         self.num_items = num_items
         self.eval_ks = list(eval_ks)
-        self._acc = {"val": MetricAccumulator(self.eval_ks), "test": MetricAccumulator(self.eval_ks)}
+        self._acc = {
+            "val": MetricAccumulator(self.eval_ks),
+            "test": MetricAccumulator(self.eval_ks),
+        }
 
     def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> None:
         scores, seen = self.score_batch(batch)

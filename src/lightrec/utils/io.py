@@ -7,7 +7,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, IO
+from typing import IO, Any
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[str]], None]) -> Path:

@@ -1,0 +1,125 @@
+"""The entry points and the run script as a user drives them (subprocesses)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from conftest import ROOT, run_cmd
+
+PY_TRAIN = [sys.executable, str(ROOT / "train_multi_vae.py")]
+PY_PREDICT = [sys.executable, str(ROOT / "predict_multi_vae.py")]
+SCRIPT = str(ROOT / "run_multi_vae.sh")
+
+
+def tiny_overrides(tmp_path, csv) -> list[str]:
+    return [
+        f"data.path={csv}",
+        f"data_cache.cache_dir={tmp_path / 'cache'}",
+        "data.min_interactions=3",
+        "trainer.max_epochs=2",
+        "trainer.accelerator=cpu",
+    ]
+
+
+def assert_one_sentence(proc, *fragments):
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    for f in fragments:
+        assert f in proc.stderr, proc.stderr[-2000:]
+
+
+def runs(tmp_path):
+    return list((tmp_path / "saved" / "hydra_logs").rglob("metrics.json"))
+
+
+@pytest.mark.parametrize(
+    "content, fragment",
+    [(None, "does not exist"), ("", "is empty"), ("user,thing,time\n1,2,3\n", "no column 'item'")],
+)
+def test_bad_data_file_one_sentence_nothing_written(tmp_path, content, fragment):
+    csv = tmp_path / "log.csv"
+    if content is not None:
+        csv.write_text(content)
+    proc = run_cmd([*PY_TRAIN, *tiny_overrides(tmp_path, csv)], cwd=tmp_path)
+    assert_one_sentence(proc, "error:", str(csv), fragment)
+    assert proc.returncode == 2
+    assert runs(tmp_path) == []
+    assert not list((tmp_path / "saved").rglob("*.ckpt"))
+
+
+def test_unknown_config_key(tmp_path, tiny_csv):
+    proc = run_cmd([*PY_TRAIN, *tiny_overrides(tmp_path, tiny_csv), "model.dropuot=0.1"],
+                   cwd=tmp_path)  # fmt: skip
+    assert_one_sentence(proc, "model.dropuot")
+    assert runs(tmp_path) == []
+
+
+def test_predict_with_no_trained_run(tmp_path, tiny_csv):
+    proc = run_cmd([*PY_PREDICT, *tiny_overrides(tmp_path, tiny_csv)], cwd=tmp_path)
+    assert_one_sentence(proc, "no finished training run of 'multi_vae_v2'")
+    assert not list(tmp_path.rglob("submission.csv"))
+
+
+def test_unknown_mode_prints_usage(tmp_path):
+    proc = run_cmd([SCRIPT, "fly"], cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "unknown mode 'fly'" in proc.stderr and "usage:" in proc.stderr
+
+
+def test_unknown_config_name(tmp_path):
+    proc = run_cmd([SCRIPT, "train", "multi_vae_v9"], cwd=tmp_path)
+    assert proc.returncode == 2 and "configs/multi_vae_v9.yaml" in proc.stderr
+
+
+def test_run_script_modes(tmp_path, tiny_csv):
+    """train, predict, both, clean, clean-train and clean-both, with overrides reaching
+    both stages; clean removes only this toolkit's cache entries."""
+    ov = tiny_overrides(tmp_path, tiny_csv)
+    cache_dir = tmp_path / "cache"
+    cache_dir.mkdir()
+    (cache_dir / "other-tool.db").write_text("not ours")
+
+    def entries():
+        return sorted(p.name for p in cache_dir.glob("lightrec-*") if p.is_dir())
+
+    p = run_cmd([SCRIPT, "train", "multi_vae_v2", *ov], cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert len(runs(tmp_path)) == 1 and len(entries()) == 1
+    assert not list(tmp_path.rglob("submission.csv"))
+
+    p = run_cmd([SCRIPT, "predict", "multi_vae_v2", *ov], cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert len(list(tmp_path.rglob("submission.csv"))) == 1
+
+    p = run_cmd([SCRIPT, "both", *ov], cwd=tmp_path)  # config omitted: the default
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert len(runs(tmp_path)) == 2 and len(list(tmp_path.rglob("submission.csv"))) == 2
+
+    p = run_cmd([SCRIPT, "clean", "multi_vae_v2", *ov], cwd=tmp_path)
+    assert p.returncode == 0 and entries() == []
+    assert (cache_dir / "other-tool.db").exists()
+    assert len(runs(tmp_path)) == 2  # clean touches the cache only
+
+    p = run_cmd([SCRIPT, "clean-train", "multi_vae", *ov], cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert len(entries()) == 1
+    assert len(list((tmp_path / "saved" / "hydra_logs" / "multi_vae").rglob("metrics.json"))) == 1
+
+    p = run_cmd([SCRIPT, "clean-both", "multi_vae", *ov, "predict.top_k=5"], cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    subs = sorted((tmp_path / "saved" / "hydra_logs" / "multi_vae").rglob("submission.csv"))
+    assert len(subs) == 1
+    lines = subs[0].read_text().splitlines()
+    assert lines[0] == "user,item" and len(lines) == 1 + 40 * 5
+
+
+def test_multirun_sweep(tmp_path, tiny_csv):
+    p = run_cmd([*PY_TRAIN, "-m", *tiny_overrides(tmp_path, tiny_csv), "model.dropout=0.3,0.5"],
+                cwd=tmp_path)  # fmt: skip
+    assert p.returncode == 0, p.stderr[-3000:]
+    found = runs(tmp_path)
+    assert len(found) == 2
+    assert {json.loads(m.read_text())["model"] for m in found} == {"multi_vae_v2"}
