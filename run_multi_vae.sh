@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Train and/or predict MultiVAE. ./run_multi_vae.sh --help for modes and arguments.
+# Train and/or predict MultiVAE. --help for modes and arguments.
 set -uo pipefail
 MODEL=multi_vae
 DEFAULT_CONFIG=multi_vae_v2

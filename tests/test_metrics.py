@@ -81,3 +81,13 @@ def test_matches_a_plain_python_reference():
     out = acc.compute()
     assert out[f"recall@{k}"].item() == pytest.approx(rec / n, abs=1e-6)
     assert out[f"ndcg@{k}"].item() == pytest.approx(ndcg / n, abs=1e-6)
+
+
+def test_coverage_counts_distinct_items_in_top_k():
+    scores = torch.tensor([[3.0, 2.0, 1.0, 0.0], [3.0, 2.0, 1.0, 0.0], [0.0, 1.0, 2.0, 3.0]])
+    targets = torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 0, 0]])  # user 3 skipped
+    acc = MetricAccumulator([1, 2])
+    acc.update(scores, targets)
+    out = acc.compute()
+    assert out["coverage@1"].item() == pytest.approx(0.25)  # only item 0
+    assert out["coverage@2"].item() == pytest.approx(0.5)  # items 0 and 1

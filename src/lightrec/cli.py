@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -26,6 +27,9 @@ def _log_root(job_name: str, *, _root_: DictConfig) -> str:
         return _root_.paths.predict_log_root
     return _root_.paths.log_root
 
+
+# a deprecation inside pytorch_lightning itself, printed on every run; nothing to act on
+warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
 
 if not OmegaConf.has_resolver("lightrec_log_root"):
     OmegaConf.register_new_resolver("lightrec_log_root", _log_root)

@@ -10,6 +10,9 @@ first (:func:`exclude_seen`). For one user with held-out set :math:`T` and top-K
   :math:`\mathrm{IDCG} = \sum_{j=1}^{m} 1 / \log_2(j+1)`;
 - HitRate@K :math:`= [\sum_j h_j > 0]`.
 
+Catalogue coverage@K is the share of all items that appear in at least one evaluated
+user's top-K list.
+
 Users without held-out items are skipped. Batches return *sums* and a user count, so
 the mean over any number of batches (or processes) is exact: sum the sums, then divide.
 """
@@ -67,24 +70,44 @@ def topk_metric_sums(
 
 
 class MetricAccumulator:
-    """Adds up :func:`topk_metric_sums` over batches; ``compute()`` gives the means."""
+    """Adds up :func:`topk_metric_sums` (and per-item top-K appearances, for coverage) over
+    batches; ``compute()`` gives the means."""
 
     def __init__(self, ks: list[int] | tuple[int, ...]) -> None:
         self.ks = list(ks)
         self.sums: dict[str, torch.Tensor] = {}
 
+    def _add(self, name: str, v: torch.Tensor) -> None:
+        self.sums[name] = self.sums[name] + v if name in self.sums else v
+
     def update(self, scores: torch.Tensor, targets: torch.Tensor) -> None:
         for name, v in topk_metric_sums(scores, targets, self.ks).items():
-            self.sums[name] = self.sums[name] + v if name in self.sums else v
+            self._add(name, v)
+        evaluated = targets.sum(dim=1) > 0
+        for k in self.ks:
+            top = scores[evaluated].topk(min(k, scores.shape[1]), dim=1).indices
+            counts = torch.zeros(scores.shape[1], device=scores.device)
+            self._add(
+                f"_appear@{k}",
+                counts.index_add_(
+                    0, top.reshape(-1), torch.ones(top.numel(), device=scores.device)
+                ),
+            )
 
     def compute(self, reduce=None) -> dict[str, torch.Tensor]:
-        """Means over users; ``reduce`` (e.g. a sum across processes) is applied to the
-        sums first, so the result is exact under data parallelism."""
+        """Means over users and coverage; ``reduce`` (e.g. a sum across processes) is applied
+        to the sums first, so the result is exact under data parallelism."""
         if not self.sums:
             return {}
         sums = {k: (reduce(v) if reduce else v) for k, v in self.sums.items()}
         users = sums.pop("users").clamp(min=1)
-        return {k: v / users for k, v in sums.items()}
+        out = {}
+        for k, v in sums.items():
+            if k.startswith("_appear@"):
+                out[f"coverage@{k.split('@')[1]}"] = (v > 0).float().mean()
+            else:
+                out[k] = v / users
+        return out
 
     def reset(self) -> None:
         self.sums = {}

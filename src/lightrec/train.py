@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 
 from lightrec.data.recsys_data import RecSysDataModule
 from lightrec.utils.io import write_json
-from lightrec.utils.path_utils import BEST_CKPT, get_directories
+from lightrec.utils.path_utils import BEST_CKPT, LAST_CKPT, get_directories
 
 log = logging.getLogger(__name__)
 
@@ -47,40 +48,18 @@ def run(cfg: DictConfig) -> float | None:
     OmegaConf.save(cfg, paths["config"], resolve=True)
     write_json(paths["id_maps"], dm.id_maps())
 
-    monitor = cfg.checkpoint.monitor if dm.has_validation else None
-    if monitor is None:
-        log.warning("no validation split: training runs for trainer.max_epochs, keeping last")
-    ckpt_cb = ModelCheckpoint(
-        dirpath=paths["checkpoint_dir"],
-        filename=Path(BEST_CKPT).stem,
-        monitor=monitor,
-        mode=cfg.checkpoint.mode,
-        save_top_k=1,
-        save_last=True,
-        auto_insert_metric_name=False,
-        enable_version_counter=False,
-    )
-    callbacks: list[pl.Callback] = [ckpt_cb]
-    if monitor is not None:
-        callbacks.append(
-            EarlyStopping(
-                monitor=monitor, mode=cfg.checkpoint.mode, patience=cfg.early_stopping.patience
-            )  # fmt: skip
-        )
     logger = TensorBoardLogger(
         save_dir=str(paths["run_dir"]), name="tensorboard", version="", default_hp_metric=False
     )
-    trainer = pl.Trainer(
-        **OmegaConf.to_container(cfg.trainer, resolve=True),
-        callbacks=callbacks,
-        logger=logger,
-        default_root_dir=str(paths["run_dir"]),
-    )
+    monitor = cfg.checkpoint.monitor if dm.has_validation else None
     t0 = time.perf_counter()
-    trainer.fit(model, datamodule=dm)
+    if getattr(model, "closed_form", False):
+        trainer, best = _fit_closed_form(cfg, dm, model, logger, paths)
+    else:
+        trainer, best = _fit_sgd(cfg, dm, model, logger, paths, monitor)
     fit_s = time.perf_counter() - t0
 
-    best = Path(ckpt_cb.best_model_path or paths["checkpoint_dir"] / "last.ckpt")
+    # evaluate the selected checkpoint: validation, then test once (history = train + valid)
     state = torch.load(best, map_location="cpu", weights_only=True)
     model.load_state_dict(state["state_dict"])
     metrics: dict[str, Any] = {
@@ -101,6 +80,51 @@ def run(cfg: DictConfig) -> float | None:
     if monitor is None:
         return None
     return metrics["val"][monitor.removeprefix("val/")]
+
+
+def _trainer(cfg: DictConfig, **kw: Any) -> pl.Trainer:
+    return pl.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), **kw)
+
+
+def _fit_sgd(cfg, dm, model, logger, paths, monitor) -> tuple[pl.Trainer, Path]:
+    """Gradient training; the best checkpoint by ``monitor`` (the last without validation)."""
+    if monitor is None:
+        log.warning("no validation split: training runs for trainer.max_epochs, keeping last")
+    ckpt_cb = ModelCheckpoint(
+        dirpath=paths["checkpoint_dir"],
+        filename=Path(BEST_CKPT).stem,
+        monitor=monitor,
+        mode=cfg.checkpoint.mode,
+        save_top_k=1,
+        save_last=True,
+        auto_insert_metric_name=False,
+        enable_version_counter=False,
+    )
+    callbacks: list[pl.Callback] = [ckpt_cb]
+    if monitor is not None:
+        callbacks.append(
+            EarlyStopping(
+                monitor=monitor, mode=cfg.checkpoint.mode, patience=cfg.early_stopping.patience
+            )  # fmt: skip
+        )
+    trainer = _trainer(cfg, callbacks=callbacks, logger=logger,
+                       default_root_dir=str(paths["run_dir"]))  # fmt: skip
+    trainer.fit(model, datamodule=dm)
+    return trainer, Path(ckpt_cb.best_model_path or paths["checkpoint_dir"] / LAST_CKPT)
+
+
+def _fit_closed_form(cfg, dm, model, logger, paths) -> tuple[pl.Trainer, Path]:
+    """One closed-form fit on the training matrix, on the GPU when the trainer would use one."""
+    use_gpu = torch.cuda.is_available() and cfg.trainer.accelerator in ("auto", "gpu", "cuda")
+    model.to("cuda" if use_gpu else "cpu")
+    model.fit_closed_form(dm.train_csr)
+    trainer = _trainer(cfg, logger=logger, default_root_dir=str(paths["run_dir"]))
+    trainer.strategy.connect(model)
+    trainer.strategy.model_to_device()
+    best = paths["checkpoint_dir"] / BEST_CKPT
+    trainer.save_checkpoint(best)
+    shutil.copyfile(best, paths["checkpoint_dir"] / LAST_CKPT)
+    return trainer, best
 
 
 def _plain(logged: dict[str, float], prefix: str) -> dict[str, float]:

@@ -124,6 +124,8 @@ def encode_and_split(
     holdout: str,
     valid_ratio: float,
     split_seed: int,
+    last_n: int = 1,
+    random_m: int = 0,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Sort by (user, time, file order), de-duplicate, filter, encode ids, split.
 
@@ -156,7 +158,7 @@ def encode_and_split(
     i_present = np.bincount(i, minlength=len(i_uniques)) > 0
     u = (np.cumsum(u_present) - 1)[u].astype(np.int32)
     i = (np.cumsum(i_present) - 1)[i].astype(np.int32)
-    split = split_labels(u, split_strategy, holdout, valid_ratio, split_seed)
+    split = split_labels(u, split_strategy, holdout, valid_ratio, split_seed, last_n, random_m)
 
     arrays = {"user": u, "item": i, "time": t, "split": split}
     meta = {
@@ -183,9 +185,10 @@ class RecSysDataModule(pl.LightningDataModule):
         data_dir: where built-in datasets are prepared.
         columns: CSV column names for ``user``, ``item`` and ``time`` (None: file order).
         min_interactions: users with fewer distinct items are dropped.
-        split_strategy: ``leave_one_out`` | ``random`` | ``none``.
-        holdout: for leave_one_out, ``valid`` or ``valid_and_test``.
-        valid_ratio, split_seed: for ``random``.
+        split_strategy: ``leave_one_out`` | ``last_n_random_m`` | ``random`` | ``none``.
+        holdout: for leave_one_out and last_n_random_m, ``valid`` or ``valid_and_test``.
+        valid_ratio: for ``random``; split_seed: for ``random`` and ``last_n_random_m``.
+        last_n, random_m: for ``last_n_random_m``.
         batch_size, eval_batch_size, num_workers: data loading.
         use_cache, cache_dir: the disk cache (see lightrec.data.cache).
     """
@@ -202,6 +205,8 @@ class RecSysDataModule(pl.LightningDataModule):
         split_seed: int,
         batch_size: int,
         eval_batch_size: int,
+        last_n: int = 1,
+        random_m: int = 0,
         num_workers: int = 0,
         use_cache: bool = True,
         cache_dir: str = "~/.cache/recsys",
@@ -221,6 +226,8 @@ class RecSysDataModule(pl.LightningDataModule):
         self.holdout = holdout
         self.valid_ratio = float(valid_ratio)
         self.split_seed = int(split_seed)
+        self.last_n = int(last_n)
+        self.random_m = int(random_m)
         self.batch_size = int(batch_size)
         self.eval_batch_size = int(eval_batch_size)
         self.num_workers = int(num_workers)
@@ -244,8 +251,10 @@ class RecSysDataModule(pl.LightningDataModule):
             "min_interactions": self.min_interactions,
             "split_strategy": self.split_strategy,
         }
-        if self.split_strategy == "leave_one_out":
+        if self.split_strategy in ("leave_one_out", "last_n_random_m"):
             params["holdout"] = self.holdout
+        if self.split_strategy == "last_n_random_m":
+            params.update(last_n=self.last_n, random_m=self.random_m, split_seed=self.split_seed)
         if self.split_strategy == "random":
             params.update(valid_ratio=self.valid_ratio, split_seed=self.split_seed)
         return params
@@ -280,7 +289,7 @@ class RecSysDataModule(pl.LightningDataModule):
         interactions = read_interactions(path, self.columns)
         self.arrays, self.meta = encode_and_split(
             interactions, self.min_interactions, self.split_strategy, self.holdout,
-            self.valid_ratio, self.split_seed,
+            self.valid_ratio, self.split_seed, self.last_n, self.random_m,
         )  # fmt: skip
         self.meta["data_path"] = str(path)
         self.meta["params"] = self.split_params()

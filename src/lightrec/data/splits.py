@@ -74,6 +74,30 @@ def random_holdout(user: np.ndarray, valid_ratio: float, seed: int) -> np.ndarra
     return split
 
 
+def last_n_random_m(user: np.ndarray, n: int, m: int, seed: int) -> np.ndarray:
+    """Mask of the rows held out competition-style: each user's last ``n`` rows plus ``m``
+    random earlier ones, seeded; a user always keeps at least one row.
+
+    >>> user = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1, 2])   # sorted by user, then time
+    >>> mask = last_n_random_m(user, n=2, m=1, seed=0)
+    >>> mask[:6].tolist()[-2:], int(mask[:4].sum())        # user 0: last 2, one of the first 4
+    ([True, True], 1)
+    >>> mask[6:9].tolist(), mask[9:].tolist()              # user 1 keeps its first row
+    ([False, True, True], [False])
+    """
+    pos, length = _positions(user)
+    from_end = length - 1 - pos
+    n_u = np.minimum(n, length - 1)
+    last = from_end < n_u
+    m_u = np.minimum(m, length - 1 - n_u)
+    key = np.random.default_rng(seed).random(len(user))
+    key[last] = 2.0  # the last rows sort after every earlier one
+    order = np.lexsort((key, user))
+    rank = np.empty(len(user), dtype=np.int64)
+    rank[order] = pos  # rank of each row among its user's rows, earlier ones first
+    return last | (~last & (rank < m_u))
+
+
 def no_holdout(user: np.ndarray) -> np.ndarray:
     """Everything trains (the final fit before a submission).
 
@@ -83,15 +107,42 @@ def no_holdout(user: np.ndarray) -> np.ndarray:
     return np.zeros(len(user), dtype=np.int8)
 
 
-STRATEGIES = ("leave_one_out", "random", "none")
+STRATEGIES = ("leave_one_out", "last_n_random_m", "random", "none")
+
+
+def competition_split(user: np.ndarray, holdout: str, n: int, m: int, seed: int) -> np.ndarray:
+    """``last_n_random_m`` as labels: the held-out set validates (``holdout="valid"``), or
+    tests, with a second set drawn the same way from the rest validating
+    (``"valid_and_test"``).
+
+    >>> competition_split(np.array([0] * 6), "valid_and_test", n=1, m=1, seed=0).tolist()
+    [0, 0, 1, 2, 1, 2]
+    """
+    split = np.zeros(len(user), dtype=np.int8)
+    if holdout == "valid":
+        split[last_n_random_m(user, n, m, seed)] = VALID
+        return split
+    test = last_n_random_m(user, n, m, seed)
+    split[test] = TEST
+    rest = np.flatnonzero(~test)
+    split[rest[last_n_random_m(user[rest], n, m, seed + 1)]] = VALID
+    return split
 
 
 def split_labels(
-    user: np.ndarray, strategy: str, holdout: str, valid_ratio: float, seed: int
+    user: np.ndarray,
+    strategy: str,
+    holdout: str,
+    valid_ratio: float,
+    seed: int,
+    last_n: int = 1,
+    random_m: int = 0,
 ) -> np.ndarray:
     """Dispatch on ``data.split_strategy``."""
     if strategy == "leave_one_out":
         return leave_one_out(user, holdout)
+    if strategy == "last_n_random_m":
+        return competition_split(user, holdout, last_n, random_m, seed)
     if strategy == "random":
         return random_holdout(user, valid_ratio, seed)
     if strategy == "none":

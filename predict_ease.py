@@ -1,0 +1,16 @@
+"""Predict with EASE (or Popularity): `python predict_ease.py [--config-name pop] [k=v ...]`."""
+
+import hydra
+from omegaconf import DictConfig
+
+from lightrec import predict
+from lightrec.cli import guarded  # also registers the run-folder resolver
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="ease")
+def main(cfg: DictConfig):
+    return guarded(predict.run, cfg)
+
+
+if __name__ == "__main__":
+    main()

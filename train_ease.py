@@ -1,0 +1,16 @@
+"""Fit EASE (or Popularity): `python train_ease.py [--config-name pop] [key=value ...]`."""
+
+import hydra
+from omegaconf import DictConfig
+
+from lightrec import train
+from lightrec.cli import guarded  # also registers the run-folder resolver
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="ease")
+def main(cfg: DictConfig):
+    return guarded(train.run, cfg)
+
+
+if __name__ == "__main__":
+    main()
