@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -86,12 +87,15 @@ def main() -> None:
         subprocess.run(cmd, check=True, cwd=work, env={**os.environ, "LIGHTREC_VENV": sys.prefix},
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         wall = time.perf_counter() - t
+        # largest resident set of any process the command started, over the runs so far
+        peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         metrics_path = max(log_root.rglob("metrics.json"), key=lambda p: p.stat().st_mtime)
         m = json.loads(metrics_path.read_text())
         s = score(pd.read_csv(metrics_path.parent / "submission.csv"), hidden)
         row = {"model": a.config, "seed": seed, **s, "val_ndcg@10": m["val"]["ndcg@10"],
                "best_epoch": m["best_epoch"], "epochs": m["epochs_trained"],
-               "fit_s": m["fit_time_s"], "wall_s": round(wall, 1)}  # fmt: skip
+               "fit_s": m["fit_time_s"], "wall_s": round(wall, 1),
+               "peak_rss_mb_so_far": round(peak_mb)}  # fmt: skip
         rows.append(row)
         print(json.dumps(row), flush=True)
 

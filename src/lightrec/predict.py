@@ -10,9 +10,9 @@ import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-from lightrec.data.batches import CSRCollate
+from lightrec.data.batches import CSRCollate, SequenceCollate
 from lightrec.data.datasets import movielens_100k
-from lightrec.data.recsys_data import history_csr, read_interactions
+from lightrec.data.recsys_data import full_history, read_interactions
 from lightrec.recommend import check_enough_unseen, recommend_topk, write_submission
 from lightrec.utils.path_utils import get_directories
 
@@ -42,15 +42,19 @@ def run(cfg: DictConfig) -> Path:
 
     data_path = cfg.data.path if cfg.data.path is not None else movielens_100k(cfg.data.data_dir)
     interactions = read_interactions(data_path, cfg.data.columns)
-    history, users, n_unknown = history_csr(interactions, id_maps["item_ids"])
-    if n_unknown:
-        log.warning("%d rows name items the model never saw; they are ignored", n_unknown)
+    history = full_history(interactions, id_maps["item_ids"])
+    if history.n_unknown:
+        log.warning("%d rows name items the model never saw; ignored", history.n_unknown)
     k = cfg.predict.top_k
-    check_enough_unseen(history, k, users)
-    topk = recommend_topk(
-        model.score_batch, CSRCollate(history), len(users), k, cfg.predict.batch_size, device
-    )
-    write_submission(paths["submission"], users, id_maps["item_ids"], topk)
+    check_enough_unseen(history.csr, k, history.users)
+    if run_cfg.data.view == "sequence":
+        seqs = history.sequences(run_cfg.data.max_len, len(id_maps["item_ids"]) + 1)
+        collate = SequenceCollate(seqs, history.csr)
+    else:
+        collate = CSRCollate(history.csr)
+    n_users = len(history.users)
+    topk = recommend_topk(model.score_batch, collate, n_users, k, cfg.predict.batch_size, device)
+    write_submission(paths["submission"], history.users, id_maps["item_ids"], topk)
     log.info("wrote %s: %d users x %d items (checkpoint %s)",
-             paths["submission"], len(users), k, paths["ckpt"])  # fmt: skip
+             paths["submission"], n_users, k, paths["ckpt"])  # fmt: skip
     return paths["submission"]

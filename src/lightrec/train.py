@@ -33,7 +33,9 @@ def build_datamodule(cfg: DictConfig) -> RecSysDataModule:
 
 def build_model(cfg: DictConfig, dm: RecSysDataModule) -> pl.LightningModule:
     """Instantiate ``cfg.model`` with the data-dependent sizes filled in."""
-    return instantiate(cfg.model, num_items=dm.num_items, _convert_="all")
+    return instantiate(
+        cfg.model, num_items=dm.num_items, exclude_seen=cfg.eval.exclude_seen, _convert_="all"
+    )
 
 
 def run(cfg: DictConfig) -> float | None:

@@ -31,14 +31,15 @@ class CSRCollate:
     Only row slices of the CSR matrices travel; the model densifies them on its device.
     """
 
-    def __init__(self, inputs: sp.csr_matrix, targets: sp.csr_matrix | None = None) -> None:
+    def __init__(self, inputs: sp.csr_matrix | None, targets: sp.csr_matrix | None = None) -> None:
         self.inputs = inputs
         self.targets = targets
 
     def __call__(self, users: list[int]) -> dict[str, torch.Tensor]:
         rows = np.asarray(users, dtype=np.int64)
         batch = {"users": torch.from_numpy(rows)}
-        batch.update(_slice("input", self.inputs, rows))
+        if self.inputs is not None:
+            batch.update(_slice("input", self.inputs, rows))
         if self.targets is not None:
             batch.update(_slice("target", self.targets, rows))
         return batch
@@ -66,3 +67,55 @@ def dense_rows(indptr: torch.Tensor, indices: torch.Tensor, n_cols: int) -> torc
     x = torch.zeros(n_rows, n_cols, device=indptr.device)
     x[rows, indices] = 1.0
     return x
+
+
+def sequence_matrix(
+    user: np.ndarray,
+    item: np.ndarray,
+    mask: np.ndarray,
+    n_users: int,
+    max_len: int,
+    mask_token: int | None = None,
+) -> np.ndarray:
+    """Left-padded ``(n_users, max_len)`` matrix of each user's most recent selected items.
+
+    ``user`` must be sorted ascending with each user's rows in time order. Items are
+    shifted by one (0 is padding). With ``mask_token``, the last column holds it and the
+    items fill the ``max_len - 1`` columns before it (what evaluation feeds the model).
+
+    >>> user, item = np.array([0, 0, 0, 1]), np.array([4, 5, 6, 7])
+    >>> sequence_matrix(user, item, np.ones(4, bool), 2, 2).tolist()
+    [[6, 7], [0, 8]]
+    >>> sequence_matrix(user, item, np.ones(4, bool), 2, 3, mask_token=99).tolist()
+    [[6, 7, 99], [0, 8, 99]]
+    """
+    u, i = user[mask], item[mask]
+    width = max_len - (mask_token is not None)
+    counts = np.bincount(u, minlength=n_users)
+    ends = np.cumsum(counts)
+    from_end = ends[u] - 1 - np.arange(len(u))  # 0 for the latest row of each user
+    keep = from_end < width
+    seq = np.zeros((n_users, max_len), dtype=np.int64)
+    seq[u[keep], width - 1 - from_end[keep]] = i[keep].astype(np.int64) + 1
+    if mask_token is not None:
+        seq[:, -1] = mask_token
+    return seq
+
+
+class SequenceCollate(CSRCollate):
+    """The users' rows of a sequence matrix, plus CSR slices of the history to exclude and
+    the targets when evaluating (training batches carry the sequences alone)."""
+
+    def __init__(
+        self,
+        seqs: np.ndarray,
+        inputs: sp.csr_matrix | None = None,
+        targets: sp.csr_matrix | None = None,
+    ) -> None:
+        super().__init__(inputs, targets)
+        self.seqs = seqs
+
+    def __call__(self, users: list[int]) -> dict[str, torch.Tensor]:
+        batch = super().__call__(users)
+        batch["seq"] = torch.from_numpy(self.seqs[np.asarray(users, dtype=np.int64)])
+        return batch

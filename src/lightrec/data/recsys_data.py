@@ -22,7 +22,7 @@ import scipy.sparse as sp
 from torch.utils.data import DataLoader
 
 from lightrec.data import cache
-from lightrec.data.batches import CSRCollate, csr_from_sorted
+from lightrec.data.batches import CSRCollate, SequenceCollate, csr_from_sorted, sequence_matrix
 from lightrec.data.datasets import movielens_100k
 from lightrec.data.splits import STRATEGIES, TEST, TRAIN, VALID, split_labels
 from lightrec.errors import LightrecError
@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 ROLES = ("user", "item", "time")
 HOLDOUTS = ("valid", "valid_and_test")
+VIEWS = ("csr", "sequence")
 
 
 @dataclass
@@ -189,6 +190,8 @@ class RecSysDataModule(pl.LightningDataModule):
         holdout: for leave_one_out and last_n_random_m, ``valid`` or ``valid_and_test``.
         valid_ratio: for ``random``; split_seed: for ``random`` and ``last_n_random_m``.
         last_n, random_m: for ``last_n_random_m``.
+        view: ``csr`` (user x item rows: MultiVAE, EASE) or ``sequence`` (time-ordered
+            item sequences of at most ``max_len``, left-padded: BERT4Rec).
         batch_size, eval_batch_size, num_workers: data loading.
         use_cache, cache_dir: the disk cache (see lightrec.data.cache).
     """
@@ -207,6 +210,8 @@ class RecSysDataModule(pl.LightningDataModule):
         eval_batch_size: int,
         last_n: int = 1,
         random_m: int = 0,
+        view: str = "csr",
+        max_len: int = 0,
         num_workers: int = 0,
         use_cache: bool = True,
         cache_dir: str = "~/.cache/recsys",
@@ -216,6 +221,10 @@ class RecSysDataModule(pl.LightningDataModule):
             raise LightrecError(
                 f"data.split_strategy={split_strategy!r} is not one of {', '.join(STRATEGIES)}"
             )
+        if view not in VIEWS:
+            raise LightrecError(f"data.view={view!r} is not one of {', '.join(VIEWS)}")
+        if view == "sequence" and max_len < 2:
+            raise LightrecError(f"data.max_len={max_len} must be at least 2 for sequences")
         if holdout not in HOLDOUTS:
             raise LightrecError(f"data.holdout={holdout!r} is not one of {', '.join(HOLDOUTS)}")
         self.path = path
@@ -228,6 +237,8 @@ class RecSysDataModule(pl.LightningDataModule):
         self.split_seed = int(split_seed)
         self.last_n = int(last_n)
         self.random_m = int(random_m)
+        self.view = view
+        self.max_len = int(max_len)
         self.batch_size = int(batch_size)
         self.eval_batch_size = int(eval_batch_size)
         self.num_workers = int(num_workers)
@@ -311,6 +322,15 @@ class RecSysDataModule(pl.LightningDataModule):
         self.train_csr = csr_from_sorted(u, i, s == TRAIN, *shape)
         self.valid_csr = csr_from_sorted(u, i, s == VALID, *shape)
         self.test_csr = csr_from_sorted(u, i, s == TEST, *shape)
+        if self.view == "sequence":
+            # item ids shift by one: 0 pads, num_items + 1 is [MASK]
+            self.mask_token = self.num_items + 1
+            args = (u, i)
+            self.train_seq = sequence_matrix(*args, s == TRAIN, self.num_users, self.max_len)
+            self.valid_seq = sequence_matrix(*args, s == TRAIN, self.num_users, self.max_len,
+                                             self.mask_token)  # fmt: skip
+            self.test_seq = sequence_matrix(*args, s != TEST, self.num_users, self.max_len,
+                                            self.mask_token)  # fmt: skip
 
     @property
     def has_validation(self) -> bool:
@@ -323,6 +343,11 @@ class RecSysDataModule(pl.LightningDataModule):
     def id_maps(self) -> dict[str, list]:
         return {"user_ids": self.meta["user_ids"], "item_ids": self.meta["item_ids"]}
 
+    def _collate(self, split: str, inputs: sp.csr_matrix, targets: sp.csr_matrix | None):
+        if self.view == "sequence":
+            return SequenceCollate(getattr(self, f"{split}_seq"), inputs, targets)
+        return CSRCollate(inputs, targets)
+
     def _loader(self, users: np.ndarray, collate: CSRCollate, train: bool) -> DataLoader:
         return DataLoader(
             users,  # a numpy array of user indices is a valid map-style dataset
@@ -334,34 +359,49 @@ class RecSysDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         users = np.flatnonzero(np.diff(self.train_csr.indptr) > 0)
+        if self.view == "sequence":  # the sequences are the whole input
+            return self._loader(users, SequenceCollate(self.train_seq), train=True)
         return self._loader(users, CSRCollate(self.train_csr), train=True)
 
     def val_dataloader(self) -> DataLoader:
         users = np.flatnonzero(np.diff(self.valid_csr.indptr) > 0)
-        return self._loader(users, CSRCollate(self.train_csr, self.valid_csr), train=False)
+        collate = self._collate("valid", self.train_csr, self.valid_csr)
+        return self._loader(users, collate, train=False)
 
     def test_dataloader(self) -> DataLoader:
         """Test users' input is their train *and* validation items (the selected model is
         judged on what follows everything it could have seen)."""
         users = np.flatnonzero(np.diff(self.test_csr.indptr) > 0)
-        history = self.train_csr + self.valid_csr
-        return self._loader(users, CSRCollate(history.tocsr(), self.test_csr), train=False)
+        history = (self.train_csr + self.valid_csr).tocsr()
+        return self._loader(users, self._collate("test", history, self.test_csr), train=False)
 
 
-def history_csr(log_: Interactions, item_ids: list) -> tuple[sp.csr_matrix, np.ndarray, int]:
-    """Every user's full history (all rows of the log) over a trained model's item map.
+@dataclass
+class History:
+    """Every user's full history over a trained model's item map (for prediction)."""
 
-    Every user of the log is served, seen in training or not. Returns the CSR matrix (one
-    row per distinct user in the log, in sorted id order), those
-    users' original ids, and the number of rows whose item the model never saw (dropped).
-    """
+    csr: sp.csr_matrix  # (users, items) binary
+    users: np.ndarray  # original user ids, sorted; row r of csr is users[r]
+    user: np.ndarray  # rows sorted by (user, time, file order), earliest of each repeat
+    item: np.ndarray
+    n_unknown: int  # rows naming items the model never saw (ignored)
+
+    def sequences(self, max_len: int, mask_token: int) -> np.ndarray:
+        """Most recent ``max_len - 1`` items of each user, then [MASK]."""
+        keep = np.ones(len(self.user), dtype=bool)
+        return sequence_matrix(self.user, self.item, keep, len(self.users), max_len, mask_token)
+
+
+def full_history(log_: Interactions, item_ids: list) -> History:
+    """All rows of the log, over the model's items. Every user of the log is served, seen in
+    training or not; rows with items the model never saw are dropped and counted."""
     users, u = np.unique(log_.user.to_numpy(), return_inverse=True)
-    item_index = pd.Index(item_ids)
-    i = item_index.get_indexer(log_.item)
+    i = pd.Index(item_ids).get_indexer(log_.item)
     known = i >= 0
-    m = sp.csr_matrix(
-        (np.ones(int(known.sum()), dtype=np.float32), (u[known], i[known])),
-        shape=(len(users), len(item_ids)),
-    )
-    m.data[:] = 1.0  # duplicates were summed
-    return m, users, int((~known).sum())
+    u, i, t = u[known], i[known], log_.time[known]
+    order = np.lexsort((t, u))
+    u, i = u[order], i[order]
+    first = ~pd.Series(u.astype(np.int64) * len(item_ids) + i).duplicated().to_numpy()
+    u, i = u[first], i[first]
+    csr = csr_from_sorted(u, i, np.ones(len(u), dtype=bool), len(users), len(item_ids))
+    return History(csr, users, u, i, int((~known).sum()))

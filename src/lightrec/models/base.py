@@ -17,10 +17,11 @@ from lightrec.metrics import MetricAccumulator, exclude_seen
 
 
 class RecommenderModule(pl.LightningModule):
-    def __init__(self, num_items: int, eval_ks: list[int]) -> None:
+    def __init__(self, num_items: int, eval_ks: list[int], exclude_seen: bool = True) -> None:
         super().__init__()
         self.num_items = num_items
         self.eval_ks = list(eval_ks)
+        self.exclude_seen = exclude_seen
         self._acc = {
             "val": MetricAccumulator(self.eval_ks),
             "test": MetricAccumulator(self.eval_ks),
@@ -29,7 +30,10 @@ class RecommenderModule(pl.LightningModule):
     def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> None:
         scores, seen = self.score_batch(batch)
         targets = dense_rows(batch["target_indptr"], batch["target_indices"], self.num_items)
-        self._acc[stage].update(exclude_seen(scores.float(), seen), targets)
+        scores = scores.float()
+        if self.exclude_seen:  # eval.exclude_seen: rank only items the user has not seen
+            scores = exclude_seen(scores, seen)
+        self._acc[stage].update(scores, targets)
 
     def _eval_epoch_end(self, stage: str) -> None:
         means = self._acc[stage].compute(

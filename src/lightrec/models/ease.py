@@ -72,6 +72,7 @@ class EASE(ClosedFormModule):
     dtype: ``auto`` (float64 on the CPU, float32 on the GPU), ``float32`` or ``float64``.
     memory_budget_gb: refuse to fit when the n x n matrices would need more.
     eval_ks: cut-offs of the validation/test metrics.
+    exclude_seen: rank only unseen items in validation/test (``eval.exclude_seen``).
     """
 
     def __init__(
@@ -81,8 +82,9 @@ class EASE(ClosedFormModule):
         dtype: str = "auto",
         memory_budget_gb: float = 8.0,
         eval_ks: list[int] = (10, 20),  # type: ignore[assignment]
+        exclude_seen: bool = True,
     ) -> None:
-        super().__init__(num_items, list(eval_ks))
+        super().__init__(num_items, list(eval_ks), exclude_seen)
         if dtype not in ("auto", *DTYPES):
             raise LightrecError(f"model.dtype={dtype!r} is not one of auto, float32, float64")
         need = ease_memory_gb(num_items, torch.float64 if dtype != "float32" else torch.float32)
@@ -130,8 +132,13 @@ class EASE(ClosedFormModule):
 class Popularity(ClosedFormModule):
     """Scores every item by its number of training users (the floor any model must clear)."""
 
-    def __init__(self, num_items: int, eval_ks: list[int] = (10, 20)) -> None:  # type: ignore[assignment]
-        super().__init__(num_items, list(eval_ks))
+    def __init__(
+        self,
+        num_items: int,
+        eval_ks: list[int] = (10, 20),  # type: ignore[assignment]
+        exclude_seen: bool = True,
+    ) -> None:
+        super().__init__(num_items, list(eval_ks), exclude_seen)
         self.save_hyperparameters()
         self.register_buffer("counts", torch.zeros(num_items))
 

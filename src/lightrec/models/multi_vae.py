@@ -88,6 +88,7 @@ class MultiVAE(RecommenderModule):
         anneal_steps: optimiser steps over which the KL weight rises to ``kl_cap``.
         lr, weight_decay: Adam.
         eval_ks: cut-offs of the validation/test metrics.
+        exclude_seen: rank only unseen items in validation/test (``eval.exclude_seen``).
     """
 
     def __init__(
@@ -100,8 +101,9 @@ class MultiVAE(RecommenderModule):
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         eval_ks: list[int] = (10, 20),  # type: ignore[assignment]
+        exclude_seen: bool = True,
     ) -> None:
-        super().__init__(num_items, list(eval_ks))
+        super().__init__(num_items, list(eval_ks), exclude_seen)
         self.save_hyperparameters()
         self.net = MultiVAENet(num_items, list(hidden_dims), dropout)
         self.kl_cap = kl_cap

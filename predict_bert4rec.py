@@ -1,0 +1,16 @@
+"""Predict BERT4Rec: `python predict_bert4rec.py [key=value ...]`."""
+
+import hydra
+from omegaconf import DictConfig
+
+from lightrec import predict
+from lightrec.cli import guarded  # also registers the run-folder resolver
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="bert4rec_v2")
+def main(cfg: DictConfig):
+    return guarded(predict.run, cfg)
+
+
+if __name__ == "__main__":
+    main()

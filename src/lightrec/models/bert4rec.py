@@ -1,0 +1,237 @@
+"""BERT4Rec: bidirectional transformer over a user's item sequence, trained by masked-item
+prediction (a Cloze task).
+
+Sun, Liu, Wu, Pei, Lin, Ou, Jiang. "BERT4Rec: Sequential Recommendation with Bidirectional
+Encoder Representations from Transformer", CIKM 2019, https://arxiv.org/abs/1904.06690.
+
+Token ids: 0 pads, ``1..num_items`` are items (item index + 1), ``num_items + 1`` is [MASK].
+Sequences are left-padded, so the most recent item sits in the last column and evaluation
+appends [MASK] there. The masking is batch preparation (:func:`mask_items`, applied in
+``on_after_batch_transfer``, on the device), not part of the network.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lightrec.data.batches import dense_rows
+from lightrec.models.base import RecommenderModule
+
+IGNORE = -100
+
+
+def mask_items(
+    seq: torch.Tensor,
+    mask_prob: float,
+    mask_token: int,
+    last_item_prob: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mask a batch of left-padded sequences for the Cloze task.
+
+    Each non-pad position is masked with probability ``mask_prob``, at least one per
+    sequence (a random non-pad position when none was drawn). With ``last_item_prob``, a
+    sequence is instead masked at its last item only (what inference sees). Returns
+    ``(inputs, labels)``: inputs with [MASK] at masked positions, labels holding the
+    original item (1-based) there and ``-100`` everywhere else (pad is never a target,
+    [MASK] never a label).
+
+    >>> seq = torch.tensor([[0, 0, 3, 4, 5], [0, 6, 7, 8, 9]])
+    >>> inp, lab = mask_items(seq, mask_prob=0.0, mask_token=99, last_item_prob=1.0)
+    >>> inp.tolist()
+    [[0, 0, 3, 4, 99], [0, 6, 7, 8, 99]]
+    >>> lab.tolist()
+    [[-100, -100, -100, -100, 5], [-100, -100, -100, -100, 9]]
+    """
+    real = seq > 0
+    draw = torch.rand(seq.shape, device=seq.device, generator=generator)
+    masked = (draw < mask_prob) & real
+    # at least one mask per sequence: the real position with the smallest draw (computed
+    # for every row, without a data-dependent branch, so the GPU never waits on the host)
+    none = ~masked.any(dim=1, keepdim=True)  # (B, 1)
+    first = torch.where(real, draw, torch.full_like(draw, 2.0)).argmin(dim=1, keepdim=True)
+    pick = torch.zeros_like(masked).scatter_(1, first, True) & real
+    masked = masked | (none & pick)
+    if last_item_prob > 0:
+        last_only = torch.rand(seq.shape[0], 1, device=seq.device, generator=generator)
+        last_only = last_only < last_item_prob  # (B, 1)
+        at_last = torch.zeros_like(masked)
+        at_last[:, -1] = real[:, -1]
+        masked = torch.where(last_only, at_last, masked)
+    inputs = seq.masked_fill(masked, mask_token)
+    labels = seq.masked_fill(~masked, IGNORE)
+    return inputs, labels
+
+
+class Block(nn.Module):
+    """Post-LN transformer block as in BERT: attention and a GELU feed-forward, each with
+    dropout, a residual connection and LayerNorm."""
+
+    def __init__(self, d: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(d, 3 * d)
+        self.proj = nn.Linear(d, d)
+        self.ln1 = nn.LayerNorm(d)
+        self.ff = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
+        self.ln2 = nn.LayerNorm(d)
+        self.dropout = dropout
+
+    def attention(
+        self, x: torch.Tensor, keep: torch.Tensor, need_weights: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        b, length, d = x.shape
+        q, k, v = self.qkv(x).view(b, length, 3, self.heads, d // self.heads).unbind(2)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, L, Dh)
+        attend = keep[:, None, None, :]  # (B, 1, 1, L): pad keys are never attended to
+        p = self.dropout if self.training else 0.0
+        if need_weights:
+            scores = (q.float() @ k.float().transpose(-2, -1)) / math.sqrt(d // self.heads)
+            weights = scores.masked_fill(~attend, float("-inf")).softmax(dim=-1)  # (B, H, L, L)
+            out = F.dropout(weights, p, self.training).to(v.dtype) @ v
+        else:
+            weights = None
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attend, dropout_p=p)
+        return out.transpose(1, 2).reshape(b, length, d), weights
+
+    def forward(
+        self, x: torch.Tensor, keep: torch.Tensor, need_weights: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        a, weights = self.attention(x, keep, need_weights)
+        x = self.ln1(x + F.dropout(self.proj(a), self.dropout, self.training))
+        x = self.ln2(x + F.dropout(self.ff(x), self.dropout, self.training))
+        return x, weights
+
+
+class BERT4RecNet(nn.Module):
+    """Embeddings, transformer body and the tied output layer.
+
+    Args:
+        num_items: catalogue size; the embedding table has ``num_items + 2`` rows.
+        max_len: sequence length (learned positions).
+        hidden_size, num_layers, num_heads, dropout: the transformer.
+    """
+
+    def __init__(
+        self, num_items: int, max_len: int, hidden_size: int, num_layers: int, num_heads: int,
+        dropout: float,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        self.num_items = num_items
+        self.item_emb = nn.Embedding(num_items + 2, hidden_size, padding_idx=0)
+        self.pos_emb = nn.Embedding(max_len, hidden_size)
+        self.ln = nn.LayerNorm(hidden_size)
+        self.dropout = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(
+            Block(hidden_size, num_heads, dropout) for _ in range(num_layers)
+        )
+        # BERT's prediction head: a GELU projection, then scores against the item table
+        self.head = nn.Sequential(nn.Linear(hidden_size, hidden_size), nn.GELU(),
+                                  nn.LayerNorm(hidden_size))  # fmt: skip
+        self.out_bias = nn.Parameter(torch.zeros(num_items))
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear | nn.Embedding):
+            nn.init.trunc_normal_(m.weight, std=0.02, a=-0.04, b=0.04)
+        if isinstance(m, nn.Linear) and m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+    def encode(
+        self, seq: torch.Tensor, need_weights: bool = False
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Hidden states (B, L, D) and, if asked, attention weights per layer (B, H, L, L)."""
+        keep = seq > 0
+        pos = torch.arange(seq.shape[1], device=seq.device)
+        h = self.dropout(self.ln(self.item_emb(seq) + self.pos_emb(pos)))  # (B, L, D)
+        maps = []
+        for block in self.blocks:
+            h, w = block(h, keep, need_weights)
+            if w is not None:
+                maps.append(w)
+        return h, maps
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """Scores over the ``num_items`` real items for hidden states (N, D): tied to the
+        item embedding (rows 1..num_items) plus a bias."""
+        return self.head(h) @ self.item_emb.weight[1 : self.num_items + 1].t() + self.out_bias
+
+    def forward(self, seq: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Logits (N, num_items) at the ``positions`` (B, L) bool mask only: never for
+        every position, which would cost B x L x num_items."""
+        h, _ = self.encode(seq)
+        return self.logits(h[positions])  # (N, I)
+
+    @torch.no_grad()
+    def attention_maps(self, seq: torch.Tensor) -> list[torch.Tensor]:
+        """Attention weights of every layer, each (B, heads, L, L), rows = queries."""
+        return self.encode(seq, need_weights=True)[1]
+
+
+class BERT4Rec(RecommenderModule):
+    """LightningModule: Cloze training and last-position scoring around :class:`BERT4RecNet`.
+
+    Args:
+        num_items: filled in from the data module.
+        max_len, hidden_size, num_layers, num_heads, dropout: see :class:`BERT4RecNet`.
+        mask_prob: share of positions masked per training sequence.
+        last_item_prob: share of training sequences masked at the last item only.
+        lr, weight_decay: AdamW.
+        eval_ks: cut-offs of the validation/test metrics.
+        exclude_seen: rank only unseen items in validation/test (``eval.exclude_seen``).
+    """
+
+    def __init__(
+        self,
+        num_items: int,
+        max_len: int = 200,
+        hidden_size: int = 64,
+        num_layers: int = 2,
+        num_heads: int = 2,
+        dropout: float = 0.1,
+        mask_prob: float = 0.2,
+        last_item_prob: float = 0.0,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        eval_ks: list[int] = (10, 20),  # type: ignore[assignment]
+        exclude_seen: bool = True,
+    ) -> None:
+        super().__init__(num_items, list(eval_ks), exclude_seen)
+        self.save_hyperparameters()
+        self.net = BERT4RecNet(num_items, max_len, hidden_size, num_layers, num_heads, dropout)
+        self.mask_token = num_items + 1
+        self.mask_prob = mask_prob
+        self.last_item_prob = last_item_prob
+        self.lr = lr
+        self.weight_decay = weight_decay
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        """Batch preparation on the device: Cloze masking of training batches."""
+        if self.trainer is not None and self.trainer.training:
+            batch["seq"], batch["labels"] = mask_items(
+                batch["seq"], self.mask_prob, self.mask_token, self.last_item_prob
+            )
+        return batch
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        positions = batch["labels"] != IGNORE
+        logits = self.net(batch["seq"], positions)  # (N, I)
+        loss = F.cross_entropy(logits.float(), batch["labels"][positions] - 1)
+        self.log("train/loss", loss, batch_size=batch["seq"].shape[0])
+        return loss
+
+    def score_batch(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        seq = batch["seq"]  # (B, L), [MASK] in the last column
+        positions = torch.zeros_like(seq, dtype=torch.bool)
+        positions[:, -1] = True
+        scores = self.net(seq, positions)  # (B, I)
+        seen = dense_rows(batch["input_indptr"], batch["input_indices"], self.num_items)
+        return scores, seen
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)

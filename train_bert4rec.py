@@ -1,0 +1,16 @@
+"""Train BERT4Rec: `python train_bert4rec.py [key=value ...]`."""
+
+import hydra
+from omegaconf import DictConfig
+
+from lightrec import train
+from lightrec.cli import guarded  # also registers the run-folder resolver
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="bert4rec_v2")
+def main(cfg: DictConfig):
+    return guarded(train.run, cfg)
+
+
+if __name__ == "__main__":
+    main()
