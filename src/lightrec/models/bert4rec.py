@@ -13,6 +13,7 @@ appends [MASK] there. The masking is batch preparation (:func:`mask_items`, appl
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +21,10 @@ from torch import nn
 
 from lightrec.data.batches import dense_rows
 from lightrec.models.base import RecommenderModule
+
+# Masking runs in BERT4Rec.on_after_batch_transfer on purpose (on the device, after the copy);
+# Lightning warns whenever a module overrides that hook while a DataModule is in use.
+warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")
 
 IGNORE = -100
 

@@ -1,0 +1,160 @@
+"""Compare every model from its run folders: ``python -m lightrec.report``.
+
+Reads the finished runs under ``--log-root`` (default ``saved/hydra_logs``), groups them by
+evaluation protocol (data file, split strategy, holdout), keeps the best run of each model
+config by its validation metric (the config's ``checkpoint.monitor``: test numbers never
+choose), and writes a markdown table plus a PNG bar chart. The table replaces the text
+between ``<!-- report:begin -->`` and ``<!-- report:end -->`` in ``--out`` (added at the end
+when the markers are missing), so the hand-written parts of docs/RESULTS.md stay.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from lightrec.errors import LightrecError
+from lightrec.utils.io import atomic_write
+from lightrec.utils.path_utils import FINISHED_MARKER
+
+BEGIN, END = "<!-- report:begin -->", "<!-- report:end -->"
+
+
+@dataclass
+class Run:
+    path: Path
+    config: str
+    protocol: str
+    monitor: str
+    metrics: dict
+
+    @property
+    def selection_score(self) -> float:
+        return float(self.metrics.get("val", {}).get(self.monitor.removeprefix("val/"), -1.0))
+
+
+def load_runs(log_root: Path) -> list[Run]:
+    runs = []
+    for mark in sorted(log_root.rglob(FINISHED_MARKER)):
+        cfg_path = mark.parent / "config.yaml"
+        if not cfg_path.is_file():
+            continue
+        cfg = yaml.safe_load(cfg_path.read_text())
+        data = cfg["data"]
+        source = Path(data["path"]).name if data["path"] else "MovieLens-100K (built-in)"
+        protocol = f"{source}, {data['split_strategy']}"
+        if data["split_strategy"] in ("leave_one_out", "last_n_random_m"):
+            protocol += f" ({data['holdout']})"
+        runs.append(Run(mark.parent, cfg["model_name"], protocol, cfg["checkpoint"]["monitor"],
+                        json.loads(mark.read_text())))  # fmt: skip
+    return runs
+
+
+def best_per_config(runs: list[Run]) -> dict[str, list[Run]]:
+    """protocol -> best run of each config (by validation), in a stable order."""
+    best: dict[tuple[str, str], Run] = {}
+    for r in runs:
+        key = (r.protocol, r.config)
+        if key not in best or r.selection_score > best[key].selection_score:
+            best[key] = r
+    out: dict[str, list[Run]] = {}
+    for (protocol, _), r in sorted(best.items()):
+        out.setdefault(protocol, []).append(r)
+    return out
+
+
+def _fmt(d: dict, key: str) -> str:
+    return f"{d[key]:.4f}" if key in d else ""
+
+
+def markdown(groups: dict[str, list[Run]], root: Path) -> str:
+    lines = []
+    for protocol, runs in groups.items():
+        lines += [f"### {protocol}", "",
+                  "| config | val Recall@10 | val NDCG@10 | test Recall@10 | test NDCG@10 | "
+                  "test Recall@20 | test coverage@10 | best epoch / epochs | fit s | run |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for r in sorted(runs, key=lambda r: r.selection_score):
+            m, val, test = r.metrics, r.metrics.get("val", {}), r.metrics.get("test", {})
+            try:
+                where = r.path.relative_to(root)
+            except ValueError:
+                where = r.path
+            lines.append(
+                f"| {r.config} | {_fmt(val, 'recall@10')} | {_fmt(val, 'ndcg@10')} | "
+                f"{_fmt(test, 'recall@10')} | {_fmt(test, 'ndcg@10')} | "
+                f"{_fmt(test, 'recall@20')} | "
+                f"{_fmt(test, 'coverage@10')} | {m['best_epoch']} / {m['epochs_trained']} | "
+                f"{m['fit_time_s']:.1f} | `{where}` |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def bar_chart(groups: dict[str, list[Run]], png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(groups), 1, figsize=(8, 3.2 * len(groups)), squeeze=False)
+    for ax, (protocol, runs) in zip(axes[:, 0], groups.items(), strict=True):
+        runs = sorted(runs, key=lambda r: r.selection_score)
+        part = "test" if all("test" in r.metrics for r in runs) else "val"
+        names = [r.config for r in runs]
+        x = range(len(runs))
+        for offset, metric in ((-0.2, "recall@10"), (0.2, "ndcg@10")):
+            values = [r.metrics[part][metric] for r in runs]
+            bars = ax.bar([i + offset for i in x], values, width=0.4, label=f"{part} {metric}")
+            ax.bar_label(bars, fmt="%.3f", fontsize=7)
+        ax.set_xticks(list(x), names)
+        ax.set_title(protocol, fontsize=9)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
+def write_report(log_root: Path, out: Path, png: Path) -> str:
+    runs = load_runs(log_root)
+    if not runs:
+        raise LightrecError(f"no finished runs under {log_root}: train some models first")
+    groups = best_per_config(runs)
+    body = markdown(groups, log_root)
+    bar_chart(groups, png)
+    try:
+        image = png.relative_to(out.parent)
+    except ValueError:
+        image = png
+    block = f"{BEGIN}\n\n{body}\n![best run per config]({image})\n\n{END}"
+    text = out.read_text() if out.exists() else "# Results\n"
+    if BEGIN in text and END in text:
+        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END) :]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    atomic_write(out, lambda f: f.write(text))
+    return body
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m lightrec.report", description=__doc__)
+    ap.add_argument("--log-root", default="saved/hydra_logs")
+    ap.add_argument("--out", default="docs/RESULTS.md")
+    ap.add_argument("--png", default="docs/results.png")
+    a = ap.parse_args(argv)
+    try:
+        print(write_report(Path(a.log_root), Path(a.out), Path(a.png)))
+    except LightrecError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""The report on fake run folders: best run per config by validation, table and chart."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from lightrec.errors import LightrecError
+from lightrec.report import BEGIN, END, main, write_report
+
+
+def fake_run(root, config, name, val_ndcg, test_ndcg, holdout="valid_and_test"):
+    run = root / config / "2026-01-01" / name
+    (run / "checkpoints").mkdir(parents=True)
+    cfg = {"model_name": config, "checkpoint": {"monitor": "val/ndcg@10"},
+           "data": {"path": None, "split_strategy": "leave_one_out",
+                    "holdout": holdout}}  # fmt: skip
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    part = {"recall@10": 0.1, "ndcg@10": val_ndcg, "recall@20": 0.2, "coverage@10": 0.3}
+    metrics = {"model": config, "best_epoch": 3, "epochs_trained": 9, "fit_time_s": 1.5,
+               "val": part, "test": {**part, "ndcg@10": test_ndcg}}  # fmt: skip
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    return run
+
+
+def test_best_run_per_config_is_chosen_on_validation(tmp_path):
+    root = tmp_path / "saved"
+    fake_run(root, "ease", "a", val_ndcg=0.07, test_ndcg=0.09)  # best test, worse val
+    fake_run(root, "ease", "b", val_ndcg=0.08, test_ndcg=0.05)
+    fake_run(root, "multi_vae_v2", "c", val_ndcg=0.06, test_ndcg=0.06)
+    out = tmp_path / "RESULTS.md"
+    out.write_text(f"# Results\n\nhand-written intro\n\n{BEGIN}\nold table\n{END}\n\nouttro\n")
+    png = tmp_path / "results.png"
+    body = write_report(root, out, png)
+    rows = [line for line in body.splitlines() if line.startswith("| ease")]
+    assert len(rows) == 1 and "| 0.0500 |" in rows[0]  # run b: chosen by val, not by test
+    text = out.read_text()
+    assert "hand-written intro" in text and "outtro" in text and "old table" not in text
+    assert "| multi_vae_v2 |" in text and "![best run per config](results.png)" in text
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_protocols_are_not_mixed(tmp_path):
+    root = tmp_path / "saved"
+    fake_run(root, "ease", "a", 0.07, 0.09, holdout="valid_and_test")
+    fake_run(root, "ease", "b", 0.08, 0.05, holdout="valid")
+    body = write_report(root, tmp_path / "R.md", tmp_path / "r.png")
+    assert body.count("### ") == 2
+
+
+def test_no_runs_is_one_sentence(tmp_path, capsys):
+    with pytest.raises(LightrecError, match="no finished runs"):
+        write_report(tmp_path, tmp_path / "R.md", tmp_path / "r.png")
+    assert main(["--log-root", str(tmp_path), "--out", str(tmp_path / "R.md")]) == 2
+    assert "error: no finished runs" in capsys.readouterr().err
