@@ -123,3 +123,41 @@ def test_multirun_sweep(tmp_path, tiny_csv):
     found = runs(tmp_path)
     assert len(found) == 2
     assert {json.loads(m.read_text())["model"] for m in found} == {"multi_vae_v2"}
+
+
+@pytest.mark.parametrize(
+    "script, config, model_dir",
+    [("run_bert4rec.sh", "bert4rec_v2", "bert4rec_v2"), ("run_ease.sh", "ease", "ease")],
+)
+def test_other_run_scripts_share_the_modes(tmp_path, tiny_csv, script, config, model_dir):
+    """run_bert4rec.sh and run_ease.sh: train, then predict from that run, then both with the
+    default config; the same contract as run_multi_vae.sh."""
+    ov = tiny_overrides(tmp_path, tiny_csv)
+    root = tmp_path / "saved" / "hydra_logs" / model_dir
+    p = run_cmd([str(ROOT / script), "train", config, *ov], cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert len(list(root.rglob("metrics.json"))) == 1 and not list(root.rglob("submission.csv"))
+
+    p = run_cmd([str(ROOT / script), "predict", config, *ov, "predict.top_k=3"], cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    (sub,) = root.rglob("submission.csv")
+    lines = sub.read_text().splitlines()
+    assert lines[0] == "user,item" and len(lines) == 1 + 40 * 3
+
+    p = run_cmd([str(ROOT / script), "both", *ov], cwd=tmp_path)  # default config
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert len(list(root.rglob("submission.csv"))) == 2
+
+    p = run_cmd([str(ROOT / script), "sideways"], cwd=tmp_path)
+    assert p.returncode == 2 and "usage" in p.stderr.lower()
+
+
+def test_ease_lambda_sweep_is_one_multirun(tmp_path, tiny_csv):
+    py = [sys.executable, str(ROOT / "train_ease.py"), "-m"]
+    p = run_cmd([*py, *tiny_overrides(tmp_path, tiny_csv), "model.lam=1,10,100"], cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    lams = set()
+    for m in runs(tmp_path):
+        cfg = (m.parent / "config.yaml").read_text()
+        lams |= {line.split(":")[1].strip() for line in cfg.splitlines() if "lam:" in line}
+    assert lams == {"1", "10", "100"}

@@ -17,6 +17,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 
 from lightrec.data.recsys_data import RecSysDataModule
 from lightrec.utils.io import write_json
+from lightrec.utils.memory import ReleaseHostMemory
 from lightrec.utils.path_utils import BEST_CKPT, LAST_CKPT, get_directories
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,7 @@ def _fit_sgd(cfg, dm, model, logger, paths, monitor) -> tuple[pl.Trainer, Path]:
         auto_insert_metric_name=False,
         enable_version_counter=False,
     )
-    callbacks: list[pl.Callback] = [ckpt_cb]
+    callbacks: list[pl.Callback] = [ckpt_cb, ReleaseHostMemory()]
     if monitor is not None:
         callbacks.append(
             EarlyStopping(

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Every model on one protocol, then the report: the runs behind docs/RESULTS.md's table.
+#
+#   benchmarks/run_report_models.sh [LOG_ROOT]      (default saved/report_runs)
+#
+# Protocol: built-in MovieLens-100K, leave-one-out by time, valid_and_test (validation =
+# each user's second-to-last item, test = the last). Model selection (early stopping, best
+# checkpoint, EASE's lambda) sees validation only; test is computed once per run from the
+# selected checkpoint with the validation item added to the history.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root="${1:-saved/report_runs}"
+py=.venv/bin/python
+common=(data.holdout=valid_and_test "paths.log_root=$root")
+
+"$py" train_ease.py --config-name pop "${common[@]}"
+"$py" train_ease.py -m "${common[@]}" model.lam=10,50,100,200,400,800
+"$py" train_multi_vae.py --config-name multi_vae "${common[@]}"
+"$py" train_multi_vae.py --config-name multi_vae_v2 "${common[@]}"
+"$py" train_bert4rec.py --config-name bert4rec_v2 "${common[@]}"
+"$py" -m lightrec.report --log-root "$root" --out docs/RESULTS.md --png docs/results.png

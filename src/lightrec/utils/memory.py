@@ -1,0 +1,47 @@
+"""Keep a long CPU training run's resident memory flat.
+
+Batches whose shapes vary from step to step (BERT4Rec's masked positions) leave glibc's
+heap fragmented: freed blocks stay mapped and the resident size of a BERT4Rec run on
+MovieLens-100K grew from 0.64 to 1.4 GB over 40 epochs. ``malloc_trim(0)`` hands the free
+pages back; once per epoch it kept the same run near 0.6 GB at no measurable cost (a
+lower mmap threshold did too, but made every step 75 % slower).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import sys
+from functools import cache
+
+import pytorch_lightning as pl
+
+
+@cache
+def _malloc_trim():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc.malloc_trim  # glibc only; musl and others lack it
+    except (OSError, AttributeError):
+        return None
+
+
+def release_free_memory() -> bool:
+    """Return the allocator's free pages to the OS; True when it could (glibc)."""
+    trim = _malloc_trim()
+    if trim is None:
+        return False
+    trim(0)
+    return True
+
+
+class ReleaseHostMemory(pl.Callback):
+    """Calls :func:`release_free_memory` after every training epoch and validation."""
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        release_free_memory()
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        release_free_memory()
