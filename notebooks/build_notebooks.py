@@ -104,14 +104,35 @@ MULTI_VAE = [
         "viz.plot_curves(curves, tags); plt.tight_layout(); plt.show()\n"
         "print('KL cap', run.cfg.model.kl_cap, 'over', run.cfg.model.anneal_steps, 'steps')"
     ),
+    new_markdown_cell(
+        "The annealing schedule itself, $\\beta = \\min(cap, cap \\cdot step / anneal)$, over "
+        "one and a half annealing periods, with the weights this run logged on top. On "
+        "MovieLens-100K an epoch is only a couple of steps, so a run can stop long before "
+        "the cap: then $\\beta$ stayed small for its whole training."
+    ),
+    new_code_cell(
+        "from lightrec.models.multi_vae import kl_weight\n"
+        "cap, anneal = run.cfg.model.kl_cap, run.cfg.model.anneal_steps\n"
+        "steps = np.linspace(0, 1.5 * anneal, 300)\n"
+        "logged = curves[curves.tag == 'train/kl_weight']\n"
+        "fig, ax = plt.subplots(figsize=(7, 3))\n"
+        "ax.plot(steps, [kl_weight(s, cap, anneal) for s in steps], label='schedule')\n"
+        "ax.plot(logged.step, logged.value, 'r.', label='logged by this run')\n"
+        "ax.axvline(anneal, ls=':', c='gray'); ax.set_xlabel('global step'); ax.legend()\n"
+        "plt.show()\n"
+        "print(f'this run stopped at step {logged.step.max()}, beta = {logged.value.iloc[-1]:.4f}')"
+    ),
     new_code_cell(
         "val = viz.training_curves(run.path, ['val/recall@10', 'val/ndcg@10'])\n"
         "viz.plot_curves(val, ['val/recall@10', 'val/ndcg@10']); plt.tight_layout(); plt.show()"
     ),
     new_markdown_cell(
-        "## 4. Item similarity from the decoder\n\nEach item's row of the last decoder layer is "
-        "its embedding in the space the model scores in; the nearest rows (cosine) are the "
-        "items the model treats alike."
+        "## 4. Item similarity from the decoder (and the encoder)\n\nEach item's row of the "
+        "last decoder layer is its embedding in the space the model scores in; the nearest "
+        "rows (cosine) are the items the model scores alike. Popular films are scored alike "
+        "for almost everyone, so the decoder's neighbours of a popular film are mostly other "
+        "popular films. Each item's column of the first encoder layer says how its presence "
+        "in a history moves the latent code; those neighbours are closer in kind."
     ),
     new_code_cell(
         "wanted = ['Star Wars', 'Toy Story', 'Fargo', 'Godfather, The']\n"
@@ -119,8 +140,10 @@ MULTI_VAE = [
         "queries = [t for t in wanted if t in labels]\n"
         "if not queries:  # not MovieLens: the three most popular items\n"
         "    queries = [run.item_label(i) for i in np.argsort(-csr.getnnz(axis=0))[:3]]\n"
-        "for title, near in viz.item_neighbours(run, queries, k=6).items():\n"
-        "    print(f'{title}: ' + '; '.join(near))"
+        "for weights in ('decoder', 'encoder'):\n"
+        "    print(f'-- {weights} weights')\n"
+        "    for title, near in viz.item_neighbours(run, queries, k=6, weights=weights).items():\n"
+        "        print(f'{title}: ' + '; '.join(near))"
     ),
 ]
 

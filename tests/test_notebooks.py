@@ -81,8 +81,15 @@ def test_latents_reconstruction_and_neighbours(runs):
     first = rec.loc[rec.top_unseen == 1, "prob"].item()
     assert first == rec.prob[rec.input == 0].max()
     label = run.item_label(0)
-    near = viz.item_neighbours(run, [label], k=4)[label]
-    assert len(near) == 4 and label not in near
+    for weights in ("decoder", "encoder"):
+        near = viz.item_neighbours(run, [label], k=4, weights=weights)[label]
+        assert len(near) == 4 and label not in near
+    # by hand: the cosine-nearest decoder row
+    w = run.model.net.decoder[-1].weight.detach().numpy()
+    w = w / np.linalg.norm(w, axis=1, keepdims=True)
+    sims = w @ w[0]
+    sims[0] = -np.inf
+    assert viz.item_neighbours(run, [label], k=1)[label] == [run.item_label(int(sims.argmax()))]
 
 
 def test_attention_for_user_and_curves(runs):

@@ -125,7 +125,7 @@ def _fit_closed_form(cfg, dm, model, logger, paths) -> tuple[pl.Trainer, Path]:
     trainer.strategy.connect(model)
     trainer.strategy.model_to_device()
     best = paths["checkpoint_dir"] / BEST_CKPT
-    trainer.save_checkpoint(best)
+    trainer.save_checkpoint(best, weights_only=True)  # no optimiser: nothing else to keep
     shutil.copyfile(best, paths["checkpoint_dir"] / LAST_CKPT)
     return trainer, best
 
