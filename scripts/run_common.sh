@@ -33,14 +33,26 @@ lightrec_ensure_venv() {
         echo "creating $LIGHTREC_VENV" >&2
         "$py" -m venv "$LIGHTREC_VENV" || return 1
     fi
-    if ! "$LIGHTREC_VENV/bin/python" -c "$check" 2>/dev/null; then
-        echo "installing lightrec${extra:+[$extra]} into $LIGHTREC_VENV (first run only)" >&2
+    # the install is redone when pyproject.toml changed since (new dependencies): a stamp in
+    # the venv holds "<extra>:<md5 of pyproject.toml>"; a dev install serves plain runs too
+    local stamp="$LIGHTREC_VENV/.lightrec-install" want have
+    want=$("$LIGHTREC_VENV/bin/python" -c 'import hashlib, sys
+print(hashlib.md5(open(sys.argv[1], "rb").read()).hexdigest())' "$LIGHTREC_ROOT/pyproject.toml")
+    have=$(cat "$stamp" 2>/dev/null || true)
+    local current=0
+    if [ -n "$extra" ]; then [ "$have" = "$extra:$want" ] && current=1
+    else [ "${have#*:}" = "$want" ] && current=1
+    fi
+    if [ "$current" = 0 ] || ! "$LIGHTREC_VENV/bin/python" -c "$check" 2>/dev/null; then
+        echo "installing lightrec${extra:+[$extra]} into $LIGHTREC_VENV" >&2
         "$LIGHTREC_VENV/bin/python" -m pip install -q --upgrade pip || return 1
         if [ -n "${LIGHTREC_TORCH:-}" ]; then
             # shellcheck disable=SC2086 # the spec may carry pip options
             "$LIGHTREC_VENV/bin/python" -m pip install -q $LIGHTREC_TORCH || return 1
         fi
         "$LIGHTREC_VENV/bin/python" -m pip install -q -e "$LIGHTREC_ROOT${extra:+[$extra]}" || return 1
+        # (a plain repair of a current dev install keeps the dev stamp)
+        if [ -n "$extra" ] || [ "$current" = 0 ]; then echo "$extra:$want" > "$stamp"; fi
     fi
 }
 

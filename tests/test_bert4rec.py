@@ -201,3 +201,17 @@ def test_free_heap_pages_are_returned_to_the_os():
     before = rss_mb()
     assert release_free_memory()
     assert rss_mb() < before - 30  # without the trim it does not move
+
+
+@pytest.mark.parametrize("p", [0.2, 0.5])
+def test_cpu_dropout_is_inverted_dropout(p):
+    from lightrec.models.bert4rec import dropout
+
+    x = torch.ones(200, 500)
+    torch.manual_seed(0)
+    y = dropout(x, p, training=True)
+    zero = (y == 0).float().mean().item()
+    assert abs(zero - p) < 0.01
+    assert torch.allclose(y[y != 0], torch.full_like(y[y != 0], 1 / (1 - p)))
+    assert abs(y.mean().item() - 1.0) < 0.02  # expectation preserved
+    assert dropout(x, p, training=False) is x and dropout(x, 0.0, training=True) is x

@@ -21,7 +21,8 @@ DATA_DIR = ROOT / "data"  # the README's data folder: prepared once, reused
 def test_builtin_dataset_is_verified_and_keeps_titles():
     path = movielens_100k(DATA_DIR)
     log = pd.read_csv(path)
-    assert list(log.columns) == ["user", "item", "time"]
+    assert list(log.columns) == ["user", "item", "time", "rating"]
+    assert set(log.rating) == {1, 2, 3, 4, 5}
     assert (len(log), log.user.nunique(), log.item.nunique()) == tuple(ML100K_SHAPE.values())
     items = pd.read_csv(path.parent / "items.csv")
     assert list(items.columns) == ["item", "title", "year", "genres"]

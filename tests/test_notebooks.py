@@ -125,3 +125,22 @@ def test_kl_weight_curve_rises_to_the_cap(tmp_path):
     for step, value in w.items():
         assert np.isclose(value, min(0.3, 0.3 * step / 6), atol=1e-6), (step, value)
     assert os.path.isdir(run_dir / "tensorboard")
+
+
+def test_matrix_factorization_notebook_runs_headlessly(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    p, q = rng.normal(size=(60, 2)), rng.normal(size=(40, 2))
+    u, i = np.nonzero(rng.random((60, 40)) < 0.5)
+    rating = np.clip(np.round(3 + (p[u] * q[i]).sum(1)), 1, 5)
+    csv = tmp_path / "ratings.csv"
+    import pandas as pd
+
+    pd.DataFrame({"user": u, "item": i, "rating": rating}).to_csv(csv, index=False)
+    monkeypatch.setenv("LIGHTREC_RATINGS_CSV", str(csv))
+    monkeypatch.setenv("LIGHTREC_MAX_EPOCHS", "5")
+    nb = nbformat.read(ROOT / "notebooks" / "matrix_factorization_basics.ipynb", as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()  # fmt: skip
+    text = "".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", ""))
+                   for c in nb.cells if c.cell_type == "code" for o in c.outputs)  # fmt: skip
+    assert "biased MF" in text and "I-AutoRec" in text and "test RMSE" in text

@@ -9,8 +9,9 @@ is taken from the first source that works:
    (fetched with ``pip download --no-deps``; nothing is installed).
 
 The result is verified (row, user and item counts) and written atomically:
-``<data_dir>/ml-100k/interactions.csv`` (``user,item,time``; every rating counts as an
-interaction) and ``<data_dir>/ml-100k/items.csv`` (``item,title,year,genres``).
+``<data_dir>/ml-100k/interactions.csv`` (``user,item,time,rating``; every rating counts as
+an interaction, and the implicit models read only the first three columns) and
+``<data_dir>/ml-100k/items.csv`` (``item,title,year,genres``).
 """
 
 from __future__ import annotations
@@ -42,15 +43,20 @@ GENRES = [
     "Romance", "Sci-Fi", "Thriller", "War", "Western",
 ]  # fmt: skip
 
-Frames = tuple[pd.DataFrame, pd.DataFrame]  # (interactions user,item,time ; items)
+Frames = tuple[pd.DataFrame, pd.DataFrame]  # (interactions user,item,time,rating ; items)
 
 
 def movielens_100k(data_dir: str | Path, download_timeout: float = 10.0) -> Path:
     """Return the path of MovieLens-100K's ``interactions.csv``, preparing it if missing."""
     out_dir = Path(data_dir).expanduser() / "ml-100k"
     inter_csv, items_csv = out_dir / "interactions.csv", out_dir / "items.csv"
-    if inter_csv.exists() and items_csv.exists():
-        return inter_csv
+    stale = inter_csv.exists() and items_csv.exists()
+    if stale:
+        with inter_csv.open() as f:
+            if "rating" in f.readline().strip().split(","):
+                return inter_csv
+        # prepared by an older lightrec, without the rating column: prepare again if a
+        # source is reachable, else keep using it (the implicit models do not need ratings)
 
     sources: list[tuple[str, Callable[[], Frames]]] = [
         ("files placed by hand", lambda: _from_local(Path(data_dir).expanduser())),
@@ -69,6 +75,10 @@ def movielens_100k(data_dir: str | Path, download_timeout: float = 10.0) -> Path
         atomic_write(items_csv, lambda f, df=items: df.to_csv(f, index=False))
         atomic_write(inter_csv, lambda f, df=inter: df.to_csv(f, index=False))
         log.info("MovieLens-100K prepared from %s into %s", name, out_dir)
+        return inter_csv
+    if stale:
+        log.warning("%s has no rating column and no source could add it (%s); using it as it is",
+                    inter_csv, "; ".join(failures))  # fmt: skip
         return inter_csv
     raise LightrecError(
         "could not prepare MovieLens-100K (" + "; ".join(failures) + "): download "
@@ -106,7 +116,7 @@ def _parse_grouplens_zip(blob: bytes) -> Frames:
 def _parse_grouplens(u_data: bytes, u_item: bytes) -> Frames:
     inter = pd.read_csv(
         io.BytesIO(u_data), sep="\t", header=None, names=["user", "item", "rating", "time"]
-    )[["user", "item", "time"]]
+    )[["user", "item", "time", "rating"]]
     raw = pd.read_csv(
         io.BytesIO(u_item), sep="|", header=None, encoding="latin-1",
         names=["item", "title", "release", "video", "url", *GENRES],
@@ -133,7 +143,7 @@ def _from_recbole_wheel() -> Frames:
             inter = _read_atomic_file(z.read(f"{base}.inter"))
             items = _read_atomic_file(z.read(f"{base}.item"))
     inter = inter.rename(columns={"user_id": "user", "item_id": "item", "timestamp": "time"})
-    inter = inter[["user", "item", "time"]].astype("int64")
+    inter = inter[["user", "item", "time", "rating"]].astype("float64").astype("int64")
     items = pd.DataFrame(
         {
             "item": items["item_id"].astype("int64"),

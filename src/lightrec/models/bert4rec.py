@@ -72,6 +72,17 @@ def mask_items(
     return inputs, labels
 
 
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Inverted dropout. On a CPU a uniform draw and a comparison are twice as fast as
+    ``F.dropout`` (whose Bernoulli sampling was a fifth of a BERT4Rec step there); on a GPU
+    ``F.dropout`` is one fused kernel and stays."""
+    if not training or p == 0.0:
+        return x
+    if x.device.type != "cpu":
+        return F.dropout(x, p, True)
+    return x * (torch.rand_like(x) >= p) * (1.0 / (1.0 - p))
+
+
 class Block(nn.Module):
     """Post-LN transformer block as in BERT: attention and a GELU feed-forward, each with
     dropout, a residual connection and LayerNorm."""
@@ -98,7 +109,7 @@ class Block(nn.Module):
         if need_weights:
             scores = (q.float() @ k.float().transpose(-2, -1)) / math.sqrt(d // self.heads)
             weights = scores.masked_fill(~attend, float("-inf")).softmax(dim=-1)  # (B, H, L, L)
-            out = F.dropout(weights, p, self.training).to(v.dtype) @ v
+            out = dropout(weights, p, self.training).to(v.dtype) @ v
         else:
             weights = None
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=attend, dropout_p=p)
@@ -108,8 +119,8 @@ class Block(nn.Module):
         self, x: torch.Tensor, keep: torch.Tensor, need_weights: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         a, weights = self.attention(x, keep, need_weights)
-        x = self.ln1(x + F.dropout(self.proj(a), self.dropout, self.training))
-        x = self.ln2(x + F.dropout(self.ff(x), self.dropout, self.training))
+        x = self.ln1(x + dropout(self.proj(a), self.dropout, self.training))
+        x = self.ln2(x + dropout(self.ff(x), self.dropout, self.training))
         return x, weights
 
 
@@ -134,7 +145,7 @@ class BERT4RecNet(nn.Module):
         self.item_emb = nn.Embedding(num_items + 2, hidden_size, padding_idx=0)
         self.pos_emb = nn.Embedding(max_len, hidden_size)
         self.ln = nn.LayerNorm(hidden_size)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = dropout
         self.blocks = nn.ModuleList(
             Block(
                 hidden_size, num_heads, dropout, dropout if attn_dropout is None else attn_dropout
@@ -160,7 +171,7 @@ class BERT4RecNet(nn.Module):
         """Hidden states (B, L, D) and, if asked, attention weights per layer (B, H, L, L)."""
         keep = seq > 0
         pos = torch.arange(seq.shape[1], device=seq.device)
-        h = self.dropout(self.ln(self.item_emb(seq) + self.pos_emb(pos)))  # (B, L, D)
+        h = dropout(self.ln(self.item_emb(seq) + self.pos_emb(pos)), self.dropout, self.training)
         maps = []
         for block in self.blocks:
             h, w = block(h, keep, need_weights)
