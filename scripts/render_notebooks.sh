@@ -10,7 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export LIGHTREC_LOG_ROOT="${1:-saved/hydra_logs}"
 mkdir -p docs/notebooks
-for nb in notebooks/visualize_multi_vae.ipynb notebooks/visualize_bert4rec.ipynb; do
+for nb in notebooks/visualize_multi_vae.ipynb notebooks/visualize_bert4rec.ipynb \
+          notebooks/matrix_factorization_basics.ipynb; do
     .venv/bin/jupyter nbconvert --to html --execute --ExecutePreprocessor.timeout=600 \
         --output-dir docs/notebooks "$nb"
 done

@@ -238,7 +238,7 @@ def train_biased_mf(r: Ratings, dim: int = 32, lr: float = 5e-3, weight_decay: f
 
 
 def train_autorec(r: Ratings, hidden: int = 200, lr: float = 1e-3, weight_decay: float = 1e-4,
-                  batch_size: int = 16, max_epochs: int = 200, patience: int = 10,
+                  batch_size: int = 64, max_epochs: int = 200, patience: int = 10,
                   seed: int = 0) -> Fit:  # fmt: skip
     """I-AutoRec with a masked MSE and Adam; early stopping on validation RMSE. Validation and
     test ratings are read off the reconstruction of each item's *training* vector."""
