@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from lightrec import explicit as ex
 
@@ -49,8 +50,6 @@ def test_autorec_learns_and_ignores_unobserved_entries(ratings):
     base = ex.baseline_rmse(ratings)["global mean"]
     fit = ex.train_autorec(ratings, hidden=32, lr=1e-2, batch_size=8, max_epochs=150, patience=15)
     assert fit.test_rmse < 0.8 * base
-    import torch
-
     x = torch.tensor([[4.0, 0.0, 2.0]])
     pred_a, pred_b = torch.tensor([[3.0, 1.0, 2.0]]), torch.tensor([[3.0, 5.0, 2.0]])
     assert ex.masked_mse(pred_a, x, x > 0) == ex.masked_mse(pred_b, x, x > 0) == 0.5

@@ -6,11 +6,12 @@ import os
 
 import nbformat
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from nbclient import NotebookClient
 
-from conftest import ROOT, compose_cfg, cpu_overrides
+from conftest import ROOT, compose_cfg, cpu_overrides, make_log
 from lightrec import train, viz
 from lightrec.errors import LightrecError
 
@@ -20,8 +21,6 @@ BERT_TINY = ["model.hidden_size=8", "model.max_len=12", "data.max_len=12", "mode
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    from conftest import make_log
-
     tmp = tmp_path_factory.mktemp("nb")
     csv = tmp / "log.csv"
     make_log().to_csv(csv, index=False)
@@ -108,8 +107,6 @@ def test_attention_for_user_and_curves(runs):
 
 def test_kl_weight_curve_rises_to_the_cap(tmp_path):
     """What the rendered notebook shows: the logged KL weight is linear in the step, then flat."""
-    from conftest import make_log
-
     csv = tmp_path / "log.csv"
     make_log().to_csv(csv, index=False)
     run_dir = tmp_path / "saved" / "hydra_logs" / "multi_vae_v2" / "d" / "t"
@@ -133,8 +130,6 @@ def test_matrix_factorization_notebook_runs_headlessly(tmp_path, monkeypatch):
     u, i = np.nonzero(rng.random((60, 40)) < 0.5)
     rating = np.clip(np.round(3 + (p[u] * q[i]).sum(1)), 1, 5)
     csv = tmp_path / "ratings.csv"
-    import pandas as pd
-
     pd.DataFrame({"user": u, "item": i, "rating": rating}).to_csv(csv, index=False)
     monkeypatch.setenv("LIGHTREC_RATINGS_CSV", str(csv))
     monkeypatch.setenv("LIGHTREC_MAX_EPOCHS", "5")

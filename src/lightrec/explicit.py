@@ -174,7 +174,7 @@ class Fit:
     test_rmse: float
 
 
-def _early_stopping_loop(model, opt, epoch_fn, valid_fn, test_fn, max_epochs, patience) -> Fit:
+def _early_stopping_loop(model, epoch_fn, valid_fn, test_fn, max_epochs, patience) -> Fit:
     best, best_state, best_epoch, rows, bad = np.inf, None, -1, [], 0
     for epoch in range(max_epochs):
         train_rmse = epoch_fn()
@@ -233,7 +233,7 @@ def train_biased_mf(r: Ratings, dim: int = 32, lr: float = 5e-3, weight_decay: f
         u, i, y = t[split]
         return rmse(predict(u, i), y.numpy())
 
-    return _early_stopping_loop(model, opt, epoch_fn, lambda: score("valid"),
+    return _early_stopping_loop(model, epoch_fn, lambda: score("valid"),
                                 lambda: score("test"), max_epochs, patience)  # fmt: skip
 
 
@@ -273,5 +273,5 @@ def train_autorec(r: Ratings, hidden: int = 200, lr: float = 1e-3, weight_decay:
         pred = np.where(rated[i], full[i, u], mu)  # an item never rated in training: the mean
         return rmse(pred, part.rating.to_numpy())
 
-    return _early_stopping_loop(model, opt, epoch_fn, lambda: score(r.valid),
+    return _early_stopping_loop(model, epoch_fn, lambda: score(r.valid),
                                 lambda: score(r.test), max_epochs, patience)  # fmt: skip
