@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # Train and/or predict MultiVAE. --help for modes and arguments.
 set -uo pipefail
-MODEL=multi_vae
 DEFAULT_CONFIG=multi_vae_v2
 # shellcheck source=scripts/run_common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/scripts/run_common.sh"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Run the whole test suite (fast tests and the marked MovieLens-100K end-to-end tests).
+# Run the checks and the whole test suite: ruff (lint and format), mypy on src/, then pytest
+# (fast tests and the marked MovieLens-100K end-to-end tests).
 # Creates .venv with the dev extra when missing. Extra arguments go to pytest.
 set -uo pipefail
 # shellcheck source=scripts/run_common.sh
@@ -8,4 +9,5 @@ lightrec_ensure_venv dev || exit 1
 cd "$LIGHTREC_ROOT" || exit 1
 "$LIGHTREC_VENV/bin/python" -m ruff check . || exit 1
 "$LIGHTREC_VENV/bin/python" -m ruff format --check . || exit 1
+"$LIGHTREC_VENV/bin/python" -m mypy || exit 1
 "$LIGHTREC_VENV/bin/python" -m pytest "$@"

@@ -4,7 +4,7 @@ import hydra
 from omegaconf import DictConfig
 
 from lightrec import train
-from lightrec.cli import guarded  # also registers the run-folder resolver
+from lightrec.cli import guarded
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="ease")

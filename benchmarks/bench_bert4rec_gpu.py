@@ -21,8 +21,31 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
+from common import shipped_config
 from lightrec.data.recsys_data import RecSysDataModule
-from lightrec.models.bert4rec import BERT4Rec
+from lightrec.train import build_datamodule, build_model
+
+# the reference loop's model: bert4rec_v2's architecture with BERT's dropout everywhere
+REFERENCE_MODEL = [
+    "model.dropout=0.1",
+    "model.attn_dropout=null",
+    "model.last_item_prob=0.0",
+    "model.weight_decay=0.0",
+]
+
+
+def bench_config(batch_size: int, max_len: int):
+    return shipped_config(
+        "bert4rec_v2",
+        [
+            "data.split_strategy=none",
+            f"data.batch_size={batch_size}",
+            f"data.max_len={max_len}",
+            "data.min_interactions=1",
+            "data_cache.use_cache=false",
+            *REFERENCE_MODEL,
+        ],
+    )
 
 
 def synthetic_datamodule(scale: float, batch_size: int, seed: int = 1) -> RecSysDataModule:
@@ -33,15 +56,14 @@ def synthetic_datamodule(scale: float, batch_size: int, seed: int = 1) -> RecSys
     p = 1.0 / np.arange(1, n_items + 1) ** 0.9
     item = rng.choice(n_items, size=int(lengths.sum()), p=p / p.sum()).astype(np.int32)
     user = np.repeat(np.arange(n_users, dtype=np.int32), lengths)
-    dm = RecSysDataModule(
-        path=None, data_dir="unused", columns={"user": "user", "item": "item", "time": "time"},
-        min_interactions=1, split_strategy="none", holdout="valid", valid_ratio=0.2,
-        split_seed=0, batch_size=batch_size, eval_batch_size=1024, view="sequence",
-        max_len=max_len, use_cache=False,
-    )  # fmt: skip
+    dm = build_datamodule(bench_config(batch_size, max_len))
     # the arrays the data module would have prepared from a CSV of this log
-    dm.arrays = {"user": user, "item": item, "time": np.arange(len(user)),
-                 "split": np.zeros(len(user), dtype=np.int8)}  # fmt: skip
+    dm.arrays = {
+        "user": user,
+        "item": item,
+        "time": np.arange(len(user)),
+        "split": np.zeros(len(user), dtype=np.int8),
+    }
     dm.meta = {"user_ids": list(range(n_users)), "item_ids": list(range(n_items)), "stats": {}}
     return dm
 
@@ -66,14 +88,21 @@ class EpochTimer(pl.Callback):
 
 def epoch_time(dm: RecSysDataModule, precision: str, epochs: int) -> list[float]:
     pl.seed_everything(0, verbose=False)
-    model = BERT4Rec(num_items=dm.num_items, max_len=200, hidden_size=64, num_layers=2,
-                     num_heads=2, dropout=0.1, mask_prob=0.2, lr=1e-3)  # fmt: skip
+    model = build_model(bench_config(dm.batch_size, dm.max_len), dm.num_items)
     timer = EpochTimer()
     trainer = pl.Trainer(
-        max_epochs=epochs, accelerator="auto", devices=1, precision=precision, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        limit_val_batches=0, num_sanity_val_steps=0, callbacks=[timer],
-    )  # fmt: skip
+        max_epochs=epochs,
+        accelerator="auto",
+        devices=1,
+        precision=precision,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        callbacks=[timer],
+    )
     trainer.fit(model, datamodule=dm)
     return timer.times
 
@@ -91,9 +120,12 @@ def main() -> None:
     dm = synthetic_datamodule(a.scale, a.batch_size)
     dm.setup("fit")
     gpu = torch.cuda.is_available()
-    out = {"device": torch.cuda.get_device_name() if gpu else "cpu", "torch": torch.__version__,
-           "shape": [dm.num_users, dm.num_items, 200, int(len(dm.arrays["user"]))],
-           "setup_s": round(time.perf_counter() - t, 2)}  # fmt: skip
+    out = {
+        "device": torch.cuda.get_device_name() if gpu else "cpu",
+        "torch": torch.__version__,
+        "shape": [dm.num_users, dm.num_items, 200, int(len(dm.arrays["user"]))],
+        "setup_s": round(time.perf_counter() - t, 2),
+    }
     for precision in a.precision:
         times = epoch_time(dm, precision, a.epochs)
         out[f"epoch_s_{precision}"] = round(statistics.median(times[1:]), 3)

@@ -14,25 +14,23 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from synth import write_log  # noqa: E402 - benchmarks/ is not a package
-
-from lightrec.data.recsys_data import RecSysDataModule  # noqa: E402
+from common import shipped_config
+from lightrec.data.recsys_data import RecSysDataModule
+from lightrec.train import build_datamodule
+from synth import write_log
 
 
 def make_dm(csv: Path, cache_dir: Path) -> RecSysDataModule:
-    return RecSysDataModule(
-        path=str(csv), data_dir=str(cache_dir), min_interactions=5,
-        columns={"user": "user", "item": "item", "time": "time"},
-        split_strategy="leave_one_out", holdout="valid_and_test", valid_ratio=0.2,
-        split_seed=0, batch_size=512, eval_batch_size=1024, cache_dir=str(cache_dir),
-    )  # fmt: skip
+    cfg = shipped_config(
+        "multi_vae_v2",
+        [f"data.path={csv}", "data.holdout=valid_and_test", f"data_cache.cache_dir={cache_dir}"],
+    )
+    return build_datamodule(cfg)
 
 
 def timed_setup(csv: Path, cache_dir: Path) -> tuple[float, RecSysDataModule]:
@@ -61,11 +59,19 @@ def main() -> None:
     build_s, dm = timed_setup(csv, cache_dir)
     reload_s, again = timed_setup(csv, cache_dir)
     assert again.from_cache and not dm.from_cache
-    print(json.dumps({
-        "rows": a.rows, "users": dm.num_users, "items": dm.num_items,
-        "build_s": round(build_s, 3), "reload_s": round(reload_s, 3),
-        "read_csv_s": round(read_s, 3), "build_over_read_csv": round(build_s / read_s, 2),
-    }))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "rows": a.rows,
+                "users": dm.num_users,
+                "items": dm.num_items,
+                "build_s": round(build_s, 3),
+                "reload_s": round(reload_s, 3),
+                "read_csv_s": round(read_s, 3),
+                "build_over_read_csv": round(build_s / read_s, 2),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

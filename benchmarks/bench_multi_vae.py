@@ -18,32 +18,30 @@ import argparse
 import json
 import tempfile
 import time
-from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 
+from common import ROOT, shipped_config
 from lightrec.data.batches import dense_rows
 from lightrec.data.recsys_data import RecSysDataModule
 from lightrec.metrics import MetricAccumulator, exclude_seen
 from lightrec.models.multi_vae import MultiVAE, kl_weight
-
-ROOT = Path(__file__).resolve().parents[1]
+from lightrec.train import build_datamodule, build_model
 
 
 def make(batch_size: int) -> tuple[RecSysDataModule, MultiVAE]:
-    dm = RecSysDataModule(
-        path=None, data_dir=str(ROOT / "data"), min_interactions=5,
-        columns={"user": "user", "item": "item", "time": "time"},
-        split_strategy="leave_one_out", holdout="valid", valid_ratio=0.2, split_seed=0,
-        batch_size=batch_size, eval_batch_size=1024,
-    )  # fmt: skip
+    cfg = shipped_config(
+        "multi_vae_v2",
+        [f"data.data_dir={ROOT / 'data'}", f"data.batch_size={batch_size}", "data.split_seed=0"],
+    )
+    dm = build_datamodule(cfg)
     dm.prepare_data()
     dm.setup("fit")
-    model = MultiVAE(dm.num_items, [600, 200], dropout=0.5, kl_cap=0.2, anneal_steps=20000,
-                     lr=0.005)  # fmt: skip
+    model = build_model(cfg, dm.num_items)
+    assert isinstance(model, MultiVAE)
     return dm, model
 
 
@@ -90,9 +88,15 @@ def lightning(epochs: int, batch_size: int, full: bool) -> float:
             else dict(logger=False, enable_checkpointing=False)
         )
         trainer = pl.Trainer(
-            max_epochs=epochs, accelerator="cpu", devices=1, num_sanity_val_steps=0,
-            enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=10, **extra,
-        )  # fmt: skip
+            max_epochs=epochs,
+            accelerator="cpu",
+            devices=1,
+            num_sanity_val_steps=0,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            log_every_n_steps=10,
+            **extra,
+        )
         t = time.perf_counter()
         trainer.fit(model, datamodule=dm)
         return time.perf_counter() - t

@@ -2,7 +2,7 @@
 
 ``python benchmarks/eval_protocol.py --config multi_vae_v2 --seeds 1 2 3``
 
-1. Hide each user's last MovieLens-100K interaction (``lightrec.holdout split``).
+1. Hide each user's last MovieLens-100K interaction (``lightrec.submission hide``).
 2. For each seed: ``./run_multi_vae.sh both CONFIG data.path=TRAIN seed=N``, then score the
    submission on the hidden items; record the run's fit time and the command's wall time.
 3. In the same run, the reference: EASE (Steck 2019) in plain numpy on the same file,
@@ -27,7 +27,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from lightrec.data.datasets import movielens_100k
-from lightrec.holdout import score, split_last
+from lightrec.submission import hide_last, score
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,7 +51,7 @@ def ease_topk(train: pd.DataFrame, lam: float, k: int = 10) -> pd.DataFrame:
 def ease_reference(
     train: pd.DataFrame, grid=(50, 100, 200, 300, 500, 800)
 ) -> tuple[float, pd.DataFrame]:
-    inner, val = split_last(train)
+    inner, val = hide_last(train)
     best = max(grid, key=lambda lam: score(ease_topk(inner, lam), val)["ndcg@10"])
     return best, ease_topk(train, best)
 
@@ -67,7 +67,7 @@ def main() -> None:
     work = Path(a.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
     log = pd.read_csv(movielens_100k(ROOT / "data"))
-    train, hidden = split_last(log)
+    train, hidden = hide_last(log)
     train_csv = work / "train.csv"
     train.to_csv(train_csv, index=False)
 
@@ -80,22 +80,43 @@ def main() -> None:
     rows = []
     for seed in a.seeds:
         log_root = work / "saved" / f"seed{seed}"
-        cmd = [str(ROOT / a.script), "both", a.config, f"data.path={train_csv}", f"seed={seed}",
-               f"data.data_dir={ROOT / 'data'}", f"paths.log_root={log_root}",
-               f"paths.predict_log_root={work / 'predict_logs'}", *a.overrides]  # fmt: skip
+        cmd = [
+            str(ROOT / a.script),
+            "both",
+            a.config,
+            f"data.path={train_csv}",
+            f"seed={seed}",
+            f"data.data_dir={ROOT / 'data'}",
+            f"paths.log_root={log_root}",
+            f"paths.predict_log_root={work / 'predict_logs'}",
+            *a.overrides,
+        ]
         t = time.perf_counter()
-        subprocess.run(cmd, check=True, cwd=work, env={**os.environ, "LIGHTREC_VENV": sys.prefix},
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        subprocess.run(
+            cmd,
+            check=True,
+            cwd=work,
+            env={**os.environ, "LIGHTREC_VENV": sys.prefix},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         wall = time.perf_counter() - t
         # largest resident set of any process the command started, over the runs so far
         peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         metrics_path = max(log_root.rglob("metrics.json"), key=lambda p: p.stat().st_mtime)
         m = json.loads(metrics_path.read_text())
         s = score(pd.read_csv(metrics_path.parent / "submission.csv"), hidden)
-        row = {"model": a.config, "seed": seed, **s, "val_ndcg@10": m["val"]["ndcg@10"],
-               "best_epoch": m["best_epoch"], "epochs": m["epochs_trained"],
-               "fit_s": m["fit_time_s"], "wall_s": round(wall, 1),
-               "peak_rss_mb_so_far": round(peak_mb)}  # fmt: skip
+        row = {
+            "model": a.config,
+            "seed": seed,
+            **s,
+            "val_ndcg@10": m["val"]["ndcg@10"],
+            "best_epoch": m["best_epoch"],
+            "epochs": m["epochs_trained"],
+            "fit_s": m["fit_time_s"],
+            "wall_s": round(wall, 1),
+            "peak_rss_mb_so_far": round(peak_mb),
+        }
         rows.append(row)
         print(json.dumps(row), flush=True)
 

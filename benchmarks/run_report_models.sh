@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every model on one protocol, then the report: the runs behind docs/RESULTS.md's table.
 #
-#   benchmarks/run_report_models.sh [LOG_ROOT]      (default saved/report_runs)
+#   benchmarks/run_report_models.sh [LOG_ROOT [OUT_MD [OUT_PNG]]]
+#   (defaults saved/report_runs, docs/RESULTS.md, docs/results.png)
 #
 # Protocol: built-in MovieLens-100K, leave-one-out by time, valid_and_test (validation =
 # each user's second-to-last item, test = the last). Model selection (early stopping, best
@@ -18,4 +19,4 @@ common=(data.holdout=valid_and_test "paths.log_root=$root")
 "$py" train_multi_vae.py --config-name multi_vae "${common[@]}"
 "$py" train_multi_vae.py --config-name multi_vae_v2 "${common[@]}"
 "$py" train_bert4rec.py --config-name bert4rec_v2 "${common[@]}"
-"$py" -m lightrec.report --log-root "$root" --out docs/RESULTS.md --png docs/results.png
+"$py" -m lightrec.report --log-root "$root" --out "${2:-docs/RESULTS.md}" --png "${3:-docs/results.png}"

@@ -14,9 +14,11 @@ import numpy as np
 import pandas as pd
 
 
-def synth_log(rows: int, users: int = 31_360, items: int = 6_807, zipf_a: float = 1.0,
-              seed: int = 0) -> pd.DataFrame:  # fmt: skip
+def synth_log(
+    rows: int, users: int = 31_360, items: int = 6_807, zipf_a: float = 1.0, seed: int = 0
+) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
+    users = min(users, max(1, rows // 10))  # small logs: fewer users, not negative counts
     activity = np.exp(0.9 * rng.standard_normal(users))
     counts = np.maximum(1, np.round(activity / activity.sum() * rows)).astype(np.int64)
     counts[np.argmax(counts)] += rows - counts.sum()  # exactly `rows` rows

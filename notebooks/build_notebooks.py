@@ -31,7 +31,7 @@ from lightrec import viz
 def params(model: str) -> str:
     return f'''\
 # Parameters: the run folder to show (None = the latest finished {model} run under LOG_ROOT).
-# The tests and `python -m lightrec.render_notebooks` set them through these variables.
+# The tests and `scripts/render_notebooks.sh` set them through these variables.
 RUN_DIR = os.environ.get("LIGHTREC_RUN_DIR") or None
 LOG_ROOT = os.environ.get("LIGHTREC_LOG_ROOT", "saved/hydra_logs")
 MODEL = "{model}"
@@ -290,14 +290,18 @@ MF_BASICS = [
 def write(name: str, cells: list) -> Path:
     nb = new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}  # fmt: skip
+                                 "language": "python"}
     path = HERE / name
     nbformat.write(nb, path)
     return path
 
 
+NOTEBOOKS = {
+    "visualize_multi_vae.ipynb": MULTI_VAE,
+    "visualize_bert4rec.ipynb": BERT4REC,
+    "matrix_factorization_basics.ipynb": MF_BASICS,
+}
+
 if __name__ == "__main__":
-    for name, cells in (("visualize_multi_vae.ipynb", MULTI_VAE),
-                        ("visualize_bert4rec.ipynb", BERT4REC),
-                        ("matrix_factorization_basics.ipynb", MF_BASICS)):  # fmt: skip
+    for name, cells in NOTEBOOKS.items():
         print(write(name, cells))

@@ -1,6 +1,5 @@
-# Shared logic of run_<model>.sh (sourced, not run). A model's script sets MODEL (the
-# suffix of train_<MODEL>.py / predict_<MODEL>.py) and DEFAULT_CONFIG, then calls
-# lightrec_run "$@".
+# Shared logic of run_<model>.sh (sourced, not run). A model's script sets DEFAULT_CONFIG and
+# calls lightrec_run "$@"; <model> in its name picks train_<model>.py / predict_<model>.py.
 #
 #   ./run_<model>.sh [mode] [config] [hydra overrides...]
 #   modes: train | predict | both (default) | clean | clean-train | clean-both
@@ -9,6 +8,8 @@
 # LIGHTREC_TORCH, when set, is installed first (e.g. LIGHTREC_TORCH="torch==2.13.0").
 
 LIGHTREC_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+MODEL=$(basename "$0" .sh)
+MODEL=${MODEL#run_}
 LIGHTREC_VENV=${LIGHTREC_VENV:-$LIGHTREC_ROOT/.venv}
 
 lightrec_usage() {

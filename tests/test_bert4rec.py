@@ -12,10 +12,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import compose_cfg, cpu_overrides
+from helpers import build_model, compose_cfg, cpu_overrides, dm_for
 from lightrec import predict, train
-from lightrec.data.batches import sequence_matrix
-from lightrec.models.bert4rec import IGNORE, BERT4Rec, BERT4RecNet, mask_items
+from lightrec.data.sequences import sequence_matrix
+from lightrec.models.bert4rec import IGNORE, BERT4RecNet, mask_items
 
 MASK = 99
 
@@ -56,8 +56,9 @@ def test_last_item_masking_option():
 
 def test_output_layer_is_tied_to_the_item_embedding():
     torch.manual_seed(0)
-    net = BERT4RecNet(num_items=30, max_len=8, hidden_size=16, num_layers=1, num_heads=2,
-                      dropout=0.0).eval()  # fmt: skip
+    net = BERT4RecNet(
+        num_items=30, max_len=8, hidden_size=16, num_layers=1, num_heads=2, dropout=0.0
+    ).eval()
     h = torch.randn(5, 16)
     expected = net.head(h) @ net.item_emb.weight[1:31].t() + net.out_bias
     assert torch.allclose(net.logits(h), expected)
@@ -72,8 +73,9 @@ def test_output_layer_is_tied_to_the_item_embedding():
 
 
 def test_logits_only_at_masked_positions():
-    net = BERT4RecNet(num_items=30, max_len=8, hidden_size=16, num_layers=1, num_heads=2,
-                      dropout=0.0)  # fmt: skip
+    net = BERT4RecNet(
+        num_items=30, max_len=8, hidden_size=16, num_layers=1, num_heads=2, dropout=0.0
+    )
     seq = torch.randint(1, 31, (4, 8))
     positions = torch.zeros(4, 8, dtype=torch.bool)
     positions[0, 3] = positions[2, 7] = True
@@ -81,8 +83,9 @@ def test_logits_only_at_masked_positions():
 
 
 def test_attention_maps_every_layer_and_head():
-    net = BERT4RecNet(num_items=30, max_len=8, hidden_size=16, num_layers=3, num_heads=4,
-                      dropout=0.1).eval()  # fmt: skip
+    net = BERT4RecNet(
+        num_items=30, max_len=8, hidden_size=16, num_layers=3, num_heads=4, dropout=0.1
+    ).eval()
     seq = torch.tensor([[0, 0, 0, 4, 5, 6, 7, 31], [1, 2, 3, 4, 5, 6, 7, 31]])
     maps = net.attention_maps(seq)
     assert len(maps) == 3 and all(m.shape == (2, 4, 8, 8) for m in maps)
@@ -100,7 +103,8 @@ def test_learns_item_i_is_followed_by_i_plus_one():
     n_items, length = 20, 10
     starts = torch.randint(1, n_items - length + 2, (256,))
     seq = starts[:, None] + torch.arange(length)[None, :]  # 1-based ids, always i -> i+1
-    model = BERT4Rec(
+    model = build_model(
+        "bert4rec_v2",
         num_items=n_items,
         max_len=length,
         hidden_size=32,
@@ -110,6 +114,7 @@ def test_learns_item_i_is_followed_by_i_plus_one():
         mask_prob=0.3,
         last_item_prob=0.3,
         lr=3e-3,
+        weight_decay=0.0,
     )
     opt = model.configure_optimizers()
     losses = []
@@ -132,31 +137,37 @@ def test_learns_item_i_is_followed_by_i_plus_one():
 
 
 def test_sequence_view_shares_the_split(tiny_csv, tmp_path):
-    from test_data import dm_for
-
     dm = dm_for(tiny_csv, tmp_path, view="sequence", max_len=6, holdout="valid_and_test")
     u = 3
     train_items = dm.train_csr[u].indices  # time order
-    assert dm.train_seq[u][-len(train_items[-6:]) :].tolist() == (train_items[-6:] + 1).tolist()
-    assert dm.valid_seq[u, -1] == dm.mask_token
-    assert dm.valid_seq[u, :-1].tolist() == (train_items[-5:] + 1).tolist()
+    assert dm.train_seq[u].tolist() == (train_items[-6:] + 1).tolist()
+    assert dm.valid_seq[u].tolist() == dm.train_seq[u].tolist()  # validation reads training rows
     test_hist = np.concatenate([train_items, dm.valid_csr[u].indices])
-    assert dm.test_seq[u, :-1].tolist() == (test_hist[-5:] + 1).tolist()
+    assert dm.test_seq[u].tolist() == (test_hist[-6:] + 1).tolist()
+    # what BERT4Rec reads to score the next item: the last 5 of them, then [MASK]
+    model = build_model("bert4rec_v2", num_items=dm.num_items, max_len=6)
+    query = model.query(torch.from_numpy(dm.test_seq[u : u + 1]))[0].tolist()
+    assert query == (test_hist[-5:] + 1).tolist() + [dm.num_items + 1]
 
 
 def test_sequence_matrix_matches_a_loop():
     rng = np.random.default_rng(0)
     user = np.sort(rng.integers(0, 30, 500))
     item = rng.integers(0, 40, 500)
-    got = sequence_matrix(user, item, np.ones(500, bool), 30, 7, mask_token=41)
+    got = sequence_matrix(user, item, np.ones(500, bool), 30, 7)
     for u in range(30):
-        hist = list(item[user == u][-6:] + 1)
-        assert got[u].tolist() == [0] * (6 - len(hist)) + hist + [41]
+        hist = list(item[user == u][-7:] + 1)
+        assert got[u].tolist() == [0] * (7 - len(hist)) + hist
 
 
 def bert_overrides(tmp_path, csv, *extra):
-    return [*cpu_overrides(tmp_path, csv), "data.max_len=8", "model.hidden_size=16",
-            "model.num_layers=1", *extra]  # fmt: skip
+    return [
+        *cpu_overrides(tmp_path, csv),
+        "data.max_len=8",
+        "model.hidden_size=16",
+        "model.num_layers=1",
+        *extra,
+    ]
 
 
 def test_train_predict_and_reload(tmp_path, tiny_csv):
@@ -179,8 +190,9 @@ def test_train_predict_and_reload(tmp_path, tiny_csv):
 @pytest.mark.parametrize("precision", ["bf16-mixed"])
 def test_mixed_precision_switch(tmp_path, tiny_csv, precision):
     run_dir = tmp_path / "run"
-    cfg = compose_cfg("bert4rec_v2", bert_overrides(tmp_path, tiny_csv,
-                      f"trainer.precision={precision}"), run_dir)  # fmt: skip
+    cfg = compose_cfg(
+        "bert4rec_v2", bert_overrides(tmp_path, tiny_csv, f"trainer.precision={precision}"), run_dir
+    )
     score = train.run(cfg)
     assert np.isfinite(score)
     state = torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)

@@ -8,22 +8,13 @@ import time
 import numpy as np
 import pytest
 
+from helpers import dm_for
 from lightrec.data import cache
-from lightrec.data.recsys_data import RecSysDataModule
 
 
 def make_dm(csv, cache_dir, **kw):
-    args = dict(
-        path=str(csv), data_dir=str(cache_dir.parent / "data"),
-        columns={"user": "user", "item": "item", "time": "time"}, min_interactions=2,
-        split_strategy="leave_one_out", holdout="valid", valid_ratio=0.2, split_seed=0,
-        batch_size=4, eval_batch_size=8, use_cache=True, cache_dir=str(cache_dir),
-    )  # fmt: skip
-    args.update(kw)
-    dm = RecSysDataModule(**args)
-    dm.prepare_data()
-    dm.setup()
-    return dm
+    args = {"use_cache": True, "cache_dir": str(cache_dir), "min_interactions": 2, **kw}
+    return dm_for(csv, cache_dir.parent, **args)
 
 
 def entries(cache_dir):

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, run_cmd
+from helpers import ROOT, run_cmd
 
 PY_TRAIN = [sys.executable, str(ROOT / "train_multi_vae.py")]
 PY_PREDICT = [sys.executable, str(ROOT / "predict_multi_vae.py")]
@@ -51,8 +51,9 @@ def test_bad_data_file_one_sentence_nothing_written(tmp_path, content, fragment)
 
 
 def test_unknown_config_key(tmp_path, tiny_csv):
-    proc = run_cmd([*PY_TRAIN, *tiny_overrides(tmp_path, tiny_csv), "model.dropuot=0.1"],
-                   cwd=tmp_path)  # fmt: skip
+    proc = run_cmd(
+        [*PY_TRAIN, *tiny_overrides(tmp_path, tiny_csv), "model.dropuot=0.1"], cwd=tmp_path
+    )
     assert_one_sentence(proc, "model.dropuot")
     assert runs(tmp_path) == []
 
@@ -117,8 +118,10 @@ def test_run_script_modes(tmp_path, tiny_csv):
 
 
 def test_multirun_sweep(tmp_path, tiny_csv):
-    p = run_cmd([*PY_TRAIN, "-m", *tiny_overrides(tmp_path, tiny_csv), "model.dropout=0.3,0.5"],
-                cwd=tmp_path)  # fmt: skip
+    p = run_cmd(
+        [*PY_TRAIN, "-m", *tiny_overrides(tmp_path, tiny_csv), "model.dropout=0.3,0.5"],
+        cwd=tmp_path,
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     found = runs(tmp_path)
     assert len(found) == 2

@@ -1,16 +1,19 @@
-"""Every shipped config composes, and every key the code reads is present."""
+"""Every shipped config composes, binds to the classes it names, and is the one source of
+the values those classes get."""
 
 from __future__ import annotations
+
+import inspect
 
 import pytest
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 
-from conftest import CONFIGS, compose_cfg
+from helpers import CONFIGS, block, compose_cfg
 
 
 def test_there_are_model_configs():
-    assert {"multi_vae", "multi_vae_v2"} <= set(CONFIGS)
+    assert {"multi_vae", "multi_vae_v2", "bert4rec_v2", "ease", "pop"} <= set(CONFIGS)
 
 
 @pytest.mark.parametrize("name", CONFIGS)
@@ -19,9 +22,37 @@ def test_config_composes_and_resolves(name):
     missing = OmegaConf.missing_keys(cfg)
     assert missing == {"model.num_items"}, missing  # filled from the data, never typed
     assert cfg.model_name == name
-    assert get_class(cfg.model._target_)
-    assert get_class(cfg.data._target_)
     assert cfg.checkpoint.monitor.startswith("val/")
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+@pytest.mark.parametrize("part", ["model", "data"])
+def test_every_block_binds_to_its_target(name, part):
+    """torchtune-style: the YAML block is exactly the constructor's argument list, so an
+    unknown or a missing key fails here, not at run time."""
+    args = block(name, part)
+    cls = get_class(args.pop("_target_"))
+    signature = inspect.signature(cls)
+    signature.bind(**args)  # raises TypeError on an unknown or a missing argument
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+@pytest.mark.parametrize("part", ["model", "data"])
+def test_constructors_have_no_defaults_of_their_own(name, part):
+    """The YAML is the one source of defaults: a default in the signature would be a second,
+    silent configuration for anyone who builds the class without the config."""
+    cls = get_class(block(name, part)["_target_"])
+    with_default = [
+        p.name
+        for p in inspect.signature(cls).parameters.values()
+        if p.default is not inspect.Parameter.empty
+    ]
+    assert with_default == [], with_default
+
+
+def test_arguments_from_other_blocks_are_visible_in_the_yaml():
+    cfg = compose_cfg("ease", ["eval.exclude_seen=false", "data_cache.use_cache=false"])
+    assert cfg.model.exclude_seen is False and cfg.data.use_cache is False
 
 
 def test_issue_hyper_parameters():

@@ -6,22 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lightrec.data.recsys_data import RecSysDataModule, read_interactions
+from helpers import dm_for
+from lightrec.data.interactions import read_interactions
 from lightrec.data.splits import TEST, TRAIN, VALID, leave_one_out, random_holdout
 from lightrec.errors import LightrecError
-
-
-def dm_for(csv, tmp_path, **kw) -> RecSysDataModule:
-    args = dict(
-        path=str(csv), data_dir=str(tmp_path / "data"),
-        columns={"user": "user", "item": "item", "time": "time"}, min_interactions=1,
-        split_strategy="leave_one_out", holdout="valid", valid_ratio=0.2, split_seed=0,
-        batch_size=4, eval_batch_size=8, use_cache=False, cache_dir=str(tmp_path / "cache"),
-    )  # fmt: skip
-    args.update(kw)
-    dm = RecSysDataModule(**args)
-    dm.setup()
-    return dm
 
 
 def rows(dm):
@@ -50,8 +38,12 @@ def test_string_ids_missing_rows_duplicates_and_filter(tmp_path):
     assert (st["rows_read"], st["dropped_missing"], st["dropped_duplicates"]) == (8, 2, 1)
     assert st["dropped_users_below_min"] == 1
     # by user, then time; last item of each user is validation
-    assert rows(dm) == [("amy", "z", TRAIN), ("amy", "y", VALID),
-                        ("bob", "x", TRAIN), ("bob", "y", VALID)]  # fmt: skip
+    assert rows(dm) == [
+        ("amy", "z", TRAIN),
+        ("amy", "y", VALID),
+        ("bob", "x", TRAIN),
+        ("bob", "y", VALID),
+    ]
     assert dm.meta["item_ids"] == ["x", "y", "z"]  # only items of kept users, sorted
 
 

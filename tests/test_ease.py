@@ -10,18 +10,17 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from conftest import compose_cfg, cpu_overrides
+from helpers import build_model, compose_cfg, cpu_overrides
 from lightrec import predict, train
 from lightrec.data.splits import TEST, TRAIN, VALID, competition_split, last_n_random_m
 from lightrec.errors import LightrecError
-from lightrec.models.ease import EASE, Popularity
 
 
 def test_closed_form_equals_least_squares_with_zero_diagonal():
     rng = np.random.default_rng(0)
     X = (rng.random((60, 12)) < 0.3).astype(np.float64)
     lam = 2.5
-    model = EASE(num_items=12, lam=lam, dtype="float64")
+    model = build_model("ease", num_items=12, lam=lam, dtype="float64")
     model.fit_closed_form(sp.csr_matrix(X))
     B = model.B.double().numpy()
     assert np.allclose(np.diag(B), 0.0)
@@ -34,7 +33,8 @@ def test_closed_form_equals_least_squares_with_zero_diagonal():
 
 def test_float32_and_float64_agree():
     X = sp.random(200, 40, density=0.2, random_state=1, format="csr")
-    a, b = EASE(40, lam=10.0, dtype="float32"), EASE(40, lam=10.0, dtype="float64")
+    a = build_model("ease", num_items=40, lam=10.0, dtype="float32")
+    b = build_model("ease", num_items=40, lam=10.0, dtype="float64")
     a.fit_closed_form(X)
     b.fit_closed_form(X)
     assert torch.allclose(a.B, b.B, atol=1e-4)
@@ -42,12 +42,12 @@ def test_float32_and_float64_agree():
 
 def test_memory_guard_stops_before_allocating():
     with pytest.raises(LightrecError, match=r"100,000 items needs about 240\.0 GB"):
-        EASE(num_items=100_000, memory_budget_gb=8.0)
+        build_model("ease", num_items=100_000, memory_budget_gb=8.0)
 
 
 def test_popularity_ranks_by_training_users():
     X = sp.csr_matrix(np.array([[1, 1, 0, 0], [0, 1, 0, 1], [0, 1, 0, 0]], dtype=np.float32))
-    pop = Popularity(4)
+    pop = build_model("pop", num_items=4)
     pop.fit_closed_form(X)
     assert pop.counts.tolist() == [1.0, 3.0, 0.0, 1.0]
 
@@ -83,8 +83,12 @@ def test_ease_run_and_predict(tmp_path, tiny_csv):
 
 def test_competition_split_through_the_data_module(tmp_path, tiny_csv):
     run_dir = tmp_path / "run"
-    overrides = [*cpu_overrides(tmp_path, tiny_csv), "data.split_strategy=last_n_random_m",
-                 "data.last_n=1", "data.random_m=2"]  # fmt: skip
+    overrides = [
+        *cpu_overrides(tmp_path, tiny_csv),
+        "data.split_strategy=last_n_random_m",
+        "data.last_n=1",
+        "data.random_m=2",
+    ]
     train.run(compose_cfg("pop", overrides, run_dir))
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["data"]["valid"] == 40 * 3  # 3 held-out items for each of 40 users

@@ -6,37 +6,22 @@ import json
 
 import pandas as pd
 import pytest
+import pytorch_lightning as pl
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import compose_cfg, cpu_overrides, make_log
+from helpers import (
+    MULTI_VAE_TAGS,
+    check_submission,
+    compose_cfg,
+    cpu_overrides,
+    make_log,
+    tensorboard_tags,
+)
 from lightrec import predict, train
+from lightrec.data.batches import eval_collate
 from lightrec.errors import LightrecError
-from lightrec.utils.path_utils import get_directories
-
-TAGS = {"train/loss", "train/recon", "train/kl", "train/kl_weight", "val/recall@10",
-        "val/ndcg@10"}  # fmt: skip
-
-
-def tensorboard_tags(run_dir) -> set[str]:
-    tags = set()
-    for f in (run_dir / "tensorboard").glob("events.out.tfevents.*"):
-        ea = EventAccumulator(str(f))
-        ea.Reload()
-        tags |= set(ea.Tags()["scalars"])
-    return tags
-
-
-def check_submission(path, log: pd.DataFrame, k: int) -> pd.DataFrame:
-    sub = pd.read_csv(path)
-    assert list(sub.columns) == ["user", "item"]
-    assert set(sub.user) == set(log.user)
-    assert (sub.groupby("user").size() == k).all()
-    assert not sub.duplicated().any()
-    seen = set(zip(log.user, log.item, strict=True))
-    assert not any((u, i) in seen for u, i in zip(sub.user, sub.item, strict=True))
-    assert set(sub.item) <= set(log.item)
-    return sub
+from lightrec.recommend import recommend_topk
+from lightrec.utils.path_utils import RunDir, get_directories
 
 
 @pytest.fixture
@@ -45,6 +30,13 @@ def trained(tmp_path, tiny_csv):
     cfg = compose_cfg("multi_vae_v2", cpu_overrides(tmp_path, tiny_csv), run_dir)
     score = train.run(cfg)
     return cfg, run_dir, score
+
+
+def all_scores(model, dm) -> torch.Tensor:
+    """Scores of every user from the training history, (users, items)."""
+    batch = eval_collate(dm.view, dm.train_csr, None, dm.train_seq)(list(range(dm.num_users)))
+    with torch.no_grad():
+        return model.eval().score_batch(batch)[0]
 
 
 def test_train_writes_a_complete_run_folder(trained):
@@ -57,7 +49,7 @@ def test_train_writes_a_complete_run_folder(trained):
     state = torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)
     assert state["hyper_parameters"]["num_items"] == 30
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
-    assert TAGS <= tensorboard_tags(run_dir)
+    assert MULTI_VAE_TAGS <= tensorboard_tags(run_dir)
     maps = json.loads((run_dir / "id_maps.json").read_text())
     assert maps["item_ids"] == list(range(30))
     assert (run_dir / "config.yaml").is_file()
@@ -70,11 +62,54 @@ def test_predict_uses_the_latest_run_and_full_history(trained, tmp_path, tiny_cs
     check_submission(out, pd.read_csv(tiny_csv), k=10)
 
 
-def test_save_load_predict_gives_identical_scores(trained, tmp_path, tiny_csv):
+@pytest.mark.parametrize("config", ["multi_vae_v2", "bert4rec_v2", "ease"])
+def test_reloaded_checkpoints_give_the_trained_models_scores(tmp_path, tiny_csv, config):
+    """The model in memory after training and its reloaded last.ckpt score every user
+    identically; the reloaded best.ckpt reproduces metrics.json's validation numbers."""
+    run_dir = tmp_path / "run"
+    extra = ["data.max_len=8", "model.hidden_size=16"] if config == "bert4rec_v2" else []
+    cfg = compose_cfg(config, [*cpu_overrides(tmp_path, tiny_csv), *extra], run_dir)
+    in_memory = {}
+
+    class KeepLastWeights(pl.Callback):
+        def on_fit_end(self, trainer, pl_module):
+            in_memory.update({k: v.clone() for k, v in pl_module.state_dict().items()})
+
+    result = train.fit(cfg, extra_callbacks=[KeepLastWeights()])
+    run = RunDir(run_dir)
+    model_cfg = predict.load_config(run)
+    trained = result.model
+    if in_memory:  # gradient models: the last epoch's weights, as they were in memory
+        trained.load_state_dict(in_memory)
+    reloaded = predict.load_model(run.last_ckpt, model_cfg)
+    assert torch.equal(
+        all_scores(trained, result.datamodule), all_scores(reloaded, result.datamodule)
+    )
+
+    best = predict.load_model(run.best_ckpt, model_cfg)
+    val = pl.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False
+    ).validate(best, result.datamodule, verbose=False)
+    metrics = json.loads(run.metrics.read_text())
+    assert {k.removeprefix("val/"): round(v, 6) for k, v in val[0].items()} == metrics["val"]
+
+
+def test_predict_scores_from_the_checkpoint(trained, tmp_path, tiny_csv):
+    """The submission is the reloaded best checkpoint's top-10 over each user's full history."""
     cfg, run_dir, _ = trained
-    first = pd.read_csv(predict.run(cfg))
-    second = pd.read_csv(predict.run(cfg))
-    pd.testing.assert_frame_equal(first, second)
+    sub = pd.read_csv(predict.run(cfg))
+    run = RunDir(run_dir)
+    model = predict.load_model(run.best_ckpt, predict.load_config(run))
+    history = predict.load_history(cfg.data, list(range(30)))
+    top = recommend_topk(
+        model.score_batch,
+        eval_collate("csr", history.csr, None, None),
+        len(history.users),
+        10,
+        64,
+        torch.device("cpu"),
+    )
+    assert sub.item.to_numpy().tolist() == top.ravel().tolist()
 
 
 def test_same_seed_same_result(tmp_path, tiny_csv):
@@ -106,8 +141,11 @@ def test_string_ids_round_trip_to_the_submission(tmp_path):
     csv = tmp_path / "log.csv"
     log = make_log(string_ids=True)
     log.to_csv(csv, index=False)
-    cfg = compose_cfg("multi_vae_v2", cpu_overrides(tmp_path, csv), tmp_path / "saved" /
-                      "hydra_logs" / "multi_vae_v2" / "d" / "t")  # fmt: skip
+    cfg = compose_cfg(
+        "multi_vae_v2",
+        cpu_overrides(tmp_path, csv),
+        tmp_path / "saved" / "hydra_logs" / "multi_vae_v2" / "d" / "t",
+    )
     train.run(cfg)
     sub = check_submission(predict.run(cfg), log, k=10)
     assert sub.item.str.startswith("movie-").all()

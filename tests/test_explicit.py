@@ -23,8 +23,10 @@ def ratings():
 
 def test_split_is_a_partition(ratings):
     parts = [ratings.train, ratings.valid, ratings.test]
-    assert [len(p) for p in parts] == [round(0.8 * 8000 / 8000 * sum(map(len, parts))),
-                                       *[len(p) for p in parts[1:]]]  # fmt: skip
+    assert [len(p) for p in parts] == [
+        round(0.8 * 8000 / 8000 * sum(map(len, parts))),
+        *[len(p) for p in parts[1:]],
+    ]
     keys = pd.concat(parts)[["user", "item"]]
     assert not keys.duplicated().any()
 

@@ -9,10 +9,9 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import ROOT, compose_cfg, run_cmd
+from helpers import MULTI_VAE_TAGS, ROOT, check_submission, compose_cfg, run_cmd, tensorboard_tags
 from lightrec import train
 from lightrec.data.datasets import ML100K_SHAPE, movielens_100k
-from test_end_to_end import TAGS, check_submission, tensorboard_tags
 
 pytestmark = pytest.mark.slow
 DATA_DIR = ROOT / "data"  # the README's data folder: prepared once, reused
@@ -31,10 +30,15 @@ def test_builtin_dataset_is_verified_and_keeps_titles():
 
 def test_run_script_clean_both_on_movielens(tmp_path):
     proc = run_cmd(
-        [str(ROOT / "run_multi_vae.sh"), "clean-both", "multi_vae_v2",
-         f"data.data_dir={DATA_DIR}", f"data_cache.cache_dir={tmp_path / 'cache'}"],
+        [
+            str(ROOT / "run_multi_vae.sh"),
+            "clean-both",
+            "multi_vae_v2",
+            f"data.data_dir={DATA_DIR}",
+            f"data_cache.cache_dir={tmp_path / 'cache'}",
+        ],
         cwd=tmp_path,
-    )  # fmt: skip
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     (metrics_path,) = (tmp_path / "saved" / "hydra_logs" / "multi_vae_v2").rglob("metrics.json")
     run_dir = metrics_path.parent
@@ -43,7 +47,7 @@ def test_run_script_clean_both_on_movielens(tmp_path):
     assert metrics["val"]["recall@10"] > 0.08  # far above random (10 / 1682)
     state = torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)
     assert state["hyper_parameters"]["hidden_dims"] == [600, 200]
-    assert TAGS <= tensorboard_tags(run_dir)
+    assert MULTI_VAE_TAGS <= tensorboard_tags(run_dir)
     sub = check_submission(
         run_dir / "submission.csv", pd.read_csv(DATA_DIR / "ml-100k" / "interactions.csv"), k=10
     )

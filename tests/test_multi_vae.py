@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from lightrec.models.multi_vae import MultiVAE, MultiVAENet, kl_weight
+from helpers import build_model
+from lightrec.models.multi_vae import MultiVAENet, kl_weight
 
 
 def capture_encoder_input(net: MultiVAENet, x: torch.Tensor) -> torch.Tensor:
@@ -63,8 +64,15 @@ def test_learns_a_block_structure():
     for u, gr in enumerate(groups.tolist()):
         items = torch.randperm(20)[:8] + 20 * gr
         x[u, items] = 1.0
-    model = MultiVAE(num_items=n_items, hidden_dims=[32, 8], dropout=0.3, kl_cap=0.1,
-                     anneal_steps=100, lr=1e-2)  # fmt: skip
+    model = build_model(
+        "multi_vae_v2",
+        num_items=n_items,
+        hidden_dims=[32, 8],
+        dropout=0.3,
+        kl_cap=0.1,
+        anneal_steps=100,
+        lr=1e-2,
+    )
     opt = model.configure_optimizers()
     losses = []
     for _ in range(150):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import nbformat
@@ -11,12 +12,19 @@ import pytest
 import torch
 from nbclient import NotebookClient
 
-from conftest import ROOT, compose_cfg, cpu_overrides, make_log
+from helpers import ROOT, compose_cfg, cpu_overrides, make_log
 from lightrec import train, viz
 from lightrec.errors import LightrecError
 
-BERT_TINY = ["model.hidden_size=8", "model.max_len=12", "data.max_len=12", "model.num_heads=2",
-             "trainer.min_epochs=1"]  # fmt: skip
+NOTEBOOKS = ROOT / "notebooks"
+
+BERT_TINY = [
+    "model.hidden_size=8",
+    "model.max_len=12",
+    "data.max_len=12",
+    "model.num_heads=2",
+    "trainer.min_epochs=1",
+]
 
 
 @pytest.fixture(scope="module")
@@ -40,19 +48,27 @@ def test_stored_notebooks_are_clean():
                 assert not cell.outputs and cell.execution_count is None, path.name
 
 
-@pytest.mark.parametrize("name, model",
-                         [("visualize_multi_vae.ipynb", "multi_vae_v2"),
-                          ("visualize_bert4rec.ipynb", "bert4rec_v2")])  # fmt: skip
+@pytest.mark.parametrize(
+    "name, model",
+    [("visualize_multi_vae.ipynb", "multi_vae_v2"), ("visualize_bert4rec.ipynb", "bert4rec_v2")],
+)
 def test_notebook_runs_headlessly(runs, tmp_path, monkeypatch, name, model):
     nb = nbformat.read(ROOT / "notebooks" / name, as_version=4)
     monkeypatch.setenv("LIGHTREC_RUN_DIR", str(runs[model]))
-    NotebookClient(nb, timeout=300, kernel_name="python3",
-                   resources={"metadata": {"path": str(tmp_path)}}).execute()  # fmt: skip
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
-              if o.output_type == "error"]  # fmt: skip
+    NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
+    errors = [
+        o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"
+    ]
     assert not errors
-    images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
-              if "image/png" in o.get("data", {})]  # fmt: skip
+    images = [
+        o
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+        if "image/png" in o.get("data", {})
+    ]
     assert len(images) >= 3
 
 
@@ -60,7 +76,7 @@ def test_latest_run_is_the_default(runs):
     root = runs["multi_vae_v2"].parents[2]
     loaded = viz.load_run(None, "multi_vae_v2", root)
     assert loaded.path == runs["multi_vae_v2"]
-    with pytest.raises(LightrecError, match="no finished bert4rec_v2 run"):
+    with pytest.raises(LightrecError, match="no finished training run of .bert4rec_v2."):
         viz.load_run(None, "bert4rec_v2", root / "elsewhere")
 
 
@@ -134,8 +150,27 @@ def test_matrix_factorization_notebook_runs_headlessly(tmp_path, monkeypatch):
     monkeypatch.setenv("LIGHTREC_RATINGS_CSV", str(csv))
     monkeypatch.setenv("LIGHTREC_MAX_EPOCHS", "5")
     nb = nbformat.read(ROOT / "notebooks" / "matrix_factorization_basics.ipynb", as_version=4)
-    NotebookClient(nb, timeout=300, kernel_name="python3",
-                   resources={"metadata": {"path": str(tmp_path)}}).execute()  # fmt: skip
-    text = "".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", ""))
-                   for c in nb.cells if c.cell_type == "code" for o in c.outputs)  # fmt: skip
+    NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
+    text = "".join(
+        o.get("text", "") + str(o.get("data", {}).get("text/plain", ""))
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+    )
     assert "biased MF" in text and "I-AutoRec" in text and "test RMSE" in text
+
+
+def test_stored_notebooks_are_what_the_builder_writes(tmp_path, monkeypatch):
+    """The .ipynb files are generated from notebooks/build_notebooks.py: edit the builder."""
+    spec = importlib.util.spec_from_file_location(
+        "build_notebooks", NOTEBOOKS / "build_notebooks.py"
+    )
+    builder = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(builder)
+    monkeypatch.setattr(builder, "HERE", tmp_path)
+    for name, cells in builder.NOTEBOOKS.items():
+        fresh = nbformat.read(builder.write(name, cells), as_version=4)
+        stored = nbformat.read(NOTEBOOKS / name, as_version=4)
+        assert [c.source for c in fresh.cells] == [c.source for c in stored.cells], name

@@ -7,6 +7,7 @@ import json
 import pytest
 import yaml
 
+from helpers import block
 from lightrec.errors import LightrecError
 from lightrec.report import BEGIN, END, main, write_report
 
@@ -14,13 +15,21 @@ from lightrec.report import BEGIN, END, main, write_report
 def fake_run(root, config, name, val_ndcg, test_ndcg, holdout="valid_and_test"):
     run = root / config / "2026-01-01" / name
     (run / "checkpoints").mkdir(parents=True)
-    cfg = {"model_name": config, "checkpoint": {"monitor": "val/ndcg@10"},
-           "data": {"path": None, "split_strategy": "leave_one_out",
-                    "holdout": holdout}}  # fmt: skip
+    cfg = {
+        "model_name": config,
+        "checkpoint": {"monitor": "val/ndcg@10"},
+        "data": {**block("ease", "data"), "holdout": holdout},
+    }
     (run / "config.yaml").write_text(yaml.safe_dump(cfg))
     part = {"recall@10": 0.1, "ndcg@10": val_ndcg, "recall@20": 0.2, "coverage@10": 0.3}
-    metrics = {"model": config, "best_epoch": 3, "epochs_trained": 9, "fit_time_s": 1.5,
-               "val": part, "test": {**part, "ndcg@10": test_ndcg}}  # fmt: skip
+    metrics = {
+        "model": config,
+        "best_epoch": 3,
+        "epochs_trained": 9,
+        "fit_time_s": 1.5,
+        "val": part,
+        "test": {**part, "ndcg@10": test_ndcg},
+    }
     (run / "metrics.json").write_text(json.dumps(metrics))
     return run
 

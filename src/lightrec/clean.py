@@ -18,8 +18,9 @@ from lightrec.data import cache
 
 def main(argv: list[str]) -> int:
     if len(argv) < 2:
-        print("usage: python -m lightrec.clean CONFIG_DIR CONFIG_NAME [overrides...]",
-              file=sys.stderr)  # fmt: skip
+        print(
+            "usage: python -m lightrec.clean CONFIG_DIR CONFIG_NAME [overrides...]", file=sys.stderr
+        )
         return 2
     config_dir, config_name, *overrides = argv
     try:

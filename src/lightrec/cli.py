@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from hydra.errors import InstantiationException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from lightrec.errors import LightrecError
@@ -19,25 +19,13 @@ T = TypeVar("T")
 EXIT_USER_ERROR = 2
 
 
-def _log_root(job_name: str, *, _root_: DictConfig) -> str:
-    """Run folders of training jobs go under paths.log_root; predict jobs (which write
-    their submission into a training run folder) keep their logs apart, so that only
-    training runs live under paths.log_root."""
-    if job_name.startswith("predict"):
-        return _root_.paths.predict_log_root
-    return _root_.paths.log_root
-
-
 # a deprecation inside pytorch_lightning itself, printed on every run; nothing to act on
 warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
-
-if not OmegaConf.has_resolver("lightrec_log_root"):
-    OmegaConf.register_new_resolver("lightrec_log_root", _log_root)
 
 
 def user_error_message(exc: BaseException) -> str | None:
     """The one-sentence message for an error caused by input, or None for a bug."""
-    seen = exc
+    seen: BaseException | None = exc
     while seen is not None:  # instantiate() wraps errors raised in constructors
         if isinstance(seen, LightrecError):
             return str(seen)

@@ -68,9 +68,11 @@ def split_ratings(df: pd.DataFrame, fractions=(0.8, 0.1, 0.1), seed: int = 0) ->
     order = np.random.default_rng(seed).permutation(len(df))
     a = int(round(fractions[0] * len(df)))
     b = a + int(round(fractions[1] * len(df)))
-    parts = [df.iloc[order[s]].reset_index(drop=True) for s in (slice(0, a), slice(a, b),
-                                                                 slice(b, None))]  # fmt: skip
-    return Ratings(*parts, n_users=int(df.user.max()) + 1, n_items=int(df.item.max()) + 1)
+    parts = [
+        df.iloc[order[s]].reset_index(drop=True) for s in (slice(0, a), slice(a, b), slice(b, None))
+    ]
+    train, valid, test = parts
+    return Ratings(train, valid, test, int(df.user.max()) + 1, int(df.item.max()) + 1)
 
 
 def rmse(pred: np.ndarray, true: np.ndarray) -> float:
@@ -84,8 +86,10 @@ def baseline_rmse(r: Ratings) -> dict[str, float]:
     resid = r.train.rating - mu - r.train.user.map(bu).fillna(0)
     bi = resid.groupby(r.train.item).sum() / (r.train.groupby("item").size() + 5)
     pred = mu + r.test.user.map(bu).fillna(0) + r.test.item.map(bi).fillna(0)
-    return {"global mean": rmse(np.full(len(r.test), mu), r.test.rating),
-            "mean + user + item bias": rmse(pred.clip(1, 5), r.test.rating)}  # fmt: skip
+    return {
+        "global mean": rmse(np.full(len(r.test), mu), r.test.rating),
+        "mean + user + item bias": rmse(pred.clip(1, 5), r.test.rating),
+    }
 
 
 # ---------------------------------------------------------------- truncated SVD
@@ -196,16 +200,28 @@ def _early_stopping_loop(model, epoch_fn, valid_fn, test_fn, max_epochs, patienc
     return Fit(model, hist, best_epoch, test_fn())
 
 
-def train_biased_mf(r: Ratings, dim: int = 32, lr: float = 5e-3, weight_decay: float = 0.0,
-                    reg: float = 0.05, batch_size: int = 2048, max_epochs: int = 100,
-                    patience: int = 5, seed: int = 0) -> Fit:  # fmt: skip
+def train_biased_mf(
+    r: Ratings,
+    dim: int = 32,
+    lr: float = 5e-3,
+    weight_decay: float = 0.0,
+    reg: float = 0.05,
+    batch_size: int = 2048,
+    max_epochs: int = 100,
+    patience: int = 5,
+    seed: int = 0,
+) -> Fit:
     """Adam on the squared error plus ``reg`` x the squared norms of the rows in the batch;
     early stopping on validation RMSE."""
     torch.manual_seed(seed)
-    t = {k: (torch.tensor(np.array(d.user)), torch.tensor(np.array(d.item)),
-             torch.tensor(np.array(d.rating))) for k, d in (("train", r.train),
-                                                               ("valid", r.valid),
-                                                               ("test", r.test))}  # fmt: skip
+    t = {
+        k: (
+            torch.tensor(np.array(d.user)),
+            torch.tensor(np.array(d.item)),
+            torch.tensor(np.array(d.rating)),
+        )
+        for k, d in (("train", r.train), ("valid", r.valid), ("test", r.test))
+    }
     model = BiasedMF(r.n_users, r.n_items, dim, float(r.train.rating.mean()))
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
 
@@ -233,13 +249,21 @@ def train_biased_mf(r: Ratings, dim: int = 32, lr: float = 5e-3, weight_decay: f
         u, i, y = t[split]
         return rmse(predict(u, i), y.numpy())
 
-    return _early_stopping_loop(model, epoch_fn, lambda: score("valid"),
-                                lambda: score("test"), max_epochs, patience)  # fmt: skip
+    return _early_stopping_loop(
+        model, epoch_fn, lambda: score("valid"), lambda: score("test"), max_epochs, patience
+    )
 
 
-def train_autorec(r: Ratings, hidden: int = 200, lr: float = 1e-3, weight_decay: float = 1e-4,
-                  batch_size: int = 64, max_epochs: int = 200, patience: int = 10,
-                  seed: int = 0) -> Fit:  # fmt: skip
+def train_autorec(
+    r: Ratings,
+    hidden: int = 200,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-4,
+    batch_size: int = 64,
+    max_epochs: int = 200,
+    patience: int = 10,
+    seed: int = 0,
+) -> Fit:
     """I-AutoRec with a masked MSE and Adam; early stopping on validation RMSE. Validation and
     test ratings are read off the reconstruction of each item's *training* vector."""
     torch.manual_seed(seed)
@@ -273,5 +297,6 @@ def train_autorec(r: Ratings, hidden: int = 200, lr: float = 1e-3, weight_decay:
         pred = np.where(rated[i], full[i, u], mu)  # an item never rated in training: the mean
         return rmse(pred, part.rating.to_numpy())
 
-    return _early_stopping_loop(model, epoch_fn, lambda: score(r.valid),
-                                lambda: score(r.test), max_epochs, patience)  # fmt: skip
+    return _early_stopping_loop(
+        model, epoch_fn, lambda: score(r.valid), lambda: score(r.test), max_epochs, patience
+    )

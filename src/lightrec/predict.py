@@ -10,11 +10,13 @@ import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-from lightrec.data.batches import CSRCollate, SequenceCollate
-from lightrec.data.datasets import movielens_100k
-from lightrec.data.recsys_data import full_history, read_interactions
-from lightrec.recommend import check_enough_unseen, recommend_topk, write_submission
-from lightrec.utils.path_utils import get_directories
+from lightrec import submission
+from lightrec.data.batches import eval_collate
+from lightrec.data.datasets import data_file
+from lightrec.data.interactions import History, full_history, read_interactions
+from lightrec.models.base import RecommenderModule
+from lightrec.recommend import check_enough_unseen, recommend_topk
+from lightrec.utils.path_utils import RunDir, get_directories, predict_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +25,13 @@ def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def load_model(ckpt_path: Path, run_cfg: DictConfig) -> torch.nn.Module:
+def load_config(run: RunDir) -> DictConfig:
+    cfg = OmegaConf.load(run.config)
+    assert isinstance(cfg, DictConfig)
+    return cfg
+
+
+def load_model(ckpt_path: Path, run_cfg: DictConfig) -> RecommenderModule:
     """Rebuild the run's model class from the checkpoint's plain hyper-parameters."""
     state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     model = get_class(run_cfg.model._target_)(**state["hyper_parameters"])
@@ -31,30 +39,33 @@ def load_model(ckpt_path: Path, run_cfg: DictConfig) -> torch.nn.Module:
     return model.eval()
 
 
+def load_history(data_cfg: DictConfig, item_ids: list) -> History:
+    """Every user's full history in the data file a ``data:`` block names, over a trained
+    model's item map."""
+    path = data_file(data_cfg.path, data_cfg.data_dir)
+    history = full_history(read_interactions(path, data_cfg.columns), item_ids)
+    if history.n_unknown:
+        log.warning("%d rows name items the model never saw; ignored", history.n_unknown)
+    return history
+
+
 def run(cfg: DictConfig) -> Path:
     """Recommend ``predict.top_k`` unseen items to every user of the data file, from the
     user's full history (every interaction in the file); return the submission's path."""
-    paths = get_directories(cfg, "predict")
-    run_cfg = OmegaConf.load(paths["config"])
-    id_maps = json.loads(paths["id_maps"].read_text())
+    run_dir = get_directories(cfg, "predict")
+    ckpt = predict_checkpoint(cfg, run_dir)
+    run_cfg = load_config(run_dir)
+    id_maps = json.loads(run_dir.id_maps.read_text())
     device = pick_device()
-    model = load_model(paths["ckpt"], run_cfg).to(device)
+    model = load_model(ckpt, run_cfg).to(device)
 
-    data_path = cfg.data.path if cfg.data.path is not None else movielens_100k(cfg.data.data_dir)
-    interactions = read_interactions(data_path, cfg.data.columns)
-    history = full_history(interactions, id_maps["item_ids"])
-    if history.n_unknown:
-        log.warning("%d rows name items the model never saw; ignored", history.n_unknown)
+    history = load_history(cfg.data, id_maps["item_ids"])  # this invocation's data file
     k = cfg.predict.top_k
     check_enough_unseen(history.csr, k, history.users)
-    if run_cfg.data.view == "sequence":
-        seqs = history.sequences(run_cfg.data.max_len, len(id_maps["item_ids"]) + 1)
-        collate = SequenceCollate(seqs, history.csr)
-    else:
-        collate = CSRCollate(history.csr)
+    seqs = history.sequences(run_cfg.data.max_len) if run_cfg.data.view == "sequence" else None
+    collate = eval_collate(run_cfg.data.view, history.csr, None, seqs)
     n_users = len(history.users)
     topk = recommend_topk(model.score_batch, collate, n_users, k, cfg.predict.batch_size, device)
-    write_submission(paths["submission"], history.users, id_maps["item_ids"], topk)
-    log.info("wrote %s: %d users x %d items (checkpoint %s)",
-             paths["submission"], n_users, k, paths["ckpt"])  # fmt: skip
-    return paths["submission"]
+    submission.write(run_dir.submission, history.users, id_maps["item_ids"], topk)
+    log.info("wrote %s: %d users x %d items (checkpoint %s)", run_dir.submission, n_users, k, ckpt)
+    return run_dir.submission

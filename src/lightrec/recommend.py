@@ -1,17 +1,15 @@
-"""Top-K over unseen items, id decoding and the submission file."""
+"""Top-K over unseen items for every user, in batches on the model's device."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 import torch
 
 from lightrec.errors import LightrecError
 from lightrec.metrics import exclude_seen
-from lightrec.utils.io import atomic_write
 
 Batch = dict[str, torch.Tensor]
 
@@ -40,7 +38,7 @@ def recommend_topk(
     return out
 
 
-def check_enough_unseen(history: sp.csr_matrix, k: int, user_ids: Sequence) -> None:
+def check_enough_unseen(history: sp.csr_matrix, k: int, user_ids: Sequence | np.ndarray) -> None:
     """Fail early, naming the user, if someone has seen all but fewer than ``k`` items."""
     unseen = history.shape[1] - np.diff(history.indptr)
     short = np.flatnonzero(unseen < k)
@@ -49,16 +47,3 @@ def check_enough_unseen(history: sp.csr_matrix, k: int, user_ids: Sequence) -> N
             f"user {user_ids[short[0]]!r} has only {unseen[short[0]]} unseen items, "
             f"fewer than predict.top_k={k}"
         )
-
-
-def write_submission(
-    path, user_ids: Sequence, item_ids: Sequence, topk: np.ndarray
-) -> pd.DataFrame:
-    """Write ``user,item`` rows (original ids, best first) atomically; return the frame."""
-    n_users, k = topk.shape
-    items = np.asarray(item_ids, dtype=object)
-    frame = pd.DataFrame(
-        {"user": np.repeat(np.asarray(user_ids, dtype=object), k), "item": items[topk.ravel()]}
-    )
-    atomic_write(path, lambda f: frame.to_csv(f, index=False))
-    return frame

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import yaml
 
+from lightrec.data.splits import SplitSpec
 from lightrec.errors import LightrecError
 from lightrec.utils.io import atomic_write
-from lightrec.utils.path_utils import FINISHED_MARKER
+from lightrec.utils.path_utils import FINISHED_MARKER, RunDir
 
 BEGIN, END = "<!-- report:begin -->", "<!-- report:end -->"
 
@@ -41,17 +42,17 @@ class Run:
 def load_runs(log_root: Path) -> list[Run]:
     runs = []
     for mark in sorted(log_root.rglob(FINISHED_MARKER)):
-        cfg_path = mark.parent / "config.yaml"
-        if not cfg_path.is_file():
+        run = RunDir(mark.parent)
+        if not run.config.is_file():
             continue
-        cfg = yaml.safe_load(cfg_path.read_text())
+        cfg = yaml.safe_load(run.config.read_text())
         data = cfg["data"]
         source = Path(data["path"]).name if data["path"] else "MovieLens-100K (built-in)"
-        protocol = f"{source}, {data['split_strategy']}"
-        if data["split_strategy"] in ("leave_one_out", "last_n_random_m"):
-            protocol += f" ({data['holdout']})"
-        runs.append(Run(mark.parent, cfg["model_name"], protocol, cfg["checkpoint"]["monitor"],
-                        json.loads(mark.read_text())))  # fmt: skip
+        protocol = f"{source}, {SplitSpec.from_data_config(data).describe()}"
+        metrics = json.loads(run.metrics.read_text())
+        runs.append(
+            Run(run.root, cfg["model_name"], protocol, cfg["checkpoint"]["monitor"], metrics)
+        )
     return runs
 
 
@@ -75,10 +76,13 @@ def _fmt(d: dict, key: str) -> str:
 def markdown(groups: dict[str, list[Run]], root: Path) -> str:
     lines = []
     for protocol, runs in groups.items():
-        lines += [f"### {protocol}", "",
-                  "| config | val Recall@10 | val NDCG@10 | test Recall@10 | test NDCG@10 | "
-                  "test Recall@20 | test coverage@10 | best epoch / epochs | fit s | run |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        lines += [
+            f"### {protocol}",
+            "",
+            "| config | val Recall@10 | val NDCG@10 | test Recall@10 | test NDCG@10 | "
+            "test Recall@20 | test coverage@10 | best epoch / epochs | fit s | run |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for r in sorted(runs, key=lambda r: r.selection_score):
             m, val, test = r.metrics, r.metrics.get("val", {}), r.metrics.get("test", {})
             try:
@@ -138,7 +142,7 @@ def write_report(log_root: Path, out: Path, png: Path) -> str:
         text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END) :]
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
-    atomic_write(out, lambda f: f.write(text))
+    atomic_write(out, lambda f: print(text, end="", file=f))
     return body
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,50 +18,62 @@ from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from lightrec.data.recsys_data import RecSysDataModule
+from lightrec.models.base import ClosedFormModule, RecommenderModule
 from lightrec.utils.io import write_json
 from lightrec.utils.memory import ReleaseHostMemory
-from lightrec.utils.path_utils import BEST_CKPT, LAST_CKPT, get_directories
+from lightrec.utils.path_utils import RunDir, get_directories
 
 log = logging.getLogger(__name__)
 
 
 def build_datamodule(cfg: DictConfig) -> RecSysDataModule:
-    return instantiate(
-        cfg.data,
-        use_cache=cfg.data_cache.use_cache,
-        cache_dir=cfg.data_cache.cache_dir,
-        _convert_="all",
-    )
+    """The ``data:`` block, instantiated (every argument is in the YAML)."""
+    return instantiate(cfg.data, _convert_="all")
 
 
-def build_model(cfg: DictConfig, dm: RecSysDataModule) -> pl.LightningModule:
-    """Instantiate ``cfg.model`` with the data-dependent sizes filled in."""
-    return instantiate(
-        cfg.model, num_items=dm.num_items, exclude_seen=cfg.eval.exclude_seen, _convert_="all"
-    )
+def build_model(cfg: DictConfig, num_items: int) -> RecommenderModule:
+    """The ``model:`` block, instantiated with the data-dependent size filled in."""
+    return instantiate(cfg.model, num_items=num_items, _convert_="all")
+
+
+@dataclass
+class TrainResult:
+    """What :func:`fit` leaves: the model with the selected weights loaded, the data it was
+    trained on, its run folder and the metrics written to ``metrics.json``."""
+
+    model: RecommenderModule
+    datamodule: RecSysDataModule
+    run: RunDir
+    metrics: dict[str, Any]
+    monitored: float | None  # the monitored validation metric of the selected weights
 
 
 def run(cfg: DictConfig) -> float | None:
     """Fit, select the best checkpoint on validation, write the run folder; return the
     monitored validation metric of the selected checkpoint (for Hydra sweeps)."""
+    return fit(cfg).monitored
+
+
+def fit(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> TrainResult:
+    """:func:`run`, returning everything it made; ``extra_callbacks`` join the trainer's."""
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     dm = build_datamodule(cfg)
     dm.prepare_data()
     dm.setup("fit")
-    model = build_model(cfg, dm)
-    paths = get_directories(cfg, "fit")  # bad input fails above, before anything is written
-    OmegaConf.save(cfg, paths["config"], resolve=True)
-    write_json(paths["id_maps"], dm.id_maps())
+    model = build_model(cfg, dm.num_items)
+    run_dir = get_directories(cfg, "fit")  # bad input fails above, before anything is written
+    OmegaConf.save(cfg, run_dir.config, resolve=True)
+    write_json(run_dir.id_maps, dm.id_maps())
 
     logger = TensorBoardLogger(
-        save_dir=str(paths["run_dir"]), name="tensorboard", version="", default_hp_metric=False
+        save_dir=str(run_dir.root), name="tensorboard", version="", default_hp_metric=False
     )
     monitor = cfg.checkpoint.monitor if dm.has_validation else None
     t0 = time.perf_counter()
-    if getattr(model, "closed_form", False):
-        trainer, best = _fit_closed_form(cfg, dm, model, logger, paths)
+    if isinstance(model, ClosedFormModule):
+        trainer, best = _fit_closed_form(cfg, dm, model, logger, run_dir)
     else:
-        trainer, best = _fit_sgd(cfg, dm, model, logger, paths, monitor)
+        trainer, best = _fit_sgd(cfg, dm, model, logger, run_dir, monitor, extra_callbacks or [])
     fit_s = time.perf_counter() - t0
 
     # evaluate the selected checkpoint: validation, then test once (history = train + valid)
@@ -67,7 +81,7 @@ def run(cfg: DictConfig) -> float | None:
     model.load_state_dict(state["state_dict"])
     metrics: dict[str, Any] = {
         "model": cfg.model_name,
-        "best_checkpoint": str(best.relative_to(paths["run_dir"])),
+        "best_checkpoint": run_dir.relative(best),
         "best_epoch": int(state["epoch"]),
         "epochs_trained": int(trainer.current_epoch),
         "global_steps": int(trainer.global_step),
@@ -78,57 +92,78 @@ def run(cfg: DictConfig) -> float | None:
         metrics["val"] = _plain(trainer.validate(model, datamodule=dm, verbose=False)[0], "val/")
     if dm.has_test:
         metrics["test"] = _plain(trainer.test(model, datamodule=dm, verbose=False)[0], "test/")
-    write_json(paths["metrics"], metrics)  # written last: marks the run as finished
-    log.info("run folder %s: %s", paths["run_dir"], {k: metrics.get(k) for k in ("val", "test")})
-    if monitor is None:
-        return None
-    return metrics["val"][monitor.removeprefix("val/")]
+    write_json(run_dir.metrics, metrics)  # written last: marks the run as finished
+    log.info("run folder %s: %s", run_dir.root, {k: metrics.get(k) for k in ("val", "test")})
+    monitored = None if monitor is None else metrics["val"][monitor.removeprefix("val/")]
+    return TrainResult(model, dm, run_dir, metrics, monitored)
 
 
 def _trainer(cfg: DictConfig, **kw: Any) -> pl.Trainer:
-    return pl.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), **kw)
+    trainer_args: dict[str, Any] = OmegaConf.to_object(cfg.trainer)  # type: ignore[assignment]
+    return pl.Trainer(**trainer_args, **kw)
 
 
-def _fit_sgd(cfg, dm, model, logger, paths, monitor) -> tuple[pl.Trainer, Path]:
-    """Gradient training; the best checkpoint by ``monitor`` (the last without validation)."""
-    if monitor is None:
-        log.warning("no validation split: training runs for trainer.max_epochs, keeping last")
-    ckpt_cb = ModelCheckpoint(
-        dirpath=paths["checkpoint_dir"],
-        filename=Path(BEST_CKPT).stem,
-        monitor=monitor,
-        mode=cfg.checkpoint.mode,
+def _fit_sgd(
+    cfg: DictConfig,
+    dm: RecSysDataModule,
+    model: RecommenderModule,
+    logger: TensorBoardLogger,
+    run_dir: RunDir,
+    monitor: str | None,
+    extra_callbacks: list[pl.Callback],
+) -> tuple[pl.Trainer, Path]:
+    """Gradient training: best.ckpt by ``monitor`` (the last epoch without validation) and
+    last.ckpt at the end of every epoch, validated or not."""
+    last_cb = ModelCheckpoint(
+        dirpath=run_dir.checkpoint_dir,
+        filename=run_dir.last_ckpt.stem,
         save_top_k=1,
-        save_last=True,
-        auto_insert_metric_name=False,
+        save_on_train_epoch_end=True,  # after the epoch's validation, when there is one
         enable_version_counter=False,
     )
-    callbacks: list[pl.Callback] = [ckpt_cb, ReleaseHostMemory()]
-    if monitor is not None:
-        callbacks.append(
-            EarlyStopping(
-                monitor=monitor, mode=cfg.checkpoint.mode, patience=cfg.early_stopping.patience
-            )  # fmt: skip
+    callbacks: list[pl.Callback] = [last_cb, ReleaseHostMemory(), *extra_callbacks]
+    best_cb = None
+    if monitor is None:
+        log.warning("no validation split: training runs for trainer.max_epochs, keeping last")
+    else:
+        best_cb = ModelCheckpoint(
+            dirpath=run_dir.checkpoint_dir,
+            filename=run_dir.best_ckpt.stem,
+            monitor=monitor,
+            mode=cfg.checkpoint.mode,
+            save_top_k=1,
+            auto_insert_metric_name=False,
+            enable_version_counter=False,
         )
-    trainer = _trainer(cfg, callbacks=callbacks, logger=logger,
-                       default_root_dir=str(paths["run_dir"]))  # fmt: skip
+        stop = EarlyStopping(
+            monitor=monitor, mode=cfg.checkpoint.mode, patience=cfg.early_stopping.patience
+        )
+        callbacks += [best_cb, stop]
+    trainer = _trainer(cfg, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir.root))
     trainer.fit(model, datamodule=dm)
-    return trainer, Path(ckpt_cb.best_model_path or paths["checkpoint_dir"] / LAST_CKPT)
+    if best_cb is None:
+        shutil.copyfile(run_dir.last_ckpt, run_dir.best_ckpt)
+    return trainer, run_dir.best_ckpt
 
 
-def _fit_closed_form(cfg, dm, model, logger, paths) -> tuple[pl.Trainer, Path]:
+def _fit_closed_form(
+    cfg: DictConfig,
+    dm: RecSysDataModule,
+    model: ClosedFormModule,
+    logger: TensorBoardLogger,
+    run_dir: RunDir,
+) -> tuple[pl.Trainer, Path]:
     """One closed-form fit on the training matrix, on the GPU when the trainer would use one."""
     use_gpu = torch.cuda.is_available() and cfg.trainer.accelerator in ("auto", "gpu", "cuda")
     model.to("cuda" if use_gpu else "cpu")
     model.fit_closed_form(dm.train_csr)
-    trainer = _trainer(cfg, logger=logger, default_root_dir=str(paths["run_dir"]))
+    trainer = _trainer(cfg, logger=logger, default_root_dir=str(run_dir.root))
     trainer.strategy.connect(model)
     trainer.strategy.model_to_device()
-    best = paths["checkpoint_dir"] / BEST_CKPT
-    trainer.save_checkpoint(best, weights_only=True)  # no optimiser: nothing else to keep
-    shutil.copyfile(best, paths["checkpoint_dir"] / LAST_CKPT)
-    return trainer, best
+    trainer.save_checkpoint(run_dir.best_ckpt, weights_only=True)  # no optimiser to keep
+    shutil.copyfile(run_dir.best_ckpt, run_dir.last_ckpt)
+    return trainer, run_dir.best_ckpt
 
 
-def _plain(logged: dict[str, float], prefix: str) -> dict[str, float]:
+def _plain(logged: Mapping[str, Any], prefix: str) -> dict[str, float]:
     return {k.removeprefix(prefix): round(float(v), 6) for k, v in logged.items()}

@@ -11,18 +11,20 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from lightrec.data.datasets import movielens_100k
-from lightrec.data.recsys_data import History, full_history, read_interactions
+from lightrec.data.datasets import data_file, item_table
+from lightrec.data.interactions import History
 from lightrec.errors import LightrecError
-from lightrec.predict import load_model
-from lightrec.utils.path_utils import BEST_CKPT, finished_runs
+from lightrec.models.base import RecommenderModule
+from lightrec.predict import load_config, load_history, load_model
+from lightrec.utils.path_utils import RunDir, latest_finished_run
 
 
 @dataclass
@@ -31,7 +33,7 @@ class LoadedRun:
 
     path: Path
     cfg: DictConfig
-    model: torch.nn.Module
+    model: Any  # the run's RecommenderModule (MultiVAE's .net, BERT4Rec's .net, ...)
     item_ids: list
     history: History  # every user's full history in the run's data file
     titles: pd.Series | None  # title per item index (MovieLens only), else None
@@ -48,34 +50,25 @@ class LoadedRun:
         return str(self.item_ids[index])
 
 
-def latest_run(log_root: str | Path, model_name: str) -> Path:
-    runs = finished_runs(log_root, model_name)
-    if not runs:
-        raise LightrecError(f"no finished {model_name} run under {log_root}: train one first")
-    return runs[-1]
-
-
-def load_run(run_dir: str | Path | None = None, model_name: str = "multi_vae_v2",
-             log_root: str | Path = "saved/hydra_logs") -> LoadedRun:  # fmt: skip
+def load_run(
+    run_dir: str | Path | None = None,
+    model_name: str = "multi_vae_v2",
+    log_root: str | Path = "saved/hydra_logs",
+) -> LoadedRun:
     """Load ``run_dir`` (default: the latest finished run of ``model_name``). Relative
     paths in the run's config (the data file) are read from the current directory, as the
     run scripts do: call it from the project root."""
-    path = Path(run_dir) if run_dir else latest_run(log_root, model_name)
-    if not (path / "metrics.json").is_file():
-        raise LightrecError(f"{path} is not a finished run folder (no metrics.json)")
-    cfg = OmegaConf.load(path / "config.yaml")
-    model = load_model(path / "checkpoints" / BEST_CKPT, cfg)
-    item_ids = json.loads((path / "id_maps.json").read_text())["item_ids"]
-    if cfg.data.path is None:
-        data_path = movielens_100k(cfg.data.data_dir)
-        items = pd.read_csv(data_path.parent / "items.csv").set_index("item")
-        order = pd.Index(item_ids)
-        titles = items["title"].reindex(order).reset_index(drop=True)
-        genres = items["genres"].reindex(order).reset_index(drop=True)
-    else:
-        data_path, titles, genres = Path(cfg.data.path), None, None
-    history = full_history(read_interactions(data_path, cfg.data.columns), item_ids)
-    return LoadedRun(path, cfg, model, item_ids, history, titles, genres)
+    run = RunDir(Path(run_dir)) if run_dir else latest_finished_run(log_root, model_name)
+    if not run.finished:
+        raise LightrecError(f"{run.root} is not a finished run folder (no metrics.json)")
+    cfg = load_config(run)
+    model: RecommenderModule = load_model(run.best_ckpt, cfg)
+    item_ids = json.loads(run.id_maps.read_text())["item_ids"]
+    table = item_table(data_file(cfg.data.path, cfg.data.data_dir), item_ids)
+    titles = table["title"] if table is not None else None
+    genres = table["genres"] if table is not None and "genres" in table else None
+    history = load_history(cfg.data, item_ids)
+    return LoadedRun(run.root, cfg, model, item_ids, history, titles, genres)
 
 
 # ---------------------------------------------------------------- MultiVAE
@@ -105,8 +98,9 @@ def project_2d(z: np.ndarray, method: str = "pca", seed: int = 0) -> np.ndarray:
         return PCA(n_components=2, random_state=seed).fit_transform(z)
     if method == "tsne":
         perplexity = float(min(30, max(2, (len(z) - 1) // 3)))
-        return TSNE(n_components=2, perplexity=perplexity, init="pca",
-                    random_state=seed).fit_transform(z)  # fmt: skip
+        return TSNE(
+            n_components=2, perplexity=perplexity, init="pca", random_state=seed
+        ).fit_transform(z)
     raise ValueError(f"method must be 'pca' or 'tsne', got {method!r}")
 
 
@@ -133,8 +127,13 @@ def reconstruction(run: LoadedRun, user_row: int, k: int = 10) -> pd.DataFrame:
     logits, _, _ = run.model.net.eval()(x)
     prob = torch.softmax(logits[0], dim=0).numpy()
     seen = x[0].numpy() > 0
-    frame = pd.DataFrame({"input": seen.astype(int), "prob": prob,
-                          "label": [run.item_label(i) for i in range(len(prob))]})  # fmt: skip
+    frame = pd.DataFrame(
+        {
+            "input": seen.astype(int),
+            "prob": prob,
+            "label": [run.item_label(i) for i in range(len(prob))],
+        }
+    )
     order = np.argsort(-np.where(seen, -np.inf, prob))[:k]
     frame["top_unseen"] = 0
     frame.loc[order, "top_unseen"] = np.arange(1, k + 1)
@@ -179,8 +178,8 @@ def attention_for_user(run: LoadedRun, user_row: int, last: int = 20):
     """Attention of every layer and head when the model predicts the user's next item:
     the user's most recent ``last - 1`` items then [MASK]. Returns ``(maps, labels)``, maps
     an array (layers, heads, L, L) with rows = queries, labels the L position names."""
-    seqs = run.history.sequences(run.cfg.data.max_len, len(run.item_ids) + 1)
-    seq = torch.from_numpy(seqs[user_row : user_row + 1])
+    seqs = run.history.sequences(run.cfg.data.max_len)
+    seq = run.model.query(torch.from_numpy(seqs[user_row : user_row + 1]))
     maps = run.model.net.eval().attention_maps(seq)  # layers x (1, H, L, L)
     stacked = torch.stack([m[0] for m in maps]).numpy()
     real = int((seq[0] > 0).sum())
@@ -204,7 +203,7 @@ def training_curves(run_dir: str | Path, tags: list[str] | None = None) -> pd.Da
     format: ``tag, step, value``."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    acc = EventAccumulator(str(Path(run_dir) / "tensorboard"), size_guidance={"scalars": 0})
+    acc = EventAccumulator(str(RunDir(Path(run_dir)).tensorboard_dir), size_guidance={"scalars": 0})
     acc.Reload()
     have = acc.Tags()["scalars"]
     rows = []

@@ -69,39 +69,6 @@ def dense_rows(indptr: torch.Tensor, indices: torch.Tensor, n_cols: int) -> torc
     return x
 
 
-def sequence_matrix(
-    user: np.ndarray,
-    item: np.ndarray,
-    mask: np.ndarray,
-    n_users: int,
-    max_len: int,
-    mask_token: int | None = None,
-) -> np.ndarray:
-    """Left-padded ``(n_users, max_len)`` matrix of each user's most recent selected items.
-
-    ``user`` must be sorted ascending with each user's rows in time order. Items are
-    shifted by one (0 is padding). With ``mask_token``, the last column holds it and the
-    items fill the ``max_len - 1`` columns before it (what evaluation feeds the model).
-
-    >>> user, item = np.array([0, 0, 0, 1]), np.array([4, 5, 6, 7])
-    >>> sequence_matrix(user, item, np.ones(4, bool), 2, 2).tolist()
-    [[6, 7], [0, 8]]
-    >>> sequence_matrix(user, item, np.ones(4, bool), 2, 3, mask_token=99).tolist()
-    [[6, 7, 99], [0, 8, 99]]
-    """
-    u, i = user[mask], item[mask]
-    width = max_len - (mask_token is not None)
-    counts = np.bincount(u, minlength=n_users)
-    ends = np.cumsum(counts)
-    from_end = ends[u] - 1 - np.arange(len(u))  # 0 for the latest row of each user
-    keep = from_end < width
-    seq = np.zeros((n_users, max_len), dtype=np.int64)
-    seq[u[keep], width - 1 - from_end[keep]] = i[keep].astype(np.int64) + 1
-    if mask_token is not None:
-        seq[:, -1] = mask_token
-    return seq
-
-
 class SequenceCollate(CSRCollate):
     """The users' rows of a sequence matrix, plus CSR slices of the history to exclude and
     the targets when evaluating (training batches carry the sequences alone)."""
@@ -119,3 +86,22 @@ class SequenceCollate(CSRCollate):
         batch = super().__call__(users)
         batch["seq"] = torch.from_numpy(self.seqs[np.asarray(users, dtype=np.int64)])
         return batch
+
+
+def train_collate(view: str, train: sp.csr_matrix, seqs: np.ndarray | None) -> CSRCollate:
+    """Training batches of a view: CSR rows, or the sequences alone."""
+    if view == "sequence":
+        assert seqs is not None
+        return SequenceCollate(seqs)
+    return CSRCollate(train)
+
+
+def eval_collate(
+    view: str, history: sp.csr_matrix, targets: sp.csr_matrix | None, seqs: np.ndarray | None
+) -> CSRCollate:
+    """Scoring batches of a view: the history to score from and to exclude, the targets
+    when evaluating, and the history as sequences for the sequence view."""
+    if view == "sequence":
+        assert seqs is not None
+        return SequenceCollate(seqs, history, targets)
+    return CSRCollate(history, targets)

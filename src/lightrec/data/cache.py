@@ -86,10 +86,11 @@ def save(cache_dir: str | Path, key: str, arrays: dict[str, np.ndarray], meta: d
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{PREFIX}{key}-", dir=final.parent))
     try:
-        np.savez(tmp / "arrays.npz", **arrays)
+        np.savez(tmp / "arrays.npz", **arrays)  # type: ignore[arg-type]  # (numpy stubs)
         lengths = {k: int(v.shape[0]) for k, v in arrays.items()}
-        write_json(tmp / "meta.json", {**meta, "format": FORMAT_VERSION, "key": key,
-                                       "lengths": lengths})  # fmt: skip
+        write_json(
+            tmp / "meta.json", {**meta, "format": FORMAT_VERSION, "key": key, "lengths": lengths}
+        )
         if final.exists():  # a concurrent writer won; its entry is equivalent
             shutil.rmtree(tmp)
         else:

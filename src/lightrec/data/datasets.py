@@ -25,7 +25,9 @@ import tempfile
 import urllib.request
 import zipfile
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import IO
 
 import pandas as pd
 
@@ -37,13 +39,38 @@ log = logging.getLogger(__name__)
 ML100K_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
 RECBOLE_SPEC = "recbole==1.2.1"
 ML100K_SHAPE = {"rows": 100_000, "users": 943, "items": 1_682}
-GENRES = [
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
-    "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery",
-    "Romance", "Sci-Fi", "Thriller", "War", "Western",
-]  # fmt: skip
+# the genre flags of u.item, in file order
+GENRES = (
+    "unknown|Action|Adventure|Animation|Children's|Comedy|Crime|Documentary|Drama|Fantasy|"
+    "Film-Noir|Horror|Musical|Mystery|Romance|Sci-Fi|Thriller|War|Western"
+).split("|")
 
 Frames = tuple[pd.DataFrame, pd.DataFrame]  # (interactions user,item,time,rating ; items)
+
+
+def data_file(path: str | Path | None, data_dir: str | Path) -> Path:
+    """The interaction CSV a config names: ``data.path``, or, when it is null, the
+    built-in MovieLens-100K prepared under ``data.data_dir``."""
+    if path is None:
+        return movielens_100k(data_dir)
+    return Path(path).expanduser()
+
+
+def item_table(data_path: Path, item_ids: list) -> pd.DataFrame | None:
+    """Item metadata (``title``, and ``genres`` where known) in item-index order, from an
+    ``items.csv`` with an ``item`` and a ``title`` column next to the data file, as the
+    built-in MovieLens-100K has; None when there is no such file."""
+    items_csv = data_path.parent / "items.csv"
+    if not items_csv.is_file():
+        return None
+    try:
+        items = pd.read_csv(items_csv)
+    except (OSError, ValueError, pd.errors.ParserError):
+        return None
+    if not {"item", "title"} <= set(items.columns):
+        return None
+    table = items.drop_duplicates("item").set_index("item").reindex(pd.Index(item_ids))
+    return table.reset_index(drop=True)
 
 
 def movielens_100k(data_dir: str | Path, download_timeout: float = 10.0) -> Path:
@@ -72,18 +99,25 @@ def movielens_100k(data_dir: str | Path, download_timeout: float = 10.0) -> Path
             failures.append(f"{name}: {e}")
             log.info("MovieLens-100K source %s failed: %s", name, e)
             continue
-        atomic_write(items_csv, lambda f, df=items: df.to_csv(f, index=False))
-        atomic_write(inter_csv, lambda f, df=inter: df.to_csv(f, index=False))
+        for path, frame in ((items_csv, items), (inter_csv, inter)):
+            atomic_write(path, partial(_write_csv, frame))
         log.info("MovieLens-100K prepared from %s into %s", name, out_dir)
         return inter_csv
     if stale:
-        log.warning("%s has no rating column and no source could add it (%s); using it as it is",
-                    inter_csv, "; ".join(failures))  # fmt: skip
+        log.warning(
+            "%s has no rating column and no source could add it (%s); using it as it is",
+            inter_csv,
+            "; ".join(failures),
+        )
         return inter_csv
     raise LightrecError(
         "could not prepare MovieLens-100K (" + "; ".join(failures) + "): download "
         f"{ML100K_URL} by hand and put it at {Path(data_dir) / 'ml-100k.zip'}, then run again"
     )
+
+
+def _write_csv(frame: pd.DataFrame, f: IO[str]) -> None:
+    frame.to_csv(f, index=False)
 
 
 def _verify(inter: pd.DataFrame, items: pd.DataFrame) -> None:
@@ -118,9 +152,12 @@ def _parse_grouplens(u_data: bytes, u_item: bytes) -> Frames:
         io.BytesIO(u_data), sep="\t", header=None, names=["user", "item", "rating", "time"]
     )[["user", "item", "time", "rating"]]
     raw = pd.read_csv(
-        io.BytesIO(u_item), sep="|", header=None, encoding="latin-1",
+        io.BytesIO(u_item),
+        sep="|",
+        header=None,
+        encoding="latin-1",
         names=["item", "title", "release", "video", "url", *GENRES],
-    )  # fmt: skip
+    )
     parts = raw["title"].str.extract(r"^(?P<title>.*?)(?: \((?P<year>\d{4})\))?\s*$")
     flags = raw[GENRES].to_numpy().astype(bool)
     genres = ["|".join(g for g, on in zip(GENRES, row, strict=True) if on) for row in flags]
@@ -132,8 +169,19 @@ def _parse_grouplens(u_data: bytes, u_item: bytes) -> Frames:
 
 def _from_recbole_wheel() -> Frames:
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               "--quiet", "--disable-pip-version-check", "-d", tmp, RECBOLE_SPEC]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-d",
+            tmp,
+            RECBOLE_SPEC,
+        ]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
         wheels = list(Path(tmp).glob("recbole-*.whl"))
         if done.returncode != 0 or not wheels:

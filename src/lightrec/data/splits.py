@@ -8,7 +8,13 @@ a user with too few rows to hold anything out trains on all of them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
+
+from lightrec.errors import LightrecError
 
 TRAIN, VALID, TEST = 0, 1, 2
 
@@ -107,9 +113,6 @@ def no_holdout(user: np.ndarray) -> np.ndarray:
     return np.zeros(len(user), dtype=np.int8)
 
 
-STRATEGIES = ("leave_one_out", "last_n_random_m", "random", "none")
-
-
 def competition_split(user: np.ndarray, holdout: str, n: int, m: int, seed: int) -> np.ndarray:
     """``last_n_random_m`` as labels: the held-out set validates (``holdout="valid"``), or
     tests, with a second set drawn the same way from the rest validating
@@ -129,22 +132,91 @@ def competition_split(user: np.ndarray, holdout: str, n: int, m: int, seed: int)
     return split
 
 
-def split_labels(
-    user: np.ndarray,
-    strategy: str,
-    holdout: str,
-    valid_ratio: float,
-    seed: int,
-    last_n: int = 1,
-    random_m: int = 0,
-) -> np.ndarray:
-    """Dispatch on ``data.split_strategy``."""
-    if strategy == "leave_one_out":
-        return leave_one_out(user, holdout)
-    if strategy == "last_n_random_m":
-        return competition_split(user, holdout, last_n, random_m, seed)
-    if strategy == "random":
-        return random_holdout(user, valid_ratio, seed)
-    if strategy == "none":
+STRATEGIES = ("leave_one_out", "last_n_random_m", "random", "none")
+HOLDOUTS = ("valid", "valid_and_test")
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """Every parameter of a split, validated once; the one value the data module, the cache
+    key, the report and the refit stage share. Users set the flat ``data.*`` keys.
+
+    >>> spec = SplitSpec("leave_one_out", "valid_and_test", 0.2, 42, 1, 2)
+    >>> spec.describe()
+    'leave_one_out (valid_and_test)'
+    >>> spec.labels(np.array([0, 0, 0, 1])).tolist()
+    [0, 1, 2, 0]
+    >>> SplitSpec("random", "valid", 0.3, 7, 1, 2).cache_params()
+    {'split_strategy': 'random', 'valid_ratio': 0.3, 'split_seed': 7}
+    """
+
+    strategy: str
+    holdout: str
+    valid_ratio: float
+    seed: int
+    last_n: int
+    random_m: int
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise LightrecError(
+                f"data.split_strategy={self.strategy!r} is not one of {', '.join(STRATEGIES)}"
+            )
+        if self.holdout not in HOLDOUTS:
+            raise LightrecError(
+                f"data.holdout={self.holdout!r} is not one of {', '.join(HOLDOUTS)}"
+            )
+        if self.strategy == "random" and not 0.0 < self.valid_ratio < 1.0:
+            raise LightrecError(f"data.valid_ratio={self.valid_ratio} must be in (0, 1)")
+        if self.strategy == "last_n_random_m" and (self.last_n < 1 or self.random_m < 0):
+            raise LightrecError(
+                f"data.last_n={self.last_n} must be at least 1 and "
+                f"data.random_m={self.random_m} at least 0"
+            )
+
+    @classmethod
+    def from_data_config(cls, data: Mapping[str, Any]) -> SplitSpec:
+        """From the flat ``data.*`` keys of a config (or a run's config.yaml)."""
+        return cls(
+            strategy=data["split_strategy"],
+            holdout=data["holdout"],
+            valid_ratio=float(data["valid_ratio"]),
+            seed=int(data["split_seed"]),
+            last_n=int(data["last_n"]),
+            random_m=int(data["random_m"]),
+        )
+
+    def cache_params(self) -> dict[str, Any]:
+        """The parameters that shape this strategy's result (and only those): part of the
+        cache key, so an unused parameter never causes a rebuild."""
+        params: dict[str, Any] = {"split_strategy": self.strategy}
+        if self.strategy in ("leave_one_out", "last_n_random_m"):
+            params["holdout"] = self.holdout
+        if self.strategy == "last_n_random_m":
+            params.update(last_n=self.last_n, random_m=self.random_m, split_seed=self.seed)
+        if self.strategy == "random":
+            params.update(valid_ratio=self.valid_ratio, split_seed=self.seed)
+        return params
+
+    def describe(self) -> str:
+        """The protocol in words, for reports and logs."""
+        if self.strategy == "leave_one_out":
+            return f"leave_one_out ({self.holdout})"
+        if self.strategy == "last_n_random_m":
+            return (
+                f"last_n_random_m (last {self.last_n} + {self.random_m} random, "
+                f"seed {self.seed}; {self.holdout})"
+            )
+        if self.strategy == "random":
+            return f"random ({self.valid_ratio:g} of each user, seed {self.seed})"
+        return "none (no held-out items)"
+
+    def labels(self, user: np.ndarray) -> np.ndarray:
+        """One split code per row, for rows sorted by user, then time."""
+        if self.strategy == "leave_one_out":
+            return leave_one_out(user, self.holdout)
+        if self.strategy == "last_n_random_m":
+            return competition_split(user, self.holdout, self.last_n, self.random_m, self.seed)
+        if self.strategy == "random":
+            return random_holdout(user, self.valid_ratio, self.seed)
         return no_holdout(user)
-    raise ValueError(f"split_strategy must be one of {STRATEGIES}, got {strategy!r}")

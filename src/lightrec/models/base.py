@@ -1,23 +1,33 @@
-"""What every recommender LightningModule shares: full-ranking evaluation.
+"""The contracts every recommender LightningModule keeps, and what they share.
 
-A subclass implements ``score_batch(batch) -> (scores (B, I), seen (B, I))`` (scores for
-every item, and the items to exclude)
-and its own ``training_step``; validation and test are the same step here, logged as
-``val/recall@10``, ``val/ndcg@10``, ``test/...``. Metric sums are reduced across processes
-before the division, so the numbers are exact under data parallelism.
+:class:`RecommenderModule`: a subclass implements ``score_batch(batch) -> (scores (B, I),
+seen (B, I))`` (a score for every item, and the items to exclude) and, unless it is a
+:class:`ClosedFormModule`, its own ``training_step`` and ``configure_optimizers``.
+Validation and test are the same step for every model, logged as ``val/recall@10``,
+``val/ndcg@10``, ``test/...``. Metric sums are reduced across processes before the
+division, so the numbers are exact under data parallelism.
+
+:class:`ClosedFormModule`: a model fit in one call on the training matrix
+(``fit_closed_form``) whose scores are a function of the user's history row (``scores``);
+``lightrec.train`` dispatches on this type.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import pytorch_lightning as pl
+import scipy.sparse as sp
 import torch
 
 from lightrec.data.batches import dense_rows
 from lightrec.metrics import MetricAccumulator, exclude_seen
 
+Batch = dict[str, torch.Tensor]
 
-class RecommenderModule(pl.LightningModule):
-    def __init__(self, num_items: int, eval_ks: list[int], exclude_seen: bool = True) -> None:
+
+class RecommenderModule(pl.LightningModule, ABC):
+    def __init__(self, num_items: int, eval_ks: list[int], exclude_seen: bool) -> None:
         super().__init__()
         self.num_items = num_items
         self.eval_ks = list(eval_ks)
@@ -27,7 +37,12 @@ class RecommenderModule(pl.LightningModule):
             "test": MetricAccumulator(self.eval_ks),
         }
 
-    def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> None:
+    @abstractmethod
+    def score_batch(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(scores, seen)``: scores (B, I) for every item of the catalogue, and the items
+        (B, I, non-zero = seen) that must never be recommended to these users."""
+
+    def _eval_step(self, batch: Batch, stage: str) -> None:
         scores, seen = self.score_batch(batch)
         targets = dense_rows(batch["target_indptr"], batch["target_indices"], self.num_items)
         scores = scores.float()
@@ -43,14 +58,33 @@ class RecommenderModule(pl.LightningModule):
         for name, value in means.items():
             self.log(f"{stage}/{name}", value, prog_bar=name == f"ndcg@{self.eval_ks[0]}")
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._eval_step(batch, "val")
 
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end("val")
 
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
         self._eval_step(batch, "test")
 
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end("test")
+
+
+class ClosedFormModule(RecommenderModule):
+    """A recommender fit in one call on the training matrix instead of by gradient steps."""
+
+    @abstractmethod
+    def fit_closed_form(self, train: sp.csr_matrix) -> None:
+        """Fit on the binary (users, items) training matrix, on this module's device."""
+
+    @abstractmethod
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        """Scores (B, I) for history rows ``x`` (B, I)."""
+
+    def configure_optimizers(self) -> None:  # Lightning asks; there is nothing to optimise
+        return None
+
+    def score_batch(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        x = dense_rows(batch["input_indptr"], batch["input_indices"], self.num_items)
+        return self.scores(x), x

@@ -4,10 +4,11 @@ prediction (a Cloze task).
 Sun, Liu, Wu, Pei, Lin, Ou, Jiang. "BERT4Rec: Sequential Recommendation with Bidirectional
 Encoder Representations from Transformer", CIKM 2019, https://arxiv.org/abs/1904.06690.
 
-Token ids: 0 pads, ``1..num_items`` are items (item index + 1), ``num_items + 1`` is [MASK].
-Sequences are left-padded, so the most recent item sits in the last column and evaluation
-appends [MASK] there. The masking is batch preparation (:func:`mask_items`, applied in
-``on_after_batch_transfer``, on the device), not part of the network.
+Tokens are the sequence views' (:mod:`lightrec.data.sequences`: 0 pads, item + 1, [MASK]
+after the last item). Sequences are left-padded, so the most recent item sits in the last
+column; to score the next item the model reads the history with [MASK] appended. The
+masking is batch preparation (:func:`mask_items`, applied in ``on_after_batch_transfer``,
+on the device), not part of the network.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightrec.data.batches import dense_rows
+from lightrec.data.sequences import PAD, append_mask, item_rows, mask_token, to_items, vocab_size
 from lightrec.models.base import RecommenderModule
 
 # Masking runs in BERT4Rec.on_after_batch_transfer on purpose (on the device, after the copy);
@@ -52,7 +54,7 @@ def mask_items(
     >>> lab.tolist()
     [[-100, -100, -100, -100, 5], [-100, -100, -100, -100, 9]]
     """
-    real = seq > 0
+    real = seq != PAD
     draw = torch.rand(seq.shape, device=seq.device, generator=generator)
     masked = (draw < mask_prob) & real
     # at least one mask per sequence: the real position with the smallest draw (computed
@@ -128,7 +130,7 @@ class BERT4RecNet(nn.Module):
     """Embeddings, transformer body and the tied output layer.
 
     Args:
-        num_items: catalogue size; the embedding table has ``num_items + 2`` rows.
+        num_items: catalogue size; the embedding table has a row per token.
         max_len: sequence length (learned positions).
         hidden_size, num_layers, num_heads, dropout: the transformer.
         attn_dropout: dropout on the attention weights; None means ``dropout`` (BERT's
@@ -137,12 +139,18 @@ class BERT4RecNet(nn.Module):
     """
 
     def __init__(
-        self, num_items: int, max_len: int, hidden_size: int, num_layers: int, num_heads: int,
-        dropout: float, attn_dropout: float | None = None,
-    ) -> None:  # fmt: skip
+        self,
+        num_items: int,
+        max_len: int,
+        hidden_size: int,
+        num_layers: int,
+        num_heads: int,
+        dropout: float,
+        attn_dropout: float | None = None,
+    ) -> None:
         super().__init__()
         self.num_items = num_items
-        self.item_emb = nn.Embedding(num_items + 2, hidden_size, padding_idx=0)
+        self.item_emb = nn.Embedding(vocab_size(num_items), hidden_size, padding_idx=PAD)
         self.pos_emb = nn.Embedding(max_len, hidden_size)
         self.ln = nn.LayerNorm(hidden_size)
         self.dropout = dropout
@@ -153,8 +161,9 @@ class BERT4RecNet(nn.Module):
             for _ in range(num_layers)
         )
         # BERT's prediction head: a GELU projection, then scores against the item table
-        self.head = nn.Sequential(nn.Linear(hidden_size, hidden_size), nn.GELU(),
-                                  nn.LayerNorm(hidden_size))  # fmt: skip
+        self.head = nn.Sequential(
+            nn.Linear(hidden_size, hidden_size), nn.GELU(), nn.LayerNorm(hidden_size)
+        )
         self.out_bias = nn.Parameter(torch.zeros(num_items))
         self.apply(self._init)
 
@@ -169,7 +178,7 @@ class BERT4RecNet(nn.Module):
         self, seq: torch.Tensor, need_weights: bool = False
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Hidden states (B, L, D) and, if asked, attention weights per layer (B, H, L, L)."""
-        keep = seq > 0
+        keep = seq != PAD
         pos = torch.arange(seq.shape[1], device=seq.device)
         h = dropout(self.ln(self.item_emb(seq) + self.pos_emb(pos)), self.dropout, self.training)
         maps = []
@@ -181,8 +190,8 @@ class BERT4RecNet(nn.Module):
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         """Scores over the ``num_items`` real items for hidden states (N, D): tied to the
-        item embedding (rows 1..num_items) plus a bias."""
-        return self.head(h) @ self.item_emb.weight[1 : self.num_items + 1].t() + self.out_bias
+        item rows of the token embedding, plus a bias."""
+        return self.head(h) @ self.item_emb.weight[item_rows(self.num_items)].t() + self.out_bias
 
     def forward(self, seq: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Logits (N, num_items) at the ``positions`` (B, L) bool mask only: never for
@@ -213,24 +222,25 @@ class BERT4Rec(RecommenderModule):
     def __init__(
         self,
         num_items: int,
-        max_len: int = 200,
-        hidden_size: int = 64,
-        num_layers: int = 2,
-        num_heads: int = 2,
-        dropout: float = 0.1,
-        attn_dropout: float | None = None,
-        mask_prob: float = 0.2,
-        last_item_prob: float = 0.0,
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        eval_ks: list[int] = (10, 20),  # type: ignore[assignment]
-        exclude_seen: bool = True,
+        max_len: int,
+        hidden_size: int,
+        num_layers: int,
+        num_heads: int,
+        dropout: float,
+        attn_dropout: float | None,
+        mask_prob: float,
+        last_item_prob: float,
+        lr: float,
+        weight_decay: float,
+        eval_ks: list[int],
+        exclude_seen: bool,
     ) -> None:
         super().__init__(num_items, list(eval_ks), exclude_seen)
         self.save_hyperparameters()
-        self.net = BERT4RecNet(num_items, max_len, hidden_size, num_layers, num_heads, dropout,
-                               attn_dropout)  # fmt: skip
-        self.mask_token = num_items + 1
+        self.net = BERT4RecNet(
+            num_items, max_len, hidden_size, num_layers, num_heads, dropout, attn_dropout
+        )
+        self.mask_token = mask_token(num_items)
         self.mask_prob = mask_prob
         self.last_item_prob = last_item_prob
         self.lr = lr
@@ -249,12 +259,16 @@ class BERT4Rec(RecommenderModule):
         where = (batch["labels"] != IGNORE).nonzero(as_tuple=True)
         h, _ = self.net.encode(batch["seq"])
         logits = self.net.logits(h[where])  # (N, I): masked positions only
-        loss = F.cross_entropy(logits.float(), batch["labels"][where] - 1)
+        loss = F.cross_entropy(logits.float(), to_items(batch["labels"][where]))
         self.log("train/loss", loss, batch_size=batch["seq"].shape[0])
         return loss
 
+    def query(self, seq: torch.Tensor) -> torch.Tensor:
+        """What the model reads to predict the next item: the history, then [MASK]."""
+        return append_mask(seq, self.num_items)
+
     def score_batch(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        seq = batch["seq"]  # (B, L), [MASK] in the last column
+        seq = self.query(batch["seq"])  # (B, L), [MASK] in the last column
         positions = torch.zeros_like(seq, dtype=torch.bool)
         positions[:, -1] = True
         scores = self.net(seq, positions)  # (B, I)
@@ -265,5 +279,6 @@ class BERT4Rec(RecommenderModule):
         # the fused kernel updates every tensor in one launch: this small model is launch-bound
         # on a GPU, where it made an epoch measurably faster (docs/BENCHMARKS.md)
         fused = self.device.type == "cuda"
-        return torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay,
-                                 fused=fused)  # fmt: skip
+        return torch.optim.AdamW(
+            self.parameters(), lr=self.lr, weight_decay=self.weight_decay, fused=fused
+        )

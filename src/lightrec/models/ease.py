@@ -1,4 +1,4 @@
-"""EASE and the popularity baseline: closed-form models, fit in one call, no epochs.
+"""EASE: the closed-form item-item baseline, fit in one call, no epochs.
 
 EASE: Steck, "Embarrassingly Shallow Autoencoders for Sparse Data", WWW 2019,
 https://arxiv.org/abs/1905.03375. With the binary user x item matrix X,
@@ -23,9 +23,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from lightrec.data.batches import dense_rows
 from lightrec.errors import LightrecError
-from lightrec.models.base import RecommenderModule
+from lightrec.models.base import ClosedFormModule
 
 log = logging.getLogger(__name__)
 
@@ -52,19 +51,6 @@ def ease_weights(gram: torch.Tensor, lam: float) -> torch.Tensor:
     return b
 
 
-class ClosedFormModule(RecommenderModule):
-    """A recommender fit in one call (``fit_closed_form``) instead of by gradient steps."""
-
-    closed_form = True
-
-    def configure_optimizers(self) -> None:  # Lightning asks; there is nothing to optimise
-        return None
-
-    def score_batch(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        x = dense_rows(batch["input_indptr"], batch["input_indices"], self.num_items)
-        return self.scores(x), x
-
-
 class EASE(ClosedFormModule):
     """Args:
     num_items: filled in from the data module.
@@ -75,14 +61,16 @@ class EASE(ClosedFormModule):
     exclude_seen: rank only unseen items in validation/test (``eval.exclude_seen``).
     """
 
+    B: torch.Tensor
+
     def __init__(
         self,
         num_items: int,
-        lam: float = 500.0,
-        dtype: str = "auto",
-        memory_budget_gb: float = 8.0,
-        eval_ks: list[int] = (10, 20),  # type: ignore[assignment]
-        exclude_seen: bool = True,
+        lam: float,
+        dtype: str,
+        memory_budget_gb: float,
+        eval_ks: list[int],
+        exclude_seen: bool,
     ) -> None:
         super().__init__(num_items, list(eval_ks), exclude_seen)
         if dtype not in ("auto", *DTYPES):
@@ -112,8 +100,10 @@ class EASE(ClosedFormModule):
             coo = x.tocoo()
             xt = torch.sparse_coo_tensor(
                 torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64)),
-                torch.ones(coo.nnz), x.shape, device=device,
-            ).coalesce()  # fmt: skip
+                torch.ones(coo.nnz),
+                x.shape,
+                device=device,
+            ).coalesce()
             gram = torch.sparse.mm(xt.t(), xt).to_dense().to(dtype)
         tf32 = torch.backends.cuda.matmul.allow_tf32
         torch.backends.cuda.matmul.allow_tf32 = False
@@ -127,24 +117,3 @@ class EASE(ClosedFormModule):
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         return x @ self.B  # (B, I)
-
-
-class Popularity(ClosedFormModule):
-    """Scores every item by its number of training users (the floor any model must clear)."""
-
-    def __init__(
-        self,
-        num_items: int,
-        eval_ks: list[int] = (10, 20),  # type: ignore[assignment]
-        exclude_seen: bool = True,
-    ) -> None:
-        super().__init__(num_items, list(eval_ks), exclude_seen)
-        self.save_hyperparameters()
-        self.register_buffer("counts", torch.zeros(num_items))
-
-    def fit_closed_form(self, train: sp.csr_matrix) -> None:
-        counts = np.bincount(train.indices, minlength=self.num_items).astype(np.float32)
-        self.counts.copy_(torch.from_numpy(counts))
-
-    def scores(self, x: torch.Tensor) -> torch.Tensor:
-        return self.counts.expand(x.shape[0], -1).clone()

@@ -36,8 +36,9 @@ class MultiVAENet(nn.Module):
         self.encoder = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-2], enc, strict=True))
         self.to_mu_logvar = nn.Linear(dims[-2], 2 * latent)
         back = dims[::-1]  # [latent, ..., num_items]
-        self.decoder = nn.ModuleList(nn.Linear(a, b) for a, b in zip(back[:-1], back[1:],
-                                                                       strict=True))  # fmt: skip
+        self.decoder = nn.ModuleList(
+            nn.Linear(a, b) for a, b in zip(back[:-1], back[1:], strict=True)
+        )
         self.dropout = dropout
         for layer in [*self.encoder, self.to_mu_logvar, *self.decoder]:
             nn.init.xavier_uniform_(layer.weight)
@@ -95,13 +96,13 @@ class MultiVAE(RecommenderModule):
         self,
         num_items: int,
         hidden_dims: list[int],
-        dropout: float = 0.5,
-        kl_cap: float = 0.2,
-        anneal_steps: int = 20000,
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        eval_ks: list[int] = (10, 20),  # type: ignore[assignment]
-        exclude_seen: bool = True,
+        dropout: float,
+        kl_cap: float,
+        anneal_steps: int,
+        lr: float,
+        weight_decay: float,
+        eval_ks: list[int],
+        exclude_seen: bool,
     ) -> None:
         super().__init__(num_items, list(eval_ks), exclude_seen)
         self.save_hyperparameters()

@@ -1,4 +1,4 @@
-"""The one place that knows where runs live.
+"""The one place that knows where runs live and what a run folder holds.
 
 A training run folder (Hydra's run dir, ``${paths.log_root}/${model_name}/<date>/<time>``,
 or ``.../<time>-multirun/<n>`` for sweeps) holds::
@@ -10,12 +10,13 @@ or ``.../<time>-multirun/<n>`` for sweeps) holds::
     metrics.json       written last: its presence marks the run as finished
     submission.csv     written by predict
 
-``get_directories(cfg, "predict")`` picks the latest finished run of ``cfg.model_name``,
-or the one named by ``run_dir=...`` or ``ckpt_path=...``.
+:class:`RunDir` names these paths; ``get_directories(cfg, "predict")`` picks the latest
+finished run of ``cfg.model_name``, or the one named by ``run_dir=...`` or ``ckpt_path=...``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -28,34 +29,79 @@ BEST_CKPT = "best.ckpt"
 LAST_CKPT = "last.ckpt"
 
 
-def run_paths(run_dir: Path) -> dict[str, Path]:
-    return {
-        "run_dir": run_dir,
-        "checkpoint_dir": run_dir / "checkpoints",
-        "tensorboard_dir": run_dir / "tensorboard",
-        "config": run_dir / "config.yaml",
-        "id_maps": run_dir / "id_maps.json",
-        "metrics": run_dir / FINISHED_MARKER,
-        "submission": run_dir / "submission.csv",
-    }
+@dataclass(frozen=True)
+class RunDir:
+    """The paths of one training run folder."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def id_maps(self) -> Path:
+        return self.root / "id_maps.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / FINISHED_MARKER
+
+    @property
+    def submission(self) -> Path:
+        return self.root / "submission.csv"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def best_ckpt(self) -> Path:
+        return self.checkpoint_dir / BEST_CKPT
+
+    @property
+    def last_ckpt(self) -> Path:
+        return self.checkpoint_dir / LAST_CKPT
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        return self.root / "tensorboard"
+
+    @property
+    def finished(self) -> bool:
+        return self.metrics.is_file() and self.checkpoint_dir.is_dir()
+
+    def relative(self, path: Path) -> str:
+        """``path`` as written into the run's own files: relative to the run folder."""
+        return str(Path(path).relative_to(self.root))
 
 
-def finished_runs(log_root: str | Path, model_name: str) -> list[Path]:
+def finished_runs(log_root: str | Path, model_name: str) -> list[RunDir]:
     """Finished run folders of a model, oldest first (by the time they finished)."""
     root = Path(log_root) / model_name
     if not root.is_dir():
         return []
-    marks = [m for m in root.rglob(FINISHED_MARKER) if (m.parent / "checkpoints").is_dir()]
-    return [m.parent for m in sorted(marks, key=lambda m: (m.stat().st_mtime_ns, str(m)))]
+    runs = [RunDir(m.parent) for m in root.rglob(FINISHED_MARKER)]
+    runs = [r for r in runs if r.finished]
+    return sorted(runs, key=lambda r: (r.metrics.stat().st_mtime_ns, str(r.root)))
 
 
-def get_directories(cfg: DictConfig, stage: str) -> dict[str, Path]:
-    """Folders of a run: for ``fit`` the new run's (Hydra's output dir), for ``predict`` a
-    finished run's, with the checkpoint to load under ``"ckpt"``."""
+def latest_finished_run(log_root: str | Path, model_name: str) -> RunDir:
+    """The most recently finished run of ``model_name``; one sentence when there is none."""
+    runs = finished_runs(log_root, model_name)
+    if not runs:
+        raise LightrecError(_no_run_message(log_root, model_name))
+    return runs[-1]
+
+
+def get_directories(cfg: DictConfig, stage: str) -> RunDir:
+    """The run folder of a stage: for ``fit`` the new run's (Hydra's output dir, with its
+    checkpoint folder made), for ``predict`` a finished run's (``ckpt_path=``, ``run_dir=``
+    or the latest finished run of ``cfg.model_name``), checked to hold what predict reads."""
     if stage == "fit":
-        paths = run_paths(Path(HydraConfig.get().runtime.output_dir))
-        paths["checkpoint_dir"].mkdir(parents=True, exist_ok=True)
-        return paths
+        run = RunDir(Path(HydraConfig.get().runtime.output_dir))
+        run.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        return run
     if stage != "predict":
         raise ValueError(f"stage must be 'fit' or 'predict', got {stage!r}")
 
@@ -63,25 +109,26 @@ def get_directories(cfg: DictConfig, stage: str) -> dict[str, Path]:
         ckpt = Path(cfg.ckpt_path).expanduser()
         if not ckpt.is_file():
             raise LightrecError(f"ckpt_path={ckpt} does not exist")
-        paths = run_paths(ckpt.parent.parent)
-        paths["ckpt"] = ckpt
+        run = RunDir(ckpt.parent.parent)
+    elif cfg.run_dir is not None:
+        run = RunDir(Path(cfg.run_dir).expanduser())
+        ckpt = run.best_ckpt
     else:
-        if cfg.run_dir is not None:
-            run_dir = Path(cfg.run_dir).expanduser()
-        else:
-            runs = finished_runs(cfg.paths.log_root, cfg.model_name)
-            if not runs:
-                raise LightrecError(_no_run_message(cfg.paths.log_root, cfg.model_name))
-            run_dir = runs[-1]
-        paths = run_paths(run_dir)
-        paths["ckpt"] = paths["checkpoint_dir"] / BEST_CKPT
-    for key in ("ckpt", "config", "id_maps"):
-        if not paths[key].is_file():
+        run = latest_finished_run(cfg.paths.log_root, cfg.model_name)
+        ckpt = run.best_ckpt
+    for path in (ckpt, run.config, run.id_maps):
+        if not path.is_file():
             raise LightrecError(
-                f"run folder {paths['run_dir']} has no {paths[key].name} "
-                "(is it a finished training run?)"
+                f"run folder {run.root} has no {path.name} (is it a finished training run?)"
             )
-    return paths
+    return run
+
+
+def predict_checkpoint(cfg: DictConfig, run: RunDir) -> Path:
+    """The checkpoint predict loads: ``ckpt_path=`` when given, else the run's best."""
+    if cfg.ckpt_path is not None:
+        return Path(cfg.ckpt_path).expanduser()
+    return run.best_ckpt
 
 
 def _no_run_message(log_root: str | Path, model_name: str) -> str:

@@ -1,10 +1,14 @@
-"""Score a submission the way a competition does, on items hidden from the training file.
+"""The submission file: writing it, and scoring it the way a competition does.
 
-``python -m lightrec.holdout split LOG.csv TRAIN.csv HIDDEN.csv [--n 1]`` moves each user's
-last ``n`` interactions (by time, ties in file order; after keeping each (user, item) pair's
-earliest row) from the log into HIDDEN.csv. Train on TRAIN.csv as a user would, then
-``python -m lightrec.holdout score SUBMISSION.csv HIDDEN.csv [--k 10]`` prints one JSON line
-with Recall@K (hits / min(K, |hidden|)), NDCG@K and HitRate@K over the hidden users.
+A submission is a CSV with the header ``user,item`` and, for every user, ``predict.top_k``
+distinct items the user has not interacted with, best first, in original ids.
+
+To score one on items hidden from the training file:
+``python -m lightrec.submission hide LOG.csv TRAIN.csv HIDDEN.csv [--n 1]`` moves each
+user's last ``n`` interactions (by time, ties in file order; after keeping each (user, item)
+pair's earliest row) from the log into HIDDEN.csv. Train on TRAIN.csv as a user would, then
+``python -m lightrec.submission score SUBMISSION.csv HIDDEN.csv [--k 10]`` prints one JSON
+line with Recall@K (hits / min(K, |hidden|)), NDCG@K and HitRate@K over the hidden users.
 """
 
 from __future__ import annotations
@@ -12,38 +16,58 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from lightrec.data.interactions import first_rows
 from lightrec.utils.io import atomic_write
 
 
-def split_last(log: pd.DataFrame, n: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
+def write(
+    path: str | Path, user_ids: Sequence | np.ndarray, item_ids: Sequence, topk: np.ndarray
+) -> pd.DataFrame:
+    """Write ``user,item`` rows (original ids, best first) atomically; return the frame."""
+    n_users, k = topk.shape
+    items = np.asarray(item_ids, dtype=object)
+    frame = pd.DataFrame(
+        {"user": np.repeat(np.asarray(user_ids, dtype=object), k), "item": items[topk.ravel()]}
+    )
+    atomic_write(path, lambda f: frame.to_csv(f, index=False))
+    return frame
+
+
+def hide_last(log: pd.DataFrame, n: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(remaining rows, hidden rows): each user's last ``n`` distinct items by time.
 
     >>> log = pd.DataFrame({"user": [1, 1, 1, 2, 2], "item": [5, 6, 5, 7, 8],
     ...                     "time": [1, 2, 3, 1, 1]})
-    >>> train, hidden = split_last(log)
+    >>> train, hidden = hide_last(log)
     >>> hidden.values.tolist()       # user 1's repeat of item 5 is not new; user 2: file order
     [[1, 6, 2], [2, 8, 1]]
     >>> train.values.tolist()
     [[1, 5, 1], [1, 5, 3], [2, 7, 1]]
     """
-    order = log.reset_index(drop=True)
-    order["_row"] = np.arange(len(order))
-    order = order.sort_values(["user", "time", "_row"], kind="stable")
-    first = order.drop_duplicates(["user", "item"], keep="first")
-    hidden_rows = first.groupby("user", sort=False).tail(n)["_row"].to_numpy()
+    user = pd.factorize(log["user"])[0]
+    rows = first_rows(user, pd.factorize(log["item"])[0], log["time"].to_numpy())
+    kept_user = user[rows]
+    from_end = pd.Series(kept_user).groupby(kept_user).cumcount(ascending=False).to_numpy()
     is_hidden = np.zeros(len(log), dtype=bool)
-    is_hidden[hidden_rows] = True
+    is_hidden[rows[from_end < n]] = True
     # later repeats of a hidden item would reveal it: drop them from the training file
-    pairs = set(zip(log["user"].to_numpy()[is_hidden], log["item"].to_numpy()[is_hidden],
-                    strict=True))  # fmt: skip
-    repeat = np.fromiter(
-        ((u, i) in pairs for u, i in zip(log["user"], log["item"], strict=True)),
-        dtype=bool, count=len(log),
-    ) & ~is_hidden  # fmt: skip
+    pairs = set(
+        zip(log["user"].to_numpy()[is_hidden], log["item"].to_numpy()[is_hidden], strict=True)
+    )
+    repeat = (
+        np.fromiter(
+            ((u, i) in pairs for u, i in zip(log["user"], log["item"], strict=True)),
+            dtype=bool,
+            count=len(log),
+        )
+        & ~is_hidden
+    )
     return log.loc[~is_hidden & ~repeat], log.loc[is_hidden]
 
 
@@ -77,12 +101,12 @@ def score(submission: pd.DataFrame, hidden: pd.DataFrame, k: int = 10) -> dict[s
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="python -m lightrec.holdout",
+        prog="python -m lightrec.submission",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = ap.add_subparsers(dest="cmd", required=True)
-    sp = sub.add_parser("split", help="hide each user's last n interactions")
+    sp = sub.add_parser("hide", help="hide each user's last n interactions")
     sp.add_argument("log")
     sp.add_argument("train_out")
     sp.add_argument("hidden_out")
@@ -92,8 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     sc.add_argument("hidden")
     sc.add_argument("--k", type=int, default=10)
     a = ap.parse_args(argv)
-    if a.cmd == "split":
-        train, hidden = split_last(pd.read_csv(a.log), a.n)
+    if a.cmd == "hide":
+        train, hidden = hide_last(pd.read_csv(a.log), a.n)
         atomic_write(a.train_out, lambda f: train.to_csv(f, index=False))
         atomic_write(a.hidden_out, lambda f: hidden.to_csv(f, index=False))
         print(json.dumps({"train_rows": len(train), "hidden_rows": len(hidden)}))
