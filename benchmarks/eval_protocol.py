@@ -56,20 +56,33 @@ def ease_reference(
     return best, ease_topk(train, best)
 
 
+def protocol_files(work: Path) -> tuple[Path, pd.DataFrame, pd.DataFrame]:
+    """The protocol's training file (each user's last interaction removed) and the hidden
+    rows; the file is written once into ``work``."""
+    log = pd.read_csv(movielens_100k(ROOT / "data"))
+    train, hidden = hide_last(log)
+    train_csv = work / "train.csv"
+    if not train_csv.exists():
+        work.mkdir(parents=True, exist_ok=True)
+        train.to_csv(train_csv, index=False)
+    return train_csv, train, hidden
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--config", default="multi_vae_v2")
     ap.add_argument("--script", default="run_multi_vae.sh")
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--work", default="benchmarks/.work/protocol")
+    ap.add_argument("--files-only", action="store_true",
+                    help="write the protocol's training file, print its path and stop")
     ap.add_argument("overrides", nargs="*", help="extra hydra overrides for the runs")
     a = ap.parse_args()
     work = Path(a.work).resolve()
-    work.mkdir(parents=True, exist_ok=True)
-    log = pd.read_csv(movielens_100k(ROOT / "data"))
-    train, hidden = hide_last(log)
-    train_csv = work / "train.csv"
-    train.to_csv(train_csv, index=False)
+    train_csv, train, hidden = protocol_files(work)
+    if a.files_only:
+        print(train_csv)
+        return
 
     t = time.perf_counter()
     lam, ease_sub = ease_reference(train)

@@ -217,7 +217,7 @@ def test_free_heap_pages_are_returned_to_the_os():
 
 @pytest.mark.parametrize("p", [0.2, 0.5])
 def test_cpu_dropout_is_inverted_dropout(p):
-    from lightrec.models.bert4rec import dropout
+    from lightrec.models.transformer import dropout
 
     x = torch.ones(200, 500)
     torch.manual_seed(0)

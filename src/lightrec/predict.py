@@ -49,6 +49,20 @@ def load_history(data_cfg: DictConfig, item_ids: list) -> History:
     return history
 
 
+def describe_checkpoint(run: RunDir, ckpt: Path) -> str:
+    """Which model a checkpoint is, in words (predict says which one it used)."""
+    if ckpt == run.refit_ckpt:
+        refit = json.loads(run.metrics.read_text()).get("refit", {})
+        return (
+            f"the refit model {ckpt} (trained on training + validation rows for "
+            f"{refit.get('epochs', '?')} epochs)"
+        )
+    if ckpt == run.best_ckpt:
+        why = "predict.use_refit=false" if run.refit_ckpt.is_file() else "the run has no refit"
+        return f"the selected model {ckpt} (best on validation; {why})"
+    return f"the checkpoint {ckpt}"
+
+
 def run(cfg: DictConfig) -> Path:
     """Recommend ``predict.top_k`` unseen items to every user of the data file, from the
     user's full history (every interaction in the file); return the submission's path."""
@@ -58,6 +72,7 @@ def run(cfg: DictConfig) -> Path:
     id_maps = json.loads(run_dir.id_maps.read_text())
     device = pick_device()
     model = load_model(ckpt, run_cfg).to(device)
+    log.info("predicting with %s", describe_checkpoint(run_dir, ckpt))
 
     history = load_history(cfg.data, id_maps["item_ids"])  # this invocation's data file
     k = cfg.predict.top_k
@@ -67,5 +82,5 @@ def run(cfg: DictConfig) -> Path:
     n_users = len(history.users)
     topk = recommend_topk(model.score_batch, collate, n_users, k, cfg.predict.batch_size, device)
     submission.write(run_dir.submission, history.users, id_maps["item_ids"], topk)
-    log.info("wrote %s: %d users x %d items (checkpoint %s)", run_dir.submission, n_users, k, ckpt)
+    log.info("wrote %s: %d users x %d items", run_dir.submission, n_users, k)
     return run_dir.submission

@@ -71,7 +71,10 @@ def fit(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> Tr
     monitor = cfg.checkpoint.monitor if dm.has_validation else None
     t0 = time.perf_counter()
     if isinstance(model, ClosedFormModule):
-        trainer, best = _fit_closed_form(cfg, dm, model, logger, run_dir)
+        trainer = _fit_closed_form(cfg, dm, model, logger)
+        trainer.save_checkpoint(run_dir.best_ckpt, weights_only=True)  # no optimiser to keep
+        shutil.copyfile(run_dir.best_ckpt, run_dir.last_ckpt)
+        best = run_dir.best_ckpt
     else:
         trainer, best = _fit_sgd(cfg, dm, model, logger, run_dir, monitor, extra_callbacks or [])
     fit_s = time.perf_counter() - t0
@@ -92,15 +95,62 @@ def fit(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> Tr
         metrics["val"] = _plain(trainer.validate(model, datamodule=dm, verbose=False)[0], "val/")
     if dm.has_test:
         metrics["test"] = _plain(trainer.test(model, datamodule=dm, verbose=False)[0], "test/")
+    if cfg.refit and dm.has_validation:
+        metrics["refit"] = _refit(cfg, dm, metrics["best_epoch"], run_dir)
+    elif cfg.refit:
+        log.info("no refit: without a validation split the model already trained on every row")
     write_json(run_dir.metrics, metrics)  # written last: marks the run as finished
     log.info("run folder %s: %s", run_dir.root, {k: metrics.get(k) for k in ("val", "test")})
     monitored = None if monitor is None else metrics["val"][monitor.removeprefix("val/")]
     return TrainResult(model, dm, run_dir, metrics, monitored)
 
 
+def _refit(cfg: DictConfig, dm: RecSysDataModule, best_epoch: int, run_dir: RunDir) -> dict:
+    """Train the selected configuration once more on every interaction the run may use
+    (training and validation rows; test rows stay held out) for what validation chose: the
+    best epoch count (the same users, so the same optimiser steps) for gradient models, one
+    fit for closed-form ones. Saves ``checkpoints/refit.ckpt``; returns its metrics.json part."""
+    merged = dm.with_validation_in_training()
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    model = build_model(cfg, merged.num_items)
+    logger = TensorBoardLogger(
+        save_dir=str(run_dir.root), name="tensorboard", version="refit", default_hp_metric=False
+    )
+    t0 = time.perf_counter()
+    if isinstance(model, ClosedFormModule):
+        trainer = _fit_closed_form(cfg, merged, model, logger)
+        trainer.save_checkpoint(run_dir.refit_ckpt, weights_only=True)
+    else:
+        epochs = best_epoch + 1
+        trainer = _trainer(
+            cfg,
+            logger=logger,
+            callbacks=[ReleaseHostMemory()],
+            default_root_dir=str(run_dir.root),
+            max_epochs=epochs,
+            min_epochs=epochs,
+            limit_val_batches=0,
+            enable_checkpointing=False,
+        )
+        trainer.fit(model, datamodule=merged)
+        trainer.save_checkpoint(run_dir.refit_ckpt)
+    refit: dict[str, Any] = {
+        "checkpoint": run_dir.relative(run_dir.refit_ckpt),
+        "epochs": int(trainer.current_epoch),
+        "global_steps": int(trainer.global_step),
+        "fit_time_s": round(time.perf_counter() - t0, 3),
+        "train_rows": int(merged.train_csr.nnz),
+    }
+    if merged.has_test:  # computed once, like the selected model's
+        refit["test"] = _plain(trainer.test(model, datamodule=merged, verbose=False)[0], "test/")
+    log.info("refit on training + validation rows: %s", refit)
+    return refit
+
+
 def _trainer(cfg: DictConfig, **kw: Any) -> pl.Trainer:
+    """``pl.Trainer`` from ``cfg.trainer``; keyword arguments add to or replace its keys."""
     trainer_args: dict[str, Any] = OmegaConf.to_object(cfg.trainer)  # type: ignore[assignment]
-    return pl.Trainer(**trainer_args, **kw)
+    return pl.Trainer(**{**trainer_args, **kw})
 
 
 def _fit_sgd(
@@ -147,22 +197,17 @@ def _fit_sgd(
 
 
 def _fit_closed_form(
-    cfg: DictConfig,
-    dm: RecSysDataModule,
-    model: ClosedFormModule,
-    logger: TensorBoardLogger,
-    run_dir: RunDir,
-) -> tuple[pl.Trainer, Path]:
-    """One closed-form fit on the training matrix, on the GPU when the trainer would use one."""
+    cfg: DictConfig, dm: RecSysDataModule, model: ClosedFormModule, logger: TensorBoardLogger
+) -> pl.Trainer:
+    """One closed-form fit on the training matrix, on the GPU when the trainer would use
+    one; returns a trainer connected to the fitted model (to save and evaluate it)."""
     use_gpu = torch.cuda.is_available() and cfg.trainer.accelerator in ("auto", "gpu", "cuda")
     model.to("cuda" if use_gpu else "cpu")
     model.fit_closed_form(dm.train_csr)
-    trainer = _trainer(cfg, logger=logger, default_root_dir=str(run_dir.root))
+    trainer = _trainer(cfg, logger=logger, default_root_dir=logger.save_dir)
     trainer.strategy.connect(model)
     trainer.strategy.model_to_device()
-    trainer.save_checkpoint(run_dir.best_ckpt, weights_only=True)  # no optimiser to keep
-    shutil.copyfile(run_dir.best_ckpt, run_dir.last_ckpt)
-    return trainer, run_dir.best_ckpt
+    return trainer
 
 
 def _plain(logged: Mapping[str, Any], prefix: str) -> dict[str, float]:

@@ -8,6 +8,7 @@ time-ordered sequences for the sequence models) is a cheap slice of those arrays
 
 from __future__ import annotations
 
+import copy
 import logging
 import warnings
 from collections.abc import Mapping
@@ -218,6 +219,17 @@ class RecSysDataModule(pl.LightningDataModule):
             self.valid_seq = self.train_seq
             self.test_seq = sequence_matrix(u, i, s != TEST, self.num_users, self.max_len)
         self._views_built = True
+
+    def with_validation_in_training(self) -> RecSysDataModule:
+        """A copy whose training rows also hold the validation rows (the refit stage's data:
+        every interaction the run may use); test rows stay held out, and stay the test."""
+        assert self.arrays is not None
+        merged = copy.copy(self)
+        split = np.where(self.arrays["split"] == VALID, TRAIN, self.arrays["split"])
+        merged.arrays = {**self.arrays, "split": split.astype(self.arrays["split"].dtype)}
+        merged._views_built = False
+        merged.setup()
+        return merged
 
     @property
     def has_validation(self) -> bool:

@@ -13,7 +13,6 @@ on the device), not part of the network.
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import torch
@@ -23,6 +22,7 @@ from torch import nn
 from lightrec.data.batches import dense_rows
 from lightrec.data.sequences import PAD, append_mask, item_rows, mask_token, to_items, vocab_size
 from lightrec.models.base import RecommenderModule
+from lightrec.models.transformer import Block, dropout, init_weights
 
 # Masking runs in BERT4Rec.on_after_batch_transfer on purpose (on the device, after the copy);
 # Lightning warns whenever a module overrides that hook while a DataModule is in use.
@@ -74,58 +74,6 @@ def mask_items(
     return inputs, labels
 
 
-def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """Inverted dropout. On a CPU a uniform draw and a comparison are twice as fast as
-    ``F.dropout`` (whose Bernoulli sampling was a fifth of a BERT4Rec step there); on a GPU
-    ``F.dropout`` is one fused kernel and stays."""
-    if not training or p == 0.0:
-        return x
-    if x.device.type != "cpu":
-        return F.dropout(x, p, True)
-    return x * (torch.rand_like(x) >= p) * (1.0 / (1.0 - p))
-
-
-class Block(nn.Module):
-    """Post-LN transformer block as in BERT: attention and a GELU feed-forward, each with
-    dropout, a residual connection and LayerNorm."""
-
-    def __init__(self, d: int, heads: int, dropout: float, attn_dropout: float) -> None:
-        super().__init__()
-        self.heads = heads
-        self.qkv = nn.Linear(d, 3 * d)
-        self.proj = nn.Linear(d, d)
-        self.ln1 = nn.LayerNorm(d)
-        self.ff = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
-        self.ln2 = nn.LayerNorm(d)
-        self.dropout = dropout
-        self.attn_dropout = attn_dropout
-
-    def attention(
-        self, x: torch.Tensor, keep: torch.Tensor, need_weights: bool
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        b, length, d = x.shape
-        q, k, v = self.qkv(x).view(b, length, 3, self.heads, d // self.heads).unbind(2)
-        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, L, Dh)
-        attend = keep[:, None, None, :]  # (B, 1, 1, L): pad keys are never attended to
-        p = self.attn_dropout if self.training else 0.0
-        if need_weights:
-            scores = (q.float() @ k.float().transpose(-2, -1)) / math.sqrt(d // self.heads)
-            weights = scores.masked_fill(~attend, float("-inf")).softmax(dim=-1)  # (B, H, L, L)
-            out = dropout(weights, p, self.training).to(v.dtype) @ v
-        else:
-            weights = None
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attend, dropout_p=p)
-        return out.transpose(1, 2).reshape(b, length, d), weights
-
-    def forward(
-        self, x: torch.Tensor, keep: torch.Tensor, need_weights: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        a, weights = self.attention(x, keep, need_weights)
-        x = self.ln1(x + dropout(self.proj(a), self.dropout, self.training))
-        x = self.ln2(x + dropout(self.ff(x), self.dropout, self.training))
-        return x, weights
-
-
 class BERT4RecNet(nn.Module):
     """Embeddings, transformer body and the tied output layer.
 
@@ -165,25 +113,18 @@ class BERT4RecNet(nn.Module):
             nn.Linear(hidden_size, hidden_size), nn.GELU(), nn.LayerNorm(hidden_size)
         )
         self.out_bias = nn.Parameter(torch.zeros(num_items))
-        self.apply(self._init)
-
-    @staticmethod
-    def _init(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear | nn.Embedding):
-            nn.init.trunc_normal_(m.weight, std=0.02, a=-0.04, b=0.04)
-        if isinstance(m, nn.Linear) and m.bias is not None:
-            nn.init.zeros_(m.bias)
+        self.apply(init_weights)
 
     def encode(
         self, seq: torch.Tensor, need_weights: bool = False
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Hidden states (B, L, D) and, if asked, attention weights per layer (B, H, L, L)."""
-        keep = seq != PAD
+        attend = (seq != PAD)[:, None, None, :]  # (B, 1, 1, L): every real position, both ways
         pos = torch.arange(seq.shape[1], device=seq.device)
         h = dropout(self.ln(self.item_emb(seq) + self.pos_emb(pos)), self.dropout, self.training)
         maps = []
         for block in self.blocks:
-            h, w = block(h, keep, need_weights)
+            h, w = block(h, attend, need_weights)
             if w is not None:
                 maps.append(w)
         return h, maps

@@ -5,7 +5,7 @@ or ``.../<time>-multirun/<n>`` for sweeps) holds::
 
     config.yaml        resolved config of the run
     id_maps.json       original user and item ids, in encoded order
-    checkpoints/       best.ckpt (monitored metric) and last.ckpt
+    checkpoints/       best.ckpt (monitored metric), last.ckpt, refit.ckpt (train + valid)
     tensorboard/       event files
     metrics.json       written last: its presence marks the run as finished
     submission.csv     written by predict
@@ -27,6 +27,7 @@ from lightrec.errors import LightrecError
 FINISHED_MARKER = "metrics.json"
 BEST_CKPT = "best.ckpt"
 LAST_CKPT = "last.ckpt"
+REFIT_CKPT = "refit.ckpt"
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,10 @@ class RunDir:
     @property
     def last_ckpt(self) -> Path:
         return self.checkpoint_dir / LAST_CKPT
+
+    @property
+    def refit_ckpt(self) -> Path:
+        return self.checkpoint_dir / REFIT_CKPT
 
     @property
     def tensorboard_dir(self) -> Path:
@@ -125,9 +130,12 @@ def get_directories(cfg: DictConfig, stage: str) -> RunDir:
 
 
 def predict_checkpoint(cfg: DictConfig, run: RunDir) -> Path:
-    """The checkpoint predict loads: ``ckpt_path=`` when given, else the run's best."""
+    """The checkpoint predict loads: ``ckpt_path=`` when given; else the run's refit model
+    when it has one (and ``predict.use_refit``), else its selected (best) model."""
     if cfg.ckpt_path is not None:
         return Path(cfg.ckpt_path).expanduser()
+    if cfg.predict.use_refit and run.refit_ckpt.is_file():
+        return run.refit_ckpt
     return run.best_ckpt
 
 

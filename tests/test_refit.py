@@ -1,0 +1,141 @@
+"""The refit stage: the selected setup trained again on training + validation rows, never on
+a test row; predict uses it and says so."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import torch
+
+from helpers import build_model, compose_cfg, cpu_overrides, make_log
+from lightrec import predict, train
+from lightrec.data.batches import eval_collate
+from lightrec.recommend import recommend_topk
+from lightrec.utils.path_utils import RunDir
+
+BERT_TINY = ["data.max_len=8", "model.hidden_size=16", "model.num_layers=1", "trainer.min_epochs=1"]
+
+
+def swap_last(log: pd.DataFrame, from_end: int) -> pd.DataFrame:
+    """The log with the item of each user's ``from_end``-th last row (0 = last) replaced."""
+    log = log.copy()
+    rank = log.sort_values(["user", "time"]).groupby("user").cumcount(ascending=False)
+    rows = rank[rank == from_end].index
+    log.loc[rows, "item"] = (log.loc[rows, "item"] + 15) % 30
+    return log.drop_duplicates(["user", "item"], keep="first")
+
+
+def fit(tmp_path, name: str, log: pd.DataFrame, *extra: str):
+    csv = tmp_path / f"{name}.csv"
+    log.to_csv(csv, index=False)
+    config = extra[0] if extra and not extra[0].count("=") else "multi_vae_v2"
+    ov = [
+        *cpu_overrides(tmp_path, csv),
+        "data.holdout=valid_and_test",
+        "data.min_interactions=1",
+        "data_cache.use_cache=false",
+        *[e for e in extra if "=" in e],
+    ]
+    if config == "bert4rec_v2":
+        ov += BERT_TINY
+    return train.fit(compose_cfg(config, ov, tmp_path / name))
+
+
+def refit_state(result) -> dict:
+    return torch.load(result.run.refit_ckpt, weights_only=True)["state_dict"]
+
+
+@pytest.mark.parametrize("config", ["multi_vae_v2", "ease", "bert4rec_v2"])
+def test_refit_never_sees_a_test_item(tmp_path, config):
+    """Swap every test item for another: the refit model (weights, epochs) is identical;
+    only its test metrics change."""
+    log = make_log()
+    a = fit(tmp_path, "a", log, config)
+    b = fit(tmp_path, "b", swap_last(log, from_end=0), config)
+    wa, wb = refit_state(a), refit_state(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+    ra, rb = a.metrics["refit"], b.metrics["refit"]
+    assert (ra["epochs"], ra["global_steps"]) == (rb["epochs"], rb["global_steps"])
+    assert ra["test"] != rb["test"]
+
+
+@pytest.mark.parametrize("config", ["multi_vae_v2", "ease"])
+def test_refit_trains_on_the_validation_items(tmp_path, config):
+    """Swap every validation item: the selected epoch count is kept fixed, and the refit
+    model changes, because it learned from the validation rows."""
+    log = make_log()
+    extra = ["trainer.max_epochs=1"]  # one epoch: the selection cannot differ
+    a = fit(tmp_path, "a", log, config, *extra)
+    b = fit(tmp_path, "b", swap_last(log, from_end=1), config, *extra)
+    assert (
+        a.metrics["refit"]["train_rows"] == a.metrics["data"]["train"] + a.metrics["data"]["valid"]
+    )
+    if config == "multi_vae_v2":
+        assert a.metrics["refit"]["epochs"] == b.metrics["refit"]["epochs"]
+    wa, wb = refit_state(a), refit_state(b)
+    assert any(not torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_ease_refit_is_ease_on_training_and_validation_rows(tmp_path):
+    result = fit(tmp_path, "a", make_log(), "ease")
+    dm = result.datamodule
+    by_hand = build_model("ease", num_items=dm.num_items, lam=100.0, dtype="float64")
+    by_hand.fit_closed_form(sp.csr_matrix(dm.train_csr + dm.valid_csr))
+    assert torch.allclose(refit_state(result)["B"].double(), by_hand.B.double(), atol=1e-5)
+
+
+def test_refit_trains_for_the_selected_epochs(tmp_path):
+    result = fit(tmp_path, "a", make_log(), "multi_vae_v2", "trainer.max_epochs=6")
+    m = result.metrics
+    steps_per_epoch = -(-40 // 16)  # 40 users, batches of 16
+    assert m["refit"]["epochs"] == m["best_epoch"] + 1
+    assert m["refit"]["global_steps"] == (m["best_epoch"] + 1) * steps_per_epoch
+    assert set(m["refit"]["test"]) == set(m["test"])
+    saved = json.loads(result.run.metrics.read_text())
+    assert saved["refit"] == m["refit"] and saved["val"] == m["val"]
+
+
+def test_no_refit_without_validation_or_when_switched_off(tmp_path, tiny_csv):
+    for name, extra in (("none", ["data.split_strategy=none"]), ("off", ["refit=false"])):
+        cfg = compose_cfg("ease", [*cpu_overrides(tmp_path, tiny_csv), *extra], tmp_path / name)
+        result = train.fit(cfg)
+        assert "refit" not in result.metrics and not result.run.refit_ckpt.exists()
+
+
+def topk_of(ckpt, run: RunDir, cfg) -> list:
+    model = predict.load_model(ckpt, predict.load_config(run))
+    history = predict.load_history(cfg.data, json.loads(run.id_maps.read_text())["item_ids"])
+    collate = eval_collate("csr", history.csr, None, None)
+    top = recommend_topk(
+        model.score_batch, collate, len(history.users), 10, 64, torch.device("cpu")
+    )
+    return top.ravel().tolist()
+
+
+def test_predict_uses_the_refit_model_and_says_so(tmp_path, tiny_csv, caplog):
+    run_dir = tmp_path / "saved" / "hydra_logs" / "multi_vae_v2" / "d" / "t"
+    cfg = compose_cfg("multi_vae_v2", cpu_overrides(tmp_path, tiny_csv), run_dir)
+    train.fit(cfg)
+    run = RunDir(run_dir)
+    with caplog.at_level(logging.INFO, logger="lightrec.predict"):
+        sub = pd.read_csv(predict.run(cfg))
+    assert "the refit model" in caplog.text and "refit.ckpt" in caplog.text
+    assert sub.item.tolist() == topk_of(run.refit_ckpt, run, cfg)
+    assert topk_of(run.refit_ckpt, run, cfg) != topk_of(run.best_ckpt, run, cfg)
+
+    no_refit = compose_cfg(
+        "multi_vae_v2", [*cpu_overrides(tmp_path, tiny_csv), "predict.use_refit=false"]
+    )
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="lightrec.predict"):
+        sub = pd.read_csv(predict.run(no_refit))
+    assert "the selected model" in caplog.text
+    assert sub.item.tolist() == topk_of(run.best_ckpt, run, cfg)
+    assert np.isfinite(sub.item).all()

@@ -1,0 +1,16 @@
+"""Train SASRec: `python train_sasrec.py [key=value ...]`."""
+
+import hydra
+from omegaconf import DictConfig
+
+from lightrec import train
+from lightrec.cli import guarded
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="sasrec")
+def main(cfg: DictConfig):
+    return guarded(train.run, cfg)
+
+
+if __name__ == "__main__":
+    main()
