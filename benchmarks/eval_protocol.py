@@ -74,8 +74,11 @@ def main() -> None:
     ap.add_argument("--script", default="run_multi_vae.sh")
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--work", default="benchmarks/.work/protocol")
-    ap.add_argument("--files-only", action="store_true",
-                    help="write the protocol's training file, print its path and stop")
+    ap.add_argument(
+        "--files-only",
+        action="store_true",
+        help="write the protocol's training file, print its path and stop",
+    )
     ap.add_argument("overrides", nargs="*", help="extra hydra overrides for the runs")
     a = ap.parse_args()
     work = Path(a.work).resolve()

@@ -176,7 +176,9 @@ class RecVAE(RecommenderModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         x = dense_rows(batch["input_indptr"], batch["input_indices"], self.num_items)
-        enc_opt, dec_opt = self.optimizers()  # type: ignore[misc]
+        optimisers = self.optimizers()
+        assert isinstance(optimisers, list)
+        enc_opt, dec_opt = optimisers
         encoder = self.phase(self.current_epoch) == "encoder"
         opt = enc_opt if encoder else dec_opt
         loss, recon, kl = self.loss(x, self.dropout if encoder else 0.0, encoder_grad=encoder)

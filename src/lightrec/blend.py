@@ -1,0 +1,354 @@
+"""Blend finished runs into one submission: ``python -m lightrec.blend RUN_DIR RUN_DIR [...]``.
+
+1. The runs must share the data file, the split and the item map (one sentence otherwise).
+2. Each run's *selected* model (``best.ckpt``) scores the validation users from their
+   training rows; scores are normalised per user (``--method zscore``: mean 0, spread 1
+   over the items the user has not seen; ``rank``: ``1 / (60 + rank)``, reciprocal-rank
+   fusion).
+3. Weights on the simplex are chosen to maximise the runs' validation metric
+   (``checkpoint.monitor``, e.g. ``val/ndcg@10``) of the weighted sum: an exhaustive grid
+   for up to four runs, coordinate ascent beyond. Selection sees validation only.
+4. The same weights combine the runs' *refit* models (``refit.ckpt``; ``--no-refit``: the
+   selected ones), scored from every user's full history in the data file, into
+   ``submission.csv`` (the contract of every other submission), with ``blend.json``
+   beside it (runs, weights, method, validation metrics of each run and of the blend).
+
+The chosen weights are printed, then the submission's path on the last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from lightrec import submission
+from lightrec.data.batches import eval_collate
+from lightrec.data.datasets import data_file
+from lightrec.data.interactions import History
+from lightrec.data.splits import SplitSpec
+from lightrec.errors import LightrecError
+from lightrec.metrics import exclude_seen, topk_metric_sums
+from lightrec.models.base import RecommenderModule
+from lightrec.predict import load_config, load_history, load_model, pick_device
+from lightrec.recommend import check_enough_unseen
+from lightrec.train import build_datamodule
+from lightrec.utils.io import write_json
+from lightrec.utils.path_utils import RunDir
+
+log = logging.getLogger(__name__)
+
+METHODS = ("zscore", "rank")
+RRF_K = 60.0  # reciprocal-rank fusion's usual constant
+
+
+@dataclass
+class Member:
+    run: RunDir
+    cfg: DictConfig
+    item_ids: list
+
+
+def load_members(run_dirs: list[str], use_refit: bool) -> list[Member]:
+    """The runs, checked to be finished, to have the model to apply, and to share the data."""
+    if len(run_dirs) < 2:
+        raise LightrecError("blend needs at least two run folders")
+    members = []
+    for name in run_dirs:
+        run = RunDir(Path(name).expanduser())
+        if not run.finished:
+            raise LightrecError(f"{run.root} is not a finished training run (no metrics.json)")
+        if use_refit and not run.refit_ckpt.is_file():
+            raise LightrecError(
+                f"run {run.root} has no refit model (trained with refit=false): blend runs "
+                "that all have one, or pass --no-refit to blend the selected models"
+            )
+        ids = json.loads(run.id_maps.read_text())["item_ids"]
+        members.append(Member(run, load_config(run), ids))
+    _check_same_data(members)
+    return members
+
+
+def _data_identity(m: Member) -> dict[str, Any]:
+    d = m.cfg.data
+    return {
+        "data file": str(data_file(d.path, d.data_dir).resolve()),
+        "columns": OmegaConf.to_container(d.columns),
+        "min_interactions": d.min_interactions,
+        "split": SplitSpec.from_data_config(d),
+    }
+
+
+def _check_same_data(members: list[Member]) -> None:
+    first = _data_identity(members[0])
+    for m in members[1:]:
+        other = _data_identity(m)
+        for key, value in first.items():
+            if other[key] != value:
+                raise LightrecError(
+                    f"runs {members[0].run.root} and {m.run.root} differ in their {key} "
+                    f"({value} vs {other[key]}): blend only runs of the same data file and split"
+                )
+        if m.item_ids != members[0].item_ids:
+            raise LightrecError(
+                f"runs {members[0].run.root} and {m.run.root} have different item maps: "
+                "blend only runs of the same data file and split"
+            )
+
+
+def normalise(scores: torch.Tensor, seen: torch.Tensor, method: str) -> torch.Tensor:
+    """Per-user scores on one scale, seen items at -inf.
+
+    >>> s = torch.tensor([[3.0, 1.0, 2.0, 9.0]]); seen = torch.tensor([[0, 0, 0, 1]])
+    >>> normalise(s, seen, "zscore").round(decimals=3).tolist()
+    [[1.0, -1.0, 0.0, -inf]]
+    >>> (normalise(s, seen, "rank") * 60).round(decimals=3).tolist()   # 1 / (60 + rank)
+    [[1.0, 0.968, 0.984, -inf]]
+    """
+    scores = scores.float()
+    unseen = seen <= 0
+    if method == "zscore":
+        n = unseen.sum(dim=1, keepdim=True).clamp(min=1)
+        mean = scores.where(unseen, 0.0).sum(dim=1, keepdim=True) / n
+        var = ((scores - mean).where(unseen, 0.0) ** 2).sum(dim=1, keepdim=True) / n
+        out = (scores - mean) / var.sqrt().clamp(min=1e-12)
+    elif method == "rank":
+        order = exclude_seen(scores.clone(), seen).argsort(dim=1, descending=True)
+        rank = torch.empty_like(order)
+        rank.scatter_(
+            1, order, torch.arange(scores.shape[1], device=scores.device).expand_as(order)
+        )
+        out = 1.0 / (RRF_K + rank.float())
+    else:
+        raise LightrecError(f"--method {method!r} is not one of {', '.join(METHODS)}")
+    return out.masked_fill(~unseen, float("-inf"))
+
+
+@torch.no_grad()
+def member_scores(
+    model: RecommenderModule,
+    collate,
+    users: np.ndarray,
+    method: str,
+    batch_size: int,
+    device: torch.device,
+) -> torch.Tensor:
+    """Normalised scores (users, items) of one model, in half precision on the host."""
+    out = []
+    for start in range(0, len(users), batch_size):
+        batch = {
+            k: t.to(device) for k, t in collate(users[start : start + batch_size].tolist()).items()
+        }
+        scores, seen = model.score_batch(batch)
+        out.append(normalise(scores, seen, method).half().cpu())
+    return torch.cat(out)
+
+
+def blended_metric(
+    parts: list[torch.Tensor], weights: np.ndarray, targets: torch.Tensor, metric: str, k: int
+) -> float:
+    """The validation ``metric`` (e.g. ``ndcg@10``) of the weighted sum of normalised scores."""
+    total = torch.zeros(parts[0].shape, dtype=torch.float32)
+    for w, p in zip(weights, parts, strict=True):
+        if w > 0:
+            total += float(w) * p.float()
+    sums = topk_metric_sums(total, targets, [k])
+    return float(sums[metric] / sums["users"].clamp(min=1))
+
+
+def simplex_grid(n: int, step: float) -> list[np.ndarray]:
+    """Every weight vector of ``n`` non-negative multiples of ``step`` summing to 1.
+
+    >>> [w.tolist() for w in simplex_grid(2, 0.5)]
+    [[0.0, 1.0], [0.5, 0.5], [1.0, 0.0]]
+    """
+    units = round(1 / step)
+    grid = []
+    for cut in itertools.combinations(range(units + n - 1), n - 1):
+        bounds = (-1, *cut, units + n - 1)
+        grid.append(np.array([bounds[i + 1] - bounds[i] - 1 for i in range(n)]) / units)
+    return grid
+
+
+def choose_weights(
+    parts: list[torch.Tensor], targets: torch.Tensor, metric: str, k: int
+) -> tuple[np.ndarray, float]:
+    """Weights maximising the blended validation metric, and that metric. Ties keep the
+    earlier candidate; candidates start from each run alone."""
+    n = len(parts)
+    if n <= 4:
+        candidates = simplex_grid(n, 0.05 if n <= 3 else 0.1)
+        scored = [
+            (blended_metric(parts, w, targets, metric, k), -i, w) for i, w in enumerate(candidates)
+        ]
+        best, _, weights = max(scored, key=lambda t: (t[0], t[1]))
+        return weights, best
+    singles = [blended_metric(parts, np.eye(n)[i], targets, metric, k) for i in range(n)]
+    weights = np.eye(n)[int(np.argmax(singles))]
+    best = max(singles)
+    for _ in range(20):  # coordinate ascent: move weight towards one run at a time
+        improved = False
+        for i in range(n):
+            for a in np.arange(0.05, 1.0001, 0.05):
+                w = (1 - a) * weights + a * np.eye(n)[i]
+                value = blended_metric(parts, w, targets, metric, k)
+                if value > best + 1e-12:
+                    best, weights, improved = value, w, True
+        if not improved:
+            break
+    return weights, best
+
+
+def validation_parts(
+    members: list[Member], method: str, max_users: int, batch_size: int, device: torch.device
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Each member's normalised validation scores, and the validation targets (dense)."""
+    parts, targets = [], None
+    for m in members:
+        dm = build_datamodule(m.cfg)
+        dm.prepare_data()
+        dm.setup("fit")
+        if not dm.has_validation:
+            raise LightrecError(f"run {m.run.root} has no validation split to choose weights on")
+        users = np.flatnonzero(np.diff(dm.valid_csr.indptr) > 0)
+        if len(users) > max_users:  # the same users for every member (same split)
+            users = np.sort(np.random.default_rng(0).choice(users, max_users, replace=False))
+        collate = eval_collate(dm.view, dm.train_csr, None, dm.valid_seq)
+        model = load_model(m.run.best_ckpt, m.cfg).to(device)
+        parts.append(member_scores(model, collate, users, method, batch_size, device))
+        if targets is None:
+            targets = torch.from_numpy(dm.valid_csr[users].toarray().astype(np.float32))
+    assert targets is not None
+    return parts, targets
+
+
+def blend(
+    run_dirs: list[str],
+    out: Path | None = None,
+    method: str = "zscore",
+    use_refit: bool = True,
+    max_users: int = 20_000,
+    batch_size: int = 256,
+    top_k: int | None = None,
+) -> tuple[Path, dict[str, Any]]:
+    """Choose weights on validation, apply them to the runs' refit models, write the
+    submission; return its path and what ``blend.json`` records."""
+    if method not in METHODS:
+        raise LightrecError(f"--method {method!r} is not one of {', '.join(METHODS)}")
+    members = load_members(run_dirs, use_refit)
+    device = pick_device()
+    monitor = str(members[0].cfg.checkpoint.monitor).removeprefix("val/")
+    metric_name, k_str = monitor.split("@")
+    k_eval = int(k_str)
+    parts, targets = validation_parts(members, method, max_users, batch_size, device)
+    singles = [
+        blended_metric(parts, np.eye(len(parts))[i], targets, monitor, k_eval)
+        for i in range(len(parts))
+    ]
+    weights, best = choose_weights(parts, targets, monitor, k_eval)
+
+    k = top_k if top_k is not None else int(members[0].cfg.predict.top_k)
+    history = load_history(members[0].cfg.data, members[0].item_ids)
+    check_enough_unseen(history.csr, k, history.users)
+    topk = _apply(members, weights, history, method, use_refit, k, batch_size, device)
+    if out is None:
+        out = Path("saved/blends") / datetime.now().strftime("%Y-%m-%d/%H-%M-%S") / "submission.csv"
+    submission.write(out, history.users, members[0].item_ids, topk)
+    record = {
+        "runs": [str(m.run.root) for m in members],
+        "weights": [round(float(w), 4) for w in weights],
+        "method": method,
+        "models": "refit" if use_refit else "selected",
+        f"val/{monitor}": {"blend": round(best, 6), "runs": [round(v, 6) for v in singles]},
+        "validation_users": int(targets.shape[0]),
+        "submission": str(out),
+    }
+    write_json(Path(out).parent / "blend.json", record)
+    log.info(
+        "blend of %d runs (%s): val %s %.4f, best single %.4f",
+        len(members),
+        metric_name,
+        monitor,
+        best,
+        max(singles),
+    )
+    return Path(out), record
+
+
+@torch.no_grad()
+def _apply(
+    members: list[Member],
+    weights: np.ndarray,
+    history: History,
+    method: str,
+    use_refit: bool,
+    k: int,
+    batch_size: int,
+    device: torch.device,
+) -> np.ndarray:
+    """Top-k of the weighted, normalised scores of every user's full history."""
+    active = []  # (model, collate, weight) of the runs with a weight
+    for m, w in zip(members, weights, strict=True):
+        if w <= 0:
+            continue
+        ckpt = m.run.refit_ckpt if use_refit else m.run.best_ckpt
+        seqs = history.sequences(m.cfg.data.max_len) if m.cfg.data.view == "sequence" else None
+        collate = eval_collate(m.cfg.data.view, history.csr, None, seqs)
+        active.append((load_model(ckpt, m.cfg).to(device), collate, float(w)))
+    n_users = len(history.users)
+    out = np.empty((n_users, k), dtype=np.int64)
+    for start in range(0, n_users, batch_size):
+        rows = list(range(start, min(start + batch_size, n_users)))
+        total = None
+        for model, collate, w in active:
+            batch = {name: t.to(device) for name, t in collate(rows).items()}
+            scores, seen = model.score_batch(batch)
+            part = w * normalise(scores, seen, method)
+            total = part if total is None else total + part
+        assert total is not None
+        out[rows[0] : rows[-1] + 1] = total.topk(k, dim=1).indices.cpu().numpy()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m lightrec.blend",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument("runs", nargs="+", help="finished training run folders")
+    ap.add_argument("--out", type=Path, help="submission path (default saved/blends/<time>/)")
+    ap.add_argument("--method", choices=METHODS, default="zscore")
+    ap.add_argument("--no-refit", action="store_true", help="blend the selected models")
+    ap.add_argument(
+        "--max-users",
+        type=int,
+        default=20_000,
+        help="validation users to choose the weights on (a seeded sample)",
+    )
+    ap.add_argument("--top-k", type=int, help="items per user (default: the runs' predict.top_k)")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        path, record = blend(a.runs, a.out, a.method, not a.no_refit, a.max_users, top_k=a.top_k)
+    except LightrecError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for run, w in zip(record["runs"], record["weights"], strict=True):
+        print(f"weight {w:.2f}  {run}")
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""Blending: weights chosen on validation (a useless run gets none), applied to the refit
+models; the submission contract; runs of other data are refused in one sentence."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from helpers import check_submission, compose_cfg, cpu_overrides, run_cmd
+from lightrec import blend, predict, train
+from lightrec.errors import LightrecError
+
+
+def toy_parts(n_users=300, n_items=50, seed=0):
+    """One held-out item per user; run A's scores know it (plus noise), run B's are noise."""
+    g = torch.Generator().manual_seed(seed)
+    targets = torch.zeros(n_users, n_items)
+    targets[torch.arange(n_users), torch.randint(0, n_items, (n_users,), generator=g)] = 1.0
+    seen = torch.zeros(n_users, n_items)
+    good = targets * 1.5 + torch.randn(n_users, n_items, generator=g)
+    noise = torch.randn(n_users, n_items, generator=g)
+    parts = [blend.normalise(s, seen, "zscore") for s in (good, noise)]
+    return parts, targets
+
+
+def test_a_useless_run_gets_no_weight():
+    parts, targets = toy_parts()
+    weights, best = blend.choose_weights(parts, targets, "ndcg@10", 10)
+    assert weights[1] <= 0.05 and weights.sum() == pytest.approx(1.0)
+    alone = blend.blended_metric(parts, np.array([1.0, 0.0]), targets, "ndcg@10", 10)
+    assert best >= alone
+
+
+def test_two_complementary_runs_share_the_weight():
+    """Each run knows the held-out item of half the users: the blend beats both."""
+    parts, targets = toy_parts(seed=1)
+    g = torch.Generator().manual_seed(2)
+    half = torch.arange(targets.shape[0]) % 2 == 0
+    a = targets * 3 * half[:, None] + torch.randn(targets.shape, generator=g)
+    b = targets * 3 * ~half[:, None] + torch.randn(targets.shape, generator=g)
+    seen = torch.zeros_like(targets)
+    parts = [blend.normalise(s, seen, "zscore") for s in (a, b)]
+    weights, best = blend.choose_weights(parts, targets, "ndcg@10", 10)
+    singles = [blend.blended_metric(parts, np.eye(2)[i], targets, "ndcg@10", 10) for i in (0, 1)]
+    assert 0.3 <= weights[0] <= 0.7 and best > max(singles) + 0.1
+
+
+@pytest.mark.parametrize("n", [2, 3, 4])
+def test_simplex_grid_sums_to_one(n):
+    grid = blend.simplex_grid(n, 0.1)
+    assert all(np.isclose(w.sum(), 1.0) and (w >= 0).all() for w in grid)
+    assert len({tuple(np.round(w, 6)) for w in grid}) == len(grid)
+
+
+@pytest.fixture
+def two_runs(tmp_path, tiny_csv):
+    runs = []
+    for config in ("ease", "multi_vae_v2"):
+        run_dir = tmp_path / "saved" / "hydra_logs" / config / "d" / "t"
+        train.fit(compose_cfg(config, cpu_overrides(tmp_path, tiny_csv), run_dir))
+        runs.append(run_dir)
+    return runs
+
+
+def test_blend_cli_writes_a_submission_and_prints_its_path_last(tmp_path, tiny_csv, two_runs):
+    out = tmp_path / "blended" / "submission.csv"
+    p = run_cmd(
+        [sys.executable, "-m", "lightrec.blend", *map(str, two_runs), "--out", str(out)],
+        cwd=tmp_path,
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    lines = p.stdout.strip().splitlines()
+    assert lines[-1] == str(out)
+    weights = [float(line.split()[1]) for line in lines[:-1]]
+    assert len(weights) == 2 and sum(weights) == pytest.approx(1.0, abs=0.01)
+    check_submission(out, pd.read_csv(tiny_csv), k=10)
+    record = json.loads((out.parent / "blend.json").read_text())
+    assert record["models"] == "refit" and record["weights"] == weights
+    assert record["val/ndcg@10"]["blend"] >= max(record["val/ndcg@10"]["runs"]) - 1e-9
+
+
+def test_blend_of_one_run_with_itself_is_that_run(tmp_path, tiny_csv, two_runs):
+    """Same run twice: the submission is the run's own (refit) recommendation."""
+    ease = two_runs[0]
+    path, _ = blend.blend([str(ease), str(ease)], tmp_path / "b.csv")
+    sub = pd.read_csv(path)
+    ref_cfg = compose_cfg("ease", [*cpu_overrides(tmp_path, tiny_csv), f"run_dir={ease}"])
+    pd.testing.assert_frame_equal(sub, pd.read_csv(predict.run(ref_cfg)))
+
+
+def test_runs_of_other_data_are_refused(tmp_path, tiny_csv, two_runs):
+    other = tmp_path / "other"
+    cfg = compose_cfg(
+        "ease", [*cpu_overrides(tmp_path, tiny_csv), "data.holdout=valid_and_test"], other
+    )
+    train.fit(cfg)
+    with pytest.raises(LightrecError, match="differ in their split") as e:
+        blend.load_members([str(two_runs[0]), str(other)], use_refit=True)
+    assert "\n" not in str(e.value)
+
+
+def test_runs_without_a_refit_model_are_refused(tmp_path, tiny_csv, two_runs):
+    no_refit = tmp_path / "no_refit"
+    train.fit(compose_cfg("ease", [*cpu_overrides(tmp_path, tiny_csv), "refit=false"], no_refit))
+    with pytest.raises(LightrecError, match="has no refit model"):
+        blend.load_members([str(two_runs[0]), str(no_refit)], use_refit=True)
+    assert len(blend.load_members([str(two_runs[0]), str(no_refit)], use_refit=False)) == 2
