@@ -1,14 +1,20 @@
 """Accuracy under the hidden-last-item protocol, as a user would run it.
 
-``python benchmarks/eval_protocol.py --config multi_vae_v2 --seeds 1 2 3``
+``python benchmarks/eval_protocol.py --configs ease multi_vae_v2 sasrec --seeds 1 2 3
+--blend ease sasrec``
 
 1. Hide each user's last MovieLens-100K interaction (``lightrec.submission hide``).
-2. For each seed: ``./run_multi_vae.sh both CONFIG data.path=TRAIN seed=N``, then score the
-   submission on the hidden items; record the run's fit time and the command's wall time.
-3. In the same run, the reference: EASE (Steck 2019) in plain numpy on the same file,
+2. For each seed and config: ``./run_<model>.sh both CONFIG data.path=TRAIN seed=N`` (the
+   run selects on each user's last remaining item, then refits on everything, as shipped),
+   and score its submission on the hidden items. From the same run, a second predict with
+   ``predict.use_refit=false`` scores the selected model without refit: the two rows are the
+   same training run under the two conditions.
+3. ``--blend``: for each seed, ``python -m lightrec.blend`` over that seed's runs of the
+   named configs (weights on validation, applied to the refit models), scored the same way.
+4. In the same invocation, the reference: EASE (Steck 2019) in plain numpy on the same file,
    lambda chosen on each user's last training item, then refit on the whole file.
 
-Prints one JSON line per run and a markdown table (mean over seeds, ratio to EASE).
+Prints one JSON line per submission and a markdown table (means over seeds).
 """
 
 from __future__ import annotations
@@ -30,6 +36,20 @@ from lightrec.data.datasets import movielens_100k
 from lightrec.submission import hide_last, score
 
 ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = {
+    "pop": "run_ease.sh",
+    "ease": "run_ease.sh",
+    "recvae": "run_recvae.sh",
+    "sasrec": "run_sasrec.sh",
+}
+
+
+def run_script(config: str) -> str:
+    """The run script of a config: its own, or its family's (multi_vae_v3 -> run_multi_vae.sh)."""
+    if config in SCRIPTS:
+        return SCRIPTS[config]
+    family = config.rsplit("_v", 1)[0]
+    return f"run_{family}.sh"
 
 
 def ease_topk(train: pd.DataFrame, lam: float, k: int = 10) -> pd.DataFrame:
@@ -68,11 +88,24 @@ def protocol_files(work: Path) -> tuple[Path, pd.DataFrame, pd.DataFrame]:
     return train_csv, train, hidden
 
 
+def call(cmd: list[str], cwd: Path) -> float:
+    env = {**os.environ, "LIGHTREC_VENV": sys.prefix}
+    t = time.perf_counter()
+    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"failed: {' '.join(cmd)}\n{done.stderr[-3000:]}")
+    return time.perf_counter() - t
+
+
+def latest_run(root: Path) -> Path:
+    return max(root.rglob("metrics.json"), key=lambda p: p.stat().st_mtime).parent
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--config", default="multi_vae_v2")
-    ap.add_argument("--script", default="run_multi_vae.sh")
+    ap.add_argument("--configs", nargs="+", default=["multi_vae_v2"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    ap.add_argument("--blend", nargs="*", default=[], help="configs to blend, per seed")
     ap.add_argument("--work", default="benchmarks/.work/protocol")
     ap.add_argument(
         "--files-only",
@@ -89,67 +122,83 @@ def main() -> None:
 
     t = time.perf_counter()
     lam, ease_sub = ease_reference(train)
-    ease = {"model": "EASE (numpy reference)", "lambda": lam, **score(ease_sub, hidden)}
-    ease["wall_s"] = round(time.perf_counter() - t, 2)
-    print(json.dumps(ease), flush=True)
+    reference = {"model": f"EASE numpy reference, lambda {lam}", **score(ease_sub, hidden)}
+    reference["wall_s"] = round(time.perf_counter() - t, 2)
+    print(json.dumps(reference), flush=True)
 
     rows = []
     for seed in a.seeds:
-        log_root = work / "saved" / f"seed{seed}"
-        cmd = [
-            str(ROOT / a.script),
-            "both",
-            a.config,
-            f"data.path={train_csv}",
-            f"seed={seed}",
-            f"data.data_dir={ROOT / 'data'}",
-            f"paths.log_root={log_root}",
-            f"paths.predict_log_root={work / 'predict_logs'}",
-            *a.overrides,
-        ]
-        t = time.perf_counter()
-        subprocess.run(
-            cmd,
-            check=True,
-            cwd=work,
-            env={**os.environ, "LIGHTREC_VENV": sys.prefix},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wall = time.perf_counter() - t
-        # largest resident set of any process the command started, over the runs so far
-        peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-        metrics_path = max(log_root.rglob("metrics.json"), key=lambda p: p.stat().st_mtime)
-        m = json.loads(metrics_path.read_text())
-        s = score(pd.read_csv(metrics_path.parent / "submission.csv"), hidden)
-        row = {
-            "model": a.config,
-            "seed": seed,
-            **s,
-            "val_ndcg@10": m["val"]["ndcg@10"],
-            "best_epoch": m["best_epoch"],
-            "epochs": m["epochs_trained"],
-            "fit_s": m["fit_time_s"],
-            "wall_s": round(wall, 1),
-            "peak_rss_mb_so_far": round(peak_mb),
-        }
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+        seed_root = work / "saved" / f"seed{seed}"
+        for config in a.configs:
+            log_root = seed_root / config
+            common = [
+                f"data.path={train_csv}",
+                f"seed={seed}",
+                f"data.data_dir={ROOT / 'data'}",
+                f"paths.log_root={log_root}",
+                f"paths.predict_log_root={work / 'predict_logs'}",
+                *a.overrides,
+            ]
+            script = str(ROOT / run_script(config))
+            wall = call([script, "both", config, *common], work)
+            run = latest_run(log_root)
+            m = json.loads((run / "metrics.json").read_text())
+            refit_sub = pd.read_csv(run / "submission.csv")
+            call([script, "predict", config, *common, "predict.use_refit=false"], work)
+            selected_sub = pd.read_csv(run / "submission.csv")
+            peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+            for condition, sub in (("refit", refit_sub), ("selected", selected_sub)):
+                row = {
+                    "model": config,
+                    "condition": condition,
+                    "seed": seed,
+                    **score(sub, hidden),
+                    "val_ndcg@10": m["val"]["ndcg@10"],
+                    "best_epoch": m["best_epoch"],
+                    "epochs": m["epochs_trained"],
+                    "fit_s": m["fit_time_s"],
+                    "refit_s": m.get("refit", {}).get("fit_time_s"),
+                    "wall_s": round(wall, 1),
+                    "peak_rss_mb_so_far": round(peak_mb),
+                }
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+        if a.blend:
+            out = work / "blends" / f"seed{seed}" / "submission.csv"
+            runs = [str(latest_run(seed_root / c)) for c in a.blend]
+            wall = call([sys.executable, "-m", "lightrec.blend", *runs, "--out", str(out)], work)
+            record = json.loads((out.parent / "blend.json").read_text())
+            row = {
+                "model": "blend of " + " + ".join(a.blend),
+                "condition": "refit",
+                "seed": seed,
+                **score(pd.read_csv(out), hidden),
+                "weights": record["weights"],
+                "wall_s": round(wall, 1),
+            }
+            rows.append(row)
+            print(json.dumps(row), flush=True)
 
     df = pd.DataFrame(rows)
-    mean, std = df["recall@10"].mean(), df["recall@10"].std(ddof=0)
-    print("\n| model | Recall@10 (hidden last item) | NDCG@10 | fit s | wall s |")
-    print("|---|---|---|---|---|")
+    print("\n| model | condition | Recall@10 mean ± sd (per seed) | NDCG@10 | fit s | refit s |")
+    print("|---|---|---|---|---|---|")
     print(
-        f"| EASE numpy reference, lambda {lam} | {ease['recall@10']:.4f} | {ease['ndcg@10']:.4f} "
-        f"| | {ease['wall_s']} |"
+        f"| {reference['model']} | refit | {reference['recall@10']:.4f} | "
+        f"{reference['ndcg@10']:.4f} | | |"
     )
-    print(
-        f"| {a.config}, seeds {', '.join(map(str, a.seeds))} | {mean:.4f} ± {std:.4f} "
-        f"(per seed {', '.join(f'{v:.4f}' for v in df['recall@10'])}) | {df['ndcg@10'].mean():.4f} "
-        f"| {df['fit_s'].mean():.1f} | {df['wall_s'].mean():.1f} |"
-    )
-    print(f"\nratio {a.config} / EASE Recall@10: {mean / ease['recall@10']:.3f}")
+    for (model, condition), g in df.groupby(["model", "condition"], sort=False):
+        per_seed = ", ".join(f"{v:.4f}" for v in g["recall@10"])
+        fit = f"{g['fit_s'].mean():.1f}" if "fit_s" in g and g["fit_s"].notna().all() else ""
+        refit = (
+            f"{g['refit_s'].mean():.1f}"
+            if condition == "refit" and "refit_s" in g and g["refit_s"].notna().all()
+            else ""
+        )
+        print(
+            f"| {model} | {condition} | {g['recall@10'].mean():.4f} ± "
+            f"{g['recall@10'].std(ddof=0):.4f} ({per_seed}) | {g['ndcg@10'].mean():.4f} | "
+            f"{fit} | {refit} |"
+        )
 
 
 if __name__ == "__main__":
