@@ -21,7 +21,7 @@ from lightrec import predict, train
 from lightrec.data.batches import eval_collate
 from lightrec.errors import LightrecError
 from lightrec.recommend import recommend_topk
-from lightrec.utils.path_utils import RunDir, get_directories
+from lightrec.utils.path_utils import RunDir, get_directories, predict_checkpoint
 
 
 @pytest.fixture
@@ -95,11 +95,11 @@ def test_reloaded_checkpoints_give_the_trained_models_scores(tmp_path, tiny_csv,
 
 
 def test_predict_scores_from_the_checkpoint(trained, tmp_path, tiny_csv):
-    """The submission is the reloaded best checkpoint's top-10 over each user's full history."""
+    """The submission is the reloaded checkpoint's top-10 over each user's full history."""
     cfg, run_dir, _ = trained
     sub = pd.read_csv(predict.run(cfg))
     run = RunDir(run_dir)
-    model = predict.load_model(run.best_ckpt, predict.load_config(run))
+    model = predict.load_model(predict_checkpoint(cfg, run), predict.load_config(run))
     history = predict.load_history(cfg.data, list(range(30)))
     top = recommend_topk(
         model.score_batch,

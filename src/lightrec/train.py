@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -18,7 +18,9 @@ from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from lightrec.data.recsys_data import RecSysDataModule
+from lightrec.errors import LightrecError
 from lightrec.models.base import ClosedFormModule, RecommenderModule
+from lightrec.resume import AtomicCheckpointIO, ResumeState, on_signals, remove_partial_checkpoints
 from lightrec.utils.io import write_json
 from lightrec.utils.memory import ReleaseHostMemory
 from lightrec.utils.path_utils import RunDir, get_directories
@@ -55,54 +57,88 @@ def run(cfg: DictConfig) -> float | None:
 
 
 def fit(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> TrainResult:
-    """:func:`run`, returning everything it made; ``extra_callbacks`` join the trainer's."""
+    """:func:`run`, returning everything it made; ``extra_callbacks`` join the trainer's.
+
+    With ``resume`` set, the run continues in its own folder: training from its last
+    checkpoint (random states included), or, when training had finished, from the
+    evaluation; the refit stage, which keeps no checkpoint of its own, starts again."""
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     dm = build_datamodule(cfg)
     dm.prepare_data()
     dm.setup("fit")
     model = build_model(cfg, dm.num_items)
     run_dir = get_directories(cfg, "fit")  # bad input fails above, before anything is written
-    OmegaConf.save(cfg, run_dir.config, resolve=True)
-    write_json(run_dir.id_maps, dm.id_maps())
+    resuming = cfg.resume not in (False, None)
+    if resuming:
+        _check_same_setup(cfg, run_dir)
+        remove_partial_checkpoints(run_dir)
+    else:
+        OmegaConf.save(cfg, run_dir.config, resolve=True)
+        write_json(run_dir.id_maps, dm.id_maps())
 
     logger = TensorBoardLogger(
         save_dir=str(run_dir.root), name="tensorboard", version="", default_hp_metric=False
     )
     monitor = cfg.checkpoint.monitor if dm.has_validation else None
-    t0 = time.perf_counter()
-    if isinstance(model, ClosedFormModule):
-        trainer = _fit_closed_form(cfg, dm, model, logger)
-        trainer.save_checkpoint(run_dir.best_ckpt, weights_only=True)  # no optimiser to keep
-        shutil.copyfile(run_dir.best_ckpt, run_dir.last_ckpt)
-        best = run_dir.best_ckpt
-    else:
-        trainer, best = _fit_sgd(cfg, dm, model, logger, run_dir, monitor, extra_callbacks or [])
-    fit_s = time.perf_counter() - t0
+    with on_signals(run_dir):
+        if run_dir.selection.is_file():  # resumed after training had finished
+            selection = json.loads(run_dir.selection.read_text())
+        elif isinstance(model, ClosedFormModule):
+            selection = _fit_closed_form_run(cfg, dm, model, logger, run_dir)
+        else:
+            selection = _fit_sgd(
+                cfg, dm, model, logger, run_dir, monitor, extra_callbacks or [], resuming
+            )
+        write_json(run_dir.selection, selection)
 
-    # evaluate the selected checkpoint: validation, then test once (history = train + valid)
-    state = torch.load(best, map_location="cpu", weights_only=True)
-    model.load_state_dict(state["state_dict"])
-    metrics: dict[str, Any] = {
-        "model": cfg.model_name,
-        "best_checkpoint": run_dir.relative(best),
-        "best_epoch": int(state["epoch"]),
-        "epochs_trained": int(trainer.current_epoch),
-        "global_steps": int(trainer.global_step),
-        "fit_time_s": round(fit_s, 3),
-        "data": dm.meta["stats"],
-    }
-    if dm.has_validation:
-        metrics["val"] = _plain(trainer.validate(model, datamodule=dm, verbose=False)[0], "val/")
-    if dm.has_test:
-        metrics["test"] = _plain(trainer.test(model, datamodule=dm, verbose=False)[0], "test/")
-    if cfg.refit and dm.has_validation:
-        metrics["refit"] = _refit(cfg, dm, metrics["best_epoch"], run_dir)
-    elif cfg.refit:
-        log.info("no refit: without a validation split the model already trained on every row")
+        # evaluate the selected checkpoint: validation, then test once (history = train + valid)
+        state = torch.load(run_dir.root / selection["best_checkpoint"], map_location="cpu",
+                           weights_only=True)  # fmt: skip
+        model.load_state_dict(state["state_dict"])
+        metrics: dict[str, Any] = {"model": cfg.model_name, **selection, "data": dm.meta["stats"]}
+        evaluator = _trainer(cfg, logger=logger, enable_checkpointing=False)
+        if dm.has_validation:
+            val = evaluator.validate(model, datamodule=dm, verbose=False)
+            metrics["val"] = _plain(val[0], "val/")
+        if dm.has_test:
+            metrics["test"] = _plain(
+                evaluator.test(model, datamodule=dm, verbose=False)[0], "test/"
+            )
+        if cfg.refit and dm.has_validation:
+            metrics["refit"] = _refit(cfg, dm, metrics["best_epoch"], run_dir)
+        elif cfg.refit:
+            log.info("no refit: without a validation split the model already trained on every row")
     write_json(run_dir.metrics, metrics)  # written last: marks the run as finished
     log.info("run folder %s: %s", run_dir.root, {k: metrics.get(k) for k in ("val", "test")})
     monitored = None if monitor is None else metrics["val"][monitor.removeprefix("val/")]
     return TrainResult(model, dm, run_dir, metrics, monitored)
+
+
+# what must match for a run to be continued: everything that shapes its computation
+SAME_ON_RESUME = ("seed", "refit", "model", "data", "eval", "checkpoint", "early_stopping",
+                  "trainer")  # fmt: skip
+
+
+def _check_same_setup(cfg: DictConfig, run_dir: RunDir) -> None:
+    """A resumed run must be the same computation: refuse another setup, naming the key."""
+    saved = OmegaConf.to_container(OmegaConf.load(run_dir.config), resolve=True)
+    now = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(saved, dict) and isinstance(now, dict)
+    for key in SAME_ON_RESUME:
+        for name, (a, b) in _diff(saved.get(key), now.get(key), key).items():
+            raise LightrecError(
+                f"resume: {name} is {b!r} here but {a!r} in {run_dir.root}; a run continues "
+                "with the settings it started with (give the same overrides, or none)"
+            )
+
+
+def _diff(a: Any, b: Any, prefix: str) -> dict[str, tuple[Any, Any]]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: dict[str, tuple[Any, Any]] = {}
+        for k in sorted(set(a) | set(b), key=str):
+            out.update(_diff(a.get(k), b.get(k), f"{prefix}.{k}"))
+        return out
+    return {} if a == b else {prefix: (a, b)}
 
 
 def _refit(cfg: DictConfig, dm: RecSysDataModule, best_epoch: int, run_dir: RunDir) -> dict:
@@ -148,9 +184,10 @@ def _refit(cfg: DictConfig, dm: RecSysDataModule, best_epoch: int, run_dir: RunD
 
 
 def _trainer(cfg: DictConfig, **kw: Any) -> pl.Trainer:
-    """``pl.Trainer`` from ``cfg.trainer``; keyword arguments add to or replace its keys."""
+    """``pl.Trainer`` from ``cfg.trainer``; keyword arguments add to or replace its keys.
+    Checkpoints are written atomically (:class:`~lightrec.resume.AtomicCheckpointIO`)."""
     trainer_args: dict[str, Any] = OmegaConf.to_object(cfg.trainer)  # type: ignore[assignment]
-    return pl.Trainer(**{**trainer_args, **kw})
+    return pl.Trainer(**{**trainer_args, "plugins": [AtomicCheckpointIO()], **kw})
 
 
 def _fit_sgd(
@@ -161,9 +198,10 @@ def _fit_sgd(
     run_dir: RunDir,
     monitor: str | None,
     extra_callbacks: list[pl.Callback],
-) -> tuple[pl.Trainer, Path]:
+    resuming: bool,
+) -> dict[str, Any]:
     """Gradient training: best.ckpt by ``monitor`` (the last epoch without validation) and
-    last.ckpt at the end of every epoch, validated or not."""
+    last.ckpt at the end of every epoch, validated or not; returns the selection."""
     last_cb = ModelCheckpoint(
         dirpath=run_dir.checkpoint_dir,
         filename=run_dir.last_ckpt.stem,
@@ -171,7 +209,10 @@ def _fit_sgd(
         save_on_train_epoch_end=True,  # after the epoch's validation, when there is one
         enable_version_counter=False,
     )
-    callbacks: list[pl.Callback] = [last_cb, ReleaseHostMemory(), *extra_callbacks]
+    # a run stopped before its first epoch ended starts again from its seed (no checkpoint)
+    ckpt_path = run_dir.last_ckpt if resuming and run_dir.last_ckpt.is_file() else None
+    state = ResumeState(resumes=int(resuming))
+    callbacks: list[pl.Callback] = [last_cb, state, ReleaseHostMemory(), *extra_callbacks]
     best_cb = None
     if monitor is None:
         log.warning("no validation split: training runs for trainer.max_epochs, keeping last")
@@ -190,10 +231,40 @@ def _fit_sgd(
         )
         callbacks += [best_cb, stop]
     trainer = _trainer(cfg, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir.root))
-    trainer.fit(model, datamodule=dm)
+    trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
     if best_cb is None:
         shutil.copyfile(run_dir.last_ckpt, run_dir.best_ckpt)
-    return trainer, run_dir.best_ckpt
+    best_epoch = torch.load(run_dir.best_ckpt, map_location="cpu", weights_only=True)["epoch"]
+    return {
+        "best_checkpoint": run_dir.relative(run_dir.best_ckpt),
+        "best_epoch": int(best_epoch),
+        "epochs_trained": int(trainer.current_epoch),
+        "global_steps": int(trainer.global_step),
+        "fit_time_s": round(state.elapsed, 3),
+        "resumed": state.resumes,
+    }
+
+
+def _fit_closed_form_run(
+    cfg: DictConfig,
+    dm: RecSysDataModule,
+    model: ClosedFormModule,
+    logger: TensorBoardLogger,
+    run_dir: RunDir,
+) -> dict[str, Any]:
+    """The closed-form fit of a run (deterministic: a resumed run simply fits again)."""
+    t0 = time.perf_counter()
+    trainer = _fit_closed_form(cfg, dm, model, logger)
+    trainer.save_checkpoint(run_dir.best_ckpt, weights_only=True)  # no optimiser to keep
+    shutil.copyfile(run_dir.best_ckpt, run_dir.last_ckpt)
+    return {
+        "best_checkpoint": run_dir.relative(run_dir.best_ckpt),
+        "best_epoch": 0,
+        "epochs_trained": 0,
+        "global_steps": 0,
+        "fit_time_s": round(time.perf_counter() - t0, 3),
+        "resumed": 0,
+    }
 
 
 def _fit_closed_form(

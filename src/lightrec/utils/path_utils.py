@@ -11,7 +11,9 @@ or ``.../<time>-multirun/<n>`` for sweeps) holds::
     submission.csv     written by predict
 
 :class:`RunDir` names these paths; ``get_directories(cfg, "predict")`` picks the latest
-finished run of ``cfg.model_name``, or the one named by ``run_dir=...`` or ``ckpt_path=...``.
+finished run of ``cfg.model_name``, or the one named by ``run_dir=...`` or ``ckpt_path=...``;
+``run_to_resume`` the unfinished run that ``resume=true`` (or ``resume=<run folder>``)
+continues.
 """
 
 from __future__ import annotations
@@ -65,6 +67,11 @@ class RunDir:
         return self.checkpoint_dir / LAST_CKPT
 
     @property
+    def selection(self) -> Path:
+        """Written when training ends: what it selected (best checkpoint, epochs, time)."""
+        return self.checkpoint_dir / "selection.json"
+
+    @property
     def refit_ckpt(self) -> Path:
         return self.checkpoint_dir / REFIT_CKPT
 
@@ -99,11 +106,48 @@ def latest_finished_run(log_root: str | Path, model_name: str) -> RunDir:
     return runs[-1]
 
 
+def unfinished_runs(log_root: str | Path, model_name: str) -> list[RunDir]:
+    """Training runs of a model that started (config.yaml) and did not finish (no
+    metrics.json), oldest first by their latest checkpoint (or their start)."""
+    root = Path(log_root) / model_name
+    if not root.is_dir():
+        return []
+    runs = [RunDir(p.parent) for p in root.rglob("config.yaml")]
+    runs = [r for r in runs if r.checkpoint_dir.is_dir() and not r.metrics.exists()]
+
+    def progress(r: RunDir) -> tuple[int, str]:
+        newest = r.last_ckpt if r.last_ckpt.is_file() else r.config
+        return newest.stat().st_mtime_ns, str(r.root)
+
+    return sorted(runs, key=progress)
+
+
+def run_to_resume(resume: bool | str, log_root: str | Path, model_name: str) -> RunDir:
+    """The run ``resume=true`` (the most recent unfinished run of the model) or
+    ``resume=<run folder>`` names; one sentence when there is none."""
+    if resume is True:
+        runs = unfinished_runs(log_root, model_name)
+        if not runs:
+            raise LightrecError(
+                f"resume=true: no unfinished training run of {model_name!r} under "
+                f"{Path(log_root)} to continue (train one, or name it with resume=<run folder>)"
+            )
+        return runs[-1]
+    run = RunDir(Path(str(resume)).expanduser())
+    if (run.root / FINISHED_MARKER).exists():
+        raise LightrecError(f"resume={resume}: that run already finished (it has metrics.json)")
+    if not run.config.is_file() or not run.checkpoint_dir.is_dir():
+        raise LightrecError(f"resume={resume}: not a training run folder (no config.yaml)")
+    return run
+
+
 def get_directories(cfg: DictConfig, stage: str) -> RunDir:
     """The run folder of a stage: for ``fit`` the new run's (Hydra's output dir, with its
     checkpoint folder made), for ``predict`` a finished run's (``ckpt_path=``, ``run_dir=``
     or the latest finished run of ``cfg.model_name``), checked to hold what predict reads."""
     if stage == "fit":
+        if cfg.resume not in (False, None):  # the run's own folder (Hydra's, via the resolver)
+            return run_to_resume(cfg.resume, cfg.paths.log_root, cfg.model_name)
         run = RunDir(Path(HydraConfig.get().runtime.output_dir))
         run.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         return run

@@ -1,0 +1,157 @@
+"""What makes a killed training run cost minutes, not the run.
+
+- :class:`ResumeState`: a callback whose state rides in every checkpoint: the random states
+  (torch, CUDA, numpy, python; the data loader's shuffling draws from torch's), the training
+  time so far and how often the run was resumed.
+- :class:`AtomicCheckpointIO`: checkpoints are written next to their final name and renamed
+  into place, so a kill never leaves a truncated ``last.ckpt``.
+- :func:`resume_command`: the exact command that continues an interrupted run (which run
+  ``resume=true`` continues is :func:`lightrec.utils.path_utils.run_to_resume`).
+- :func:`on_signals`: Ctrl-C and SIGTERM both stop training at the next step, leave the run
+  folder unfinished, and end in :class:`RunInterrupted`.
+
+A run resumes from ``last.ckpt``, written at the end of every epoch (docs/CHECKPOINT_STRUCTURE.md):
+a run killed in the middle of an epoch does that epoch again from its start, with the same
+random state, so the continuation is the same computation. A run stopped before its first
+epoch ended has no checkpoint yet: it starts again, in its own folder, from its seed.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shlex
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.plugins.io import TorchCheckpointIO
+
+from lightrec.utils.path_utils import RunDir
+
+
+class RunInterrupted(Exception):
+    """Training stopped by a signal; the run folder is left unfinished and resumable."""
+
+    def __init__(self, run: RunDir, signal_name: str) -> None:
+        super().__init__(f"{signal_name} received: training stopped")
+        self.run = run
+        self.signal_name = signal_name
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + int(getattr(signal, self.signal_name, signal.SIGINT))
+
+
+def random_state() -> dict[str, Any]:
+    """Every random generator a training step draws from, in a ``weights_only``-safe form."""
+    np_state: tuple = np.random.get_state(legacy=True)  # type: ignore[assignment]
+    py_version, py_state, py_gauss = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "python": {"version": py_version, "state": list(py_state), "gauss": py_gauss},
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_random_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    keys = n["keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class ResumeState(pl.Callback):
+    """Random states, training time and resume count, saved with every checkpoint."""
+
+    def __init__(self, resumes: int = 0) -> None:
+        self.elapsed_before = 0.0  # training seconds of earlier segments of this run
+        self.resumes = resumes
+        self._segment_start = time.perf_counter()
+
+    @property
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self._segment_start
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"random": random_state(), "elapsed_s": self.elapsed, "resumes": self.resumes}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        set_random_state(state_dict["random"])
+        self.elapsed_before = float(state_dict["elapsed_s"])
+        self.resumes = int(state_dict["resumes"]) + 1
+        self._segment_start = time.perf_counter()
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write a checkpoint to a temporary file in its own folder, then rename it into place:
+    readers and resumes see the old file or the new one, never half of one."""
+
+    def save_checkpoint(self, checkpoint: dict, path: Any, storage_options: Any = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(checkpoint, f)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def remove_partial_checkpoints(run: RunDir) -> None:
+    """Temporary checkpoint files a kill left behind (never a finished one)."""
+    for tmp in run.checkpoint_dir.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
+def resume_command(run: RunDir, argv: list[str] | None = None) -> str:
+    """The command that continues ``run``: this process's own, with ``resume=<run>``."""
+    args = [a for a in (sys.argv if argv is None else argv)[1:] if not a.startswith("resume=")]
+    return shlex.join([sys.executable, sys.argv[0], *args, f"resume={run.root}"])
+
+
+@contextmanager
+def on_signals(run: RunDir) -> Iterator[None]:
+    """While training: Ctrl-C and SIGTERM stop at the next step and raise RunInterrupted.
+
+    Lightning turns a KeyboardInterrupt inside ``fit`` into a graceful shutdown ending in
+    ``SystemExit(1)``, and its own SIGTERM handling into a ``SIGTERMException``; both are
+    reported here as one :class:`RunInterrupted` naming the signal."""
+    received: list[str] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        received.append(signal.Signals(signum).name)
+        raise KeyboardInterrupt
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    except (KeyboardInterrupt, SystemExit) as e:
+        if not received and not isinstance(e, KeyboardInterrupt):
+            raise
+        raise RunInterrupted(run, received[0] if received else "SIGINT") from None
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)

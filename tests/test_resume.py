@@ -1,0 +1,244 @@
+"""Nothing lost: a run stopped at any moment (SIGKILL, Ctrl-C, SIGTERM) continues in its own
+folder and finishes with the numbers of the same run left alone."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import shlex
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from helpers import ROOT, compose_cfg, cpu_overrides, make_log, run_cmd
+from lightrec import train
+from lightrec.errors import LightrecError
+from lightrec.resume import RunInterrupted, random_state, set_random_state
+from lightrec.utils.path_utils import RunDir
+
+# what must be equal between an interrupted-and-resumed run and an uninterrupted one
+COMPARED = ("best_epoch", "epochs_trained", "global_steps", "val", "test", "refit")
+TINY = {
+    "multi_vae_v2": [],
+    "recvae": ["model.hidden_dim=16", "model.latent_dim=4"],
+    "bert4rec_v2": ["data.max_len=8", "model.hidden_size=16", "trainer.min_epochs=1"],
+    "sasrec": ["data.max_len=8", "model.hidden_size=16"],
+}
+
+
+def same_numbers(a: dict, b: dict) -> None:
+    for key in COMPARED:
+        ra, rb = a.get(key), b.get(key)
+        if key == "refit" and ra is not None:  # its time differs, its results may not
+            ra = {k: v for k, v in ra.items() if k != "fit_time_s"}
+            rb = {k: v for k, v in rb.items() if k != "fit_time_s"}
+        assert ra == rb, key
+
+
+def test_random_states_round_trip():
+    state = random_state()
+    a = (torch.rand(3), np.random.rand(3), random.random())
+    set_random_state(state)
+    b = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+    torch.load(buf, weights_only=True)  # checkpoints must stay weights_only loadable
+
+
+class SignalAt(pl.Callback):
+    """Sends this process ``sig`` in the middle of epoch ``epoch`` (after its 2nd batch)."""
+
+    def __init__(self, epoch: int, sig: int = signal.SIGINT) -> None:
+        self.epoch, self.sig = epoch, sig
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.current_epoch == self.epoch and batch_idx == 1:
+            os.kill(os.getpid(), self.sig)
+
+
+@pytest.mark.parametrize("config", list(TINY))
+def test_interrupted_mid_epoch_and_resumed_is_the_same_run(tmp_path, tiny_csv, config):
+    ov = [
+        *cpu_overrides(tmp_path, tiny_csv),
+        "data.batch_size=8",
+        "trainer.max_epochs=5",
+        "data.holdout=valid_and_test",
+        *TINY[config],
+    ]
+    whole = train.fit(compose_cfg(config, ov, tmp_path / "whole")).metrics
+
+    cfg = compose_cfg(config, ov, tmp_path / "cut")
+    with pytest.raises(RunInterrupted) as stop:
+        train.fit(cfg, extra_callbacks=[SignalAt(epoch=2)])
+    run = RunDir(tmp_path / "cut")
+    assert stop.value.signal_name == "SIGINT" and stop.value.run == run
+    assert not run.metrics.exists() and run.last_ckpt.is_file()
+    assert torch.load(run.last_ckpt, weights_only=True)["epoch"] == 1  # the last whole epoch
+    resumed = train.fit(compose_cfg(config, [*ov, f"resume={run.root}"], tmp_path / "x")).metrics
+    assert resumed["resumed"] == 1
+    same_numbers(whole, resumed)
+
+
+def test_interrupted_in_the_first_epoch_starts_again_in_its_folder(tmp_path, tiny_csv):
+    ov = [*cpu_overrides(tmp_path, tiny_csv), "data.batch_size=8", "refit=false"]
+    whole = train.fit(compose_cfg("multi_vae_v2", ov, tmp_path / "whole")).metrics
+    cut = tmp_path / "saved" / "hydra_logs" / "multi_vae_v2" / "d" / "cut"
+    with pytest.raises(RunInterrupted):
+        train.fit(compose_cfg("multi_vae_v2", ov, cut), [SignalAt(epoch=0)])
+    assert not (cut / "checkpoints" / "last.ckpt").exists()
+    resumed = train.fit(compose_cfg("multi_vae_v2", [*ov, "resume=true"])).metrics
+    assert resumed["resumed"] == 1 and (cut / "metrics.json").is_file()
+    same_numbers(whole, resumed)
+
+
+def test_stopped_after_training_redoes_only_evaluation_and_refit(tmp_path, tiny_csv):
+    """A run killed during its refit: training is not repeated, the refit starts again."""
+    ov = [*cpu_overrides(tmp_path, tiny_csv), "data.holdout=valid_and_test"]
+    run_dir = tmp_path / "saved" / "hydra_logs" / "multi_vae_v2" / "d" / "t"
+    whole = train.fit(compose_cfg("multi_vae_v2", ov, run_dir))
+    run = whole.run
+    run.metrics.unlink()
+    run.refit_ckpt.unlink()
+    before = run.last_ckpt.stat().st_mtime_ns
+    again = train.fit(compose_cfg("multi_vae_v2", [*ov, "resume=true"])).metrics
+    assert run.last_ckpt.stat().st_mtime_ns == before  # no epoch was trained again
+    same_numbers(whole.metrics, again)
+    assert run.refit_ckpt.is_file()
+
+
+def test_resume_with_nothing_to_resume_is_one_sentence(tmp_path, tiny_csv):
+    cfg = compose_cfg("multi_vae_v2", [*cpu_overrides(tmp_path, tiny_csv), "resume=true"])
+    with pytest.raises(LightrecError, match="no unfinished training run of 'multi_vae_v2'"):
+        train.fit(cfg)
+    cfg = compose_cfg("multi_vae_v2", [*cpu_overrides(tmp_path, tiny_csv), f"resume={tmp_path}"])
+    with pytest.raises(LightrecError, match="not a training run folder"):
+        train.fit(cfg)
+
+
+def test_resume_with_other_settings_is_refused(tmp_path, tiny_csv):
+    ov = [*cpu_overrides(tmp_path, tiny_csv), "trainer.max_epochs=4"]
+    cut = tmp_path / "saved" / "hydra_logs" / "multi_vae_v2" / "d" / "cut"
+    with pytest.raises(RunInterrupted):
+        train.fit(compose_cfg("multi_vae_v2", ov, cut), [SignalAt(epoch=1)])
+    other = compose_cfg("multi_vae_v2", [*ov, "model.lr=0.5", "resume=true"])
+    with pytest.raises(LightrecError, match=r"resume: model\.lr is 0\.5 here but 0\.005"):
+        train.fit(other)
+
+
+# ---------------------------------------------------------------- real processes
+
+
+def big_log(path):
+    """Enough users that an epoch lasts a while: a kill lands inside one."""
+    make_log(n_users=800, n_items=150, per_user=12, seed=3).to_csv(path, index=False)
+    return path
+
+
+def overrides(tmp_path, csv, log_root) -> list[str]:
+    return [
+        f"data.path={csv}",
+        f"data_cache.cache_dir={tmp_path / 'cache'}",
+        f"paths.log_root={log_root}",
+        f"paths.predict_log_root={tmp_path / 'pl'}",
+        "data.batch_size=16",
+        "trainer.max_epochs=6",
+        "trainer.accelerator=cpu",
+        "trainer.log_every_n_steps=50",
+        "model.hidden_dims=[64,16]",
+        "early_stopping.patience=50",
+        "data.holdout=valid_and_test",
+    ]
+
+
+def metrics_of(log_root) -> dict:
+    (m,) = log_root.rglob("metrics.json")
+    return json.loads(m.read_text())
+
+
+def start(args, tmp_path) -> subprocess.Popen:
+    env = {**os.environ, "LIGHTREC_VENV": sys.prefix, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def wait_for_epoch(log_root, epoch: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+    """Until the run's last.ckpt is at least at ``epoch`` (0-based)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        for ckpt in log_root.rglob("last.ckpt"):
+            try:
+                if torch.load(ckpt, weights_only=True)["epoch"] >= epoch:
+                    return
+            except Exception:  # noqa: BLE001 - being replaced right now
+                pass
+        time.sleep(0.05)
+    raise AssertionError("the run did not get there in time")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("whole")
+    csv = big_log(tmp / "log.csv")
+    p = run_cmd(
+        [sys.executable, str(ROOT / "train_multi_vae.py"), *overrides(tmp, csv, tmp / "saved")],
+        cwd=tmp,
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    return csv, metrics_of(tmp / "saved")
+
+
+def test_sigkill_mid_epoch_then_resume_finishes_like_an_uninterrupted_run(tmp_path, uninterrupted):
+    csv, whole = uninterrupted
+    log_root = tmp_path / "saved"
+    args = [sys.executable, str(ROOT / "train_multi_vae.py"), *overrides(tmp_path, csv, log_root)]
+    for kill_after_epoch in (1, 3):  # killed twice, the second time in the resumed run
+        proc = start(args, tmp_path)
+        wait_for_epoch(log_root, kill_after_epoch, proc)
+        time.sleep(random.uniform(0.05, 0.4))  # somewhere inside the next epoch
+        proc.kill()
+        proc.wait()
+        assert not list(log_root.rglob("metrics.json"))
+        args = [*args[:2], *overrides(tmp_path, csv, log_root), "resume=true"]
+    p = run_cmd(args, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    resumed = metrics_of(log_root)
+    assert resumed["resumed"] == 2
+    same_numbers(whole, resumed)
+    assert not list(log_root.rglob("*.tmp"))
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_or_sigterm_stops_cleanly_and_prints_the_resume_command(
+    tmp_path, uninterrupted, sig, code
+):
+    csv, whole = uninterrupted
+    log_root = tmp_path / "saved"
+    proc = start(
+        [sys.executable, str(ROOT / "train_multi_vae.py"), *overrides(tmp_path, csv, log_root)],
+        tmp_path,
+    )
+    wait_for_epoch(log_root, 1, proc)
+    sent = time.monotonic()
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == code and time.monotonic() - sent < 10
+    assert "Traceback" not in err
+    (run_dir,) = {p.parent.parent for p in log_root.rglob("last.ckpt")}
+    assert not (run_dir / "metrics.json").exists()
+    command = err.strip().splitlines()[-1].strip()
+    assert command.endswith(f"resume={run_dir}")
+    p = run_cmd(shlex.split(command), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    same_numbers(whole, metrics_of(log_root))
