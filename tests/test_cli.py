@@ -20,6 +20,7 @@ def tiny_overrides(tmp_path, csv) -> list[str]:
         f"data_cache.cache_dir={tmp_path / 'cache'}",
         "data.min_interactions=3",
         "trainer.max_epochs=2",
+        "trainer.min_epochs=1",
         "trainer.accelerator=cpu",
     ]
 

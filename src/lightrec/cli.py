@@ -12,7 +12,7 @@ from typing import TypeVar
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from lightrec.errors import LightrecError
@@ -43,6 +43,71 @@ def user_error_message(exc: BaseException) -> str | None:
     return None
 
 
+def preflight(config_name: str, entry_file: str, argv: list[str] | None = None) -> None:
+    """Before Hydra runs: compose the config the command asks for and check every value
+    (:func:`lightrec.config_check.check_config`); a config Hydra cannot compose or a bad
+    value is one ``error:`` sentence and exit 2, before any folder is made. For a sweep
+    the first value of each swept key is checked (each job checks its own again)."""
+    from hydra import compose, initialize_config_dir
+    from hydra._internal.utils import get_args_parser
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    from lightrec.config_check import check_config
+    from lightrec.utils.path_utils import run_to_resume
+
+    args = get_args_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    if args.help or args.hydra_help or args.cfg or args.info or args.shell_completion:
+        return  # Hydra's own commands
+    if args.config_path or args.config_dir:
+        return  # another config tree: Hydra reports its own errors
+    name = args.config_name or config_name
+    try:
+        fixed: list[str] = []  # the overrides of one job; swept keys get each value in turn
+        swept: list[list[str]] = []
+        parser = OverridesParser.create()
+        for line in args.overrides:
+            try:
+                (o,) = parser.parse_overrides([line])
+            except HydraException as e:
+                why = str(e).splitlines()[0]
+                raise LightrecError(f"the override {line!r} cannot be parsed ({why})") from None
+            if not o.is_sweep_override():
+                fixed.append(line)
+            elif o.value_type is not None and o.value_type.name.endswith(
+                ("CHOICE_SWEEP", "RANGE_SWEEP")
+            ):
+                key = o.get_key_element()
+                swept.append([f"{key}={v}" for v in o.sweep_string_iterator()])
+        config_dir = str(Path(entry_file).resolve().parent / "configs")
+        firsts = [values[0] for values in swept]
+        jobs = [firsts] + [
+            [*firsts[:i], v, *firsts[i + 1 :]] for i, vs in enumerate(swept) for v in vs[1:]
+        ]
+        for job in jobs:
+            GlobalHydra.instance().clear()
+            with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+                cfg = compose(config_name=name, overrides=[*fixed, *job])
+            GlobalHydra.instance().clear()
+            with open_dict(cfg):
+                cfg.pop("hydra", None)
+            check_config(cfg)
+        if cfg.resume not in (False, None):
+            if args.multirun:
+                raise LightrecError("resume continues one run; it cannot be combined with -m")
+            run_to_resume(cfg.resume, cfg.paths.log_root, cfg.model_name)
+    except (HydraException, OmegaConfBaseException, LightrecError) as e:
+        GlobalHydra.instance().clear()
+        msg = user_error_message(e) or str(e).splitlines()[0].strip()
+        if isinstance(e, HydraException) and "primary config" in str(e):
+            msg = f"no config {name!r} (configs/{name}.yaml does not exist)"
+        elif "not in struct" in msg and getattr(e.__cause__, "full_key", None):
+            msg = f"unknown config key {e.__cause__.full_key}"  # type: ignore[union-attr]
+        print(f"error: {msg}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+
+
 def guarded(fn: Callable[[DictConfig], T], cfg: DictConfig) -> T:
     """Run ``fn(cfg)``. On a user error print ``error: <sentence>`` and exit 2 (removing the
     job's folder when Hydra's own files are all it holds); on Ctrl-C or SIGTERM print how
@@ -64,7 +129,6 @@ def guarded(fn: Callable[[DictConfig], T], cfg: DictConfig) -> T:
         msg = user_error_message(e)
         if msg is None:
             raise
-        log.error(msg)
         _remove_unused_job_folder()
         print(f"error: {msg}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)

@@ -11,6 +11,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from lightrec import submission
+from lightrec.config_check import check_config
 from lightrec.data.batches import eval_collate
 from lightrec.data.datasets import data_file
 from lightrec.data.interactions import History, full_history, read_interactions
@@ -66,6 +67,7 @@ def describe_checkpoint(run: RunDir, ckpt: Path) -> str:
 def run(cfg: DictConfig) -> Path:
     """Recommend ``predict.top_k`` unseen items to every user of the data file, from the
     user's full history (every interaction in the file); return the submission's path."""
+    check_config(cfg)
     run_dir = get_directories(cfg, "predict")
     ckpt = predict_checkpoint(cfg, run_dir)
     run_cfg = load_config(run_dir)

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 
+from lightrec.config_check import check_config
 from lightrec.data.recsys_data import RecSysDataModule
 from lightrec.errors import LightrecError
 from lightrec.models.base import ClosedFormModule, RecommenderModule
@@ -62,6 +63,7 @@ def fit(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> Tr
     With ``resume`` set, the run continues in its own folder: training from its last
     checkpoint (random states included), or, when training had finished, from the
     evaluation; the refit stage, which keeps no checkpoint of its own, starts again."""
+    check_config(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     dm = build_datamodule(cfg)
     dm.prepare_data()

@@ -13,7 +13,7 @@ import logging
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -25,12 +25,14 @@ from lightrec.data.batches import CSRCollate, csr_from_sorted, eval_collate, tra
 from lightrec.data.datasets import data_file
 from lightrec.data.interactions import ROLES, Interactions, first_rows, read_interactions
 from lightrec.data.sequences import sequence_matrix
-from lightrec.data.splits import TEST, TRAIN, VALID, SplitSpec
+from lightrec.data.splits import TEST, TRAIN, VALID, Holdout, SplitSpec, Strategy
 from lightrec.errors import LightrecError
+from lightrec.params import NonNegativeInt, OpenFraction, PositiveInt
 
 log = logging.getLogger(__name__)
 
-VIEWS = ("csr", "sequence")
+View = Literal["csr", "sequence"]
+VIEWS: tuple[str, ...] = get_args(View)
 
 
 def encode_and_split(
@@ -106,18 +108,18 @@ class RecSysDataModule(pl.LightningDataModule):
         path: str | None,
         data_dir: str,
         columns: Mapping[str, str | None],
-        min_interactions: int,
-        split_strategy: str,
-        holdout: str,
-        valid_ratio: float,
-        split_seed: int,
-        last_n: int,
-        random_m: int,
-        view: str,
-        max_len: int,
-        batch_size: int,
-        eval_batch_size: int,
-        num_workers: int,
+        min_interactions: PositiveInt,
+        split_strategy: Strategy,
+        holdout: Holdout,
+        valid_ratio: OpenFraction,
+        split_seed: NonNegativeInt,
+        last_n: PositiveInt,
+        random_m: NonNegativeInt,
+        view: View,
+        max_len: NonNegativeInt,
+        batch_size: PositiveInt,
+        eval_batch_size: PositiveInt,
+        num_workers: NonNegativeInt,
         use_cache: bool,
         cache_dir: str,
     ) -> None:

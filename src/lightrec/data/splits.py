@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -132,8 +132,10 @@ def competition_split(user: np.ndarray, holdout: str, n: int, m: int, seed: int)
     return split
 
 
-STRATEGIES = ("leave_one_out", "last_n_random_m", "random", "none")
-HOLDOUTS = ("valid", "valid_and_test")
+Strategy = Literal["leave_one_out", "last_n_random_m", "random", "none"]
+Holdout = Literal["valid", "valid_and_test"]
+STRATEGIES: tuple[str, ...] = get_args(Strategy)
+HOLDOUTS: tuple[str, ...] = get_args(Holdout)
 
 
 @dataclass(frozen=True)

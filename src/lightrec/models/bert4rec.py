@@ -14,6 +14,7 @@ on the device), not part of the network.
 from __future__ import annotations
 
 import warnings
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +24,14 @@ from lightrec.data.batches import dense_rows
 from lightrec.data.sequences import PAD, append_mask, item_rows, mask_token, to_items, vocab_size
 from lightrec.models.base import RecommenderModule
 from lightrec.models.transformer import Block, dropout, init_weights
+from lightrec.params import (
+    NonNegativeFloat,
+    OpenFraction,
+    PositiveFloat,
+    PositiveInt,
+    Probability,
+    Range,
+)
 
 # Masking runs in BERT4Rec.on_after_batch_transfer on purpose (on the device, after the copy);
 # Lightning warns whenever a module overrides that hook while a DataModule is in use.
@@ -162,18 +171,18 @@ class BERT4Rec(RecommenderModule):
 
     def __init__(
         self,
-        num_items: int,
-        max_len: int,
-        hidden_size: int,
-        num_layers: int,
-        num_heads: int,
-        dropout: float,
-        attn_dropout: float | None,
-        mask_prob: float,
-        last_item_prob: float,
-        lr: float,
-        weight_decay: float,
-        eval_ks: list[int],
+        num_items: PositiveInt,
+        max_len: Annotated[int, Range(2)],
+        hidden_size: PositiveInt,
+        num_layers: PositiveInt,
+        num_heads: PositiveInt,
+        dropout: Probability,
+        attn_dropout: Probability | None,
+        mask_prob: OpenFraction,
+        last_item_prob: Annotated[float, Range(0.0, 1.0)],
+        lr: PositiveFloat,
+        weight_decay: NonNegativeFloat,
+        eval_ks: list[PositiveInt],
         exclude_seen: bool,
     ) -> None:
         super().__init__(num_items, list(eval_ks), exclude_seen)

@@ -18,6 +18,7 @@ The items x items matrices are checked against ``memory_budget_gb`` before alloc
 from __future__ import annotations
 
 import logging
+from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -25,6 +26,7 @@ import torch
 
 from lightrec.errors import LightrecError
 from lightrec.models.base import ClosedFormModule
+from lightrec.params import PositiveFloat, PositiveInt
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +67,11 @@ class EASE(ClosedFormModule):
 
     def __init__(
         self,
-        num_items: int,
-        lam: float,
-        dtype: str,
-        memory_budget_gb: float,
-        eval_ks: list[int],
+        num_items: PositiveInt,
+        lam: PositiveFloat,
+        dtype: Literal["auto", "float32", "float64"],
+        memory_budget_gb: PositiveFloat,
+        eval_ks: list[PositiveInt],
         exclude_seen: bool,
     ) -> None:
         super().__init__(num_items, list(eval_ks), exclude_seen)

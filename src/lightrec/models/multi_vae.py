@@ -17,6 +17,13 @@ from torch import nn
 
 from lightrec.data.batches import dense_rows
 from lightrec.models.base import RecommenderModule
+from lightrec.params import (
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Probability,
+)
 
 
 class MultiVAENet(nn.Module):
@@ -94,14 +101,14 @@ class MultiVAE(RecommenderModule):
 
     def __init__(
         self,
-        num_items: int,
-        hidden_dims: list[int],
-        dropout: float,
-        kl_cap: float,
-        anneal_steps: int,
-        lr: float,
-        weight_decay: float,
-        eval_ks: list[int],
+        num_items: PositiveInt,
+        hidden_dims: list[PositiveInt],
+        dropout: Probability,
+        kl_cap: NonNegativeFloat,
+        anneal_steps: NonNegativeInt,
+        lr: PositiveFloat,
+        weight_decay: NonNegativeFloat,
+        eval_ks: list[PositiveInt],
         exclude_seen: bool,
     ) -> None:
         super().__init__(num_items, list(eval_ks), exclude_seen)

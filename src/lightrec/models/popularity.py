@@ -8,6 +8,7 @@ import scipy.sparse as sp
 import torch
 
 from lightrec.models.base import ClosedFormModule
+from lightrec.params import PositiveInt
 
 
 class Popularity(ClosedFormModule):
@@ -19,7 +20,9 @@ class Popularity(ClosedFormModule):
 
     counts: torch.Tensor
 
-    def __init__(self, num_items: int, eval_ks: list[int], exclude_seen: bool) -> None:
+    def __init__(
+        self, num_items: PositiveInt, eval_ks: list[PositiveInt], exclude_seen: bool
+    ) -> None:
         super().__init__(num_items, list(eval_ks), exclude_seen)
         self.save_hyperparameters()
         self.register_buffer("counts", torch.zeros(num_items))

@@ -27,6 +27,7 @@ from torch import nn
 
 from lightrec.data.batches import dense_rows
 from lightrec.models.base import Batch, RecommenderModule
+from lightrec.params import NonNegativeFloat, PositiveFloat, PositiveInt, Probability
 
 # the paper's composite prior: standard normal, previous posterior, wide normal (logvar 10)
 PRIOR_WEIGHTS = (3 / 20, 3 / 4, 1 / 10)
@@ -121,15 +122,15 @@ class RecVAE(RecommenderModule):
 
     def __init__(
         self,
-        num_items: int,
-        hidden_dim: int,
-        latent_dim: int,
-        dropout: float,
-        gamma: float,
-        enc_epochs: int,
-        dec_epochs: int,
-        lr: float,
-        eval_ks: list[int],
+        num_items: PositiveInt,
+        hidden_dim: PositiveInt,
+        latent_dim: PositiveInt,
+        dropout: Probability,
+        gamma: NonNegativeFloat,
+        enc_epochs: PositiveInt,
+        dec_epochs: PositiveInt,
+        lr: PositiveFloat,
+        eval_ks: list[PositiveInt],
         exclude_seen: bool,
     ) -> None:
         super().__init__(num_items, list(eval_ks), exclude_seen)

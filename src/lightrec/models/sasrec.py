@@ -16,6 +16,8 @@ what comes next.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -24,6 +26,7 @@ from lightrec.data.batches import dense_rows
 from lightrec.data.sequences import PAD, item_rows, to_items, vocab_size
 from lightrec.models.base import Batch, RecommenderModule
 from lightrec.models.transformer import Block, dropout, init_weights
+from lightrec.params import NonNegativeFloat, PositiveFloat, PositiveInt, Probability, Range
 
 
 def causal_mask(seq: torch.Tensor) -> torch.Tensor:
@@ -97,15 +100,15 @@ class SASRec(RecommenderModule):
 
     def __init__(
         self,
-        num_items: int,
-        max_len: int,
-        hidden_size: int,
-        num_layers: int,
-        num_heads: int,
-        dropout: float,
-        lr: float,
-        weight_decay: float,
-        eval_ks: list[int],
+        num_items: PositiveInt,
+        max_len: Annotated[int, Range(2)],
+        hidden_size: PositiveInt,
+        num_layers: PositiveInt,
+        num_heads: PositiveInt,
+        dropout: Probability,
+        lr: PositiveFloat,
+        weight_decay: NonNegativeFloat,
+        eval_ks: list[PositiveInt],
         exclude_seen: bool,
     ) -> None:
         super().__init__(num_items, list(eval_ks), exclude_seen)

@@ -1,0 +1,293 @@
+"""Every configuration value checked before any work, in one place, with the key named.
+
+- Blocks with a ``_target_`` (``model:``, ``data:``) are checked against their class's
+  constructor: unknown and missing keys, and each value against its annotation (types,
+  ``Literal`` choices, the ranges of :mod:`lightrec.params`). The class owns its rules.
+- The other blocks are checked against the small schemas below; ``trainer:`` keys must be
+  ``pytorch_lightning.Trainer`` arguments.
+- Then what needs two keys: ``trainer.min_epochs`` <= ``max_epochs``; ``checkpoint.monitor``
+  names a validation metric at a cut-off ``model.eval_ks`` computes; ``resume`` with a
+  single run.
+
+:func:`check_config` raises :class:`~lightrec.errors.LightrecError` with one sentence;
+train, predict and the entry scripts' pre-flight (:func:`lightrec.cli.preflight`) call it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+from hydra.utils import get_class
+from omegaconf import DictConfig, OmegaConf
+
+from lightrec.errors import LightrecError
+from lightrec.metrics import METRICS
+from lightrec.params import NonNegativeInt, PositiveInt, Range
+
+MISSING = "???"
+UNIONS = (Union, types.UnionType)  # Optional[int] and int | None
+
+
+@dataclass
+class Top:
+    model_name: str
+    seed: NonNegativeInt
+    refit: bool
+    resume: bool | str
+    run_dir: str | None
+    ckpt_path: str | None
+
+
+@dataclass
+class Paths:
+    log_root: str
+    predict_log_root: str
+
+
+@dataclass
+class DataCache:
+    use_cache: bool
+    cache_dir: str
+
+
+@dataclass
+class Eval:
+    exclude_seen: bool
+
+
+@dataclass
+class Checkpoint:
+    monitor: str
+    mode: Literal["max", "min"]
+
+
+@dataclass
+class EarlyStopping:
+    patience: PositiveInt
+
+
+@dataclass
+class Predict:
+    top_k: PositiveInt
+    batch_size: PositiveInt
+    use_refit: bool
+
+
+@dataclass
+class Trainer:
+    """The ranges of the trainer keys the shipped configs set (any other Trainer argument
+    may be given, and is checked by Lightning)."""
+
+    max_epochs: PositiveInt
+    min_epochs: NonNegativeInt
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps", "tpu"]
+    devices: int | str | list[int]
+    num_nodes: PositiveInt
+    strategy: str
+    precision: (
+        Literal[
+            "32-true",
+            "32",
+            "16-mixed",
+            "bf16-mixed",
+            "bf16-true",
+            "16-true",
+            "64-true",
+            "64",
+            "16",
+            "bf16",
+        ]
+        | int
+    )
+    log_every_n_steps: PositiveInt
+    check_val_every_n_epoch: PositiveInt | None
+    num_sanity_val_steps: int
+    enable_progress_bar: bool
+    enable_model_summary: bool
+    deterministic: bool | Literal["warn"]
+
+
+SCHEMAS: dict[str, type] = {
+    "paths": Paths,
+    "data_cache": DataCache,
+    "eval": Eval,
+    "checkpoint": Checkpoint,
+    "early_stopping": EarlyStopping,
+    "predict": Predict,
+}
+
+
+TOP_LEVEL = {f.name for f in fields(Top)} | set(SCHEMAS) | {"model", "data", "trainer"}
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Raise LightrecError naming the first key whose value is unknown, missing, of the
+    wrong type, out of range or inconsistent with another."""
+    unknown = sorted(set(cfg.keys()) - TOP_LEVEL, key=str)
+    if unknown:
+        raise LightrecError(
+            f"unknown config key {unknown[0]!r} (the top-level keys are: "
+            f"{', '.join(sorted(TOP_LEVEL))})"
+        )
+    plain: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    _check_schema(Top, {k: plain[k] for k in (f.name for f in fields(Top))}, "")
+    for name, schema in SCHEMAS.items():
+        _check_schema(schema, plain[name], f"{name}.")
+    _check_trainer(plain["trainer"])
+    for name in ("model", "data"):
+        _check_target(plain[name], f"{name}.")
+    _check_consistency(plain)
+
+
+def _check_schema(schema: type, values: Mapping[str, Any], prefix: str) -> None:
+    hints = typing.get_type_hints(schema, include_extras=True)
+    names = [f.name for f in fields(schema)]
+    for key in values:
+        if key not in hints:
+            raise LightrecError(f"unknown config key {prefix}{key} (it takes: {', '.join(names)})")
+    for key in names:
+        if key not in values:
+            raise LightrecError(f"config key {prefix}{key} is missing")
+        check_value(values[key], hints[key], f"{prefix}{key}")
+
+
+def _check_trainer(values: Mapping[str, Any]) -> None:
+    import pytorch_lightning as pl
+
+    accepted = inspect.signature(pl.Trainer).parameters
+    hints = typing.get_type_hints(Trainer, include_extras=True)
+    for key, value in values.items():
+        if key not in accepted:
+            raise LightrecError(
+                f"unknown config key trainer.{key} (not a pytorch_lightning.Trainer argument)"
+            )
+        if key in hints:
+            check_value(value, hints[key], f"trainer.{key}")
+
+
+def _check_target(block: Mapping[str, Any], prefix: str) -> None:
+    target = block.get("_target_")
+    if not isinstance(target, str):
+        raise LightrecError(f"config key {prefix}_target_ must name a class")
+    try:
+        cls = get_class(target)
+    except Exception:  # noqa: BLE001 - any import failure is a bad name for the user
+        raise LightrecError(f"{prefix}_target_={target!r} is not an importable class") from None
+    params = inspect.signature(cls).parameters
+    hints = typing.get_type_hints(cls.__init__, include_extras=True)  # type: ignore[misc]
+    args = {k: v for k, v in block.items() if k != "_target_"}
+    for key in args:
+        if key not in params:
+            raise LightrecError(
+                f"unknown config key {prefix}{key} ({cls.__name__} takes: {', '.join(params)})"
+            )
+    for key, p in params.items():
+        if key not in args:
+            if p.default is inspect.Parameter.empty:
+                raise LightrecError(
+                    f"config key {prefix}{key} is missing ({cls.__name__} needs it)"
+                )
+            continue
+        if args[key] == MISSING:  # filled in from the data (num_items)
+            continue
+        if key in hints:
+            check_value(args[key], hints[key], f"{prefix}{key}")
+
+
+def _check_consistency(c: dict[str, Any]) -> None:
+    t = c["trainer"]
+    if t.get("min_epochs", 0) > t.get("max_epochs", t.get("min_epochs", 0)):
+        raise LightrecError(
+            f"trainer.min_epochs={t['min_epochs']} is more than trainer.max_epochs="
+            f"{t['max_epochs']}: lower trainer.min_epochs too"
+        )
+    monitor = c["checkpoint"]["monitor"]
+    ks = c["model"].get("eval_ks", [])
+    name, _, k = monitor.removeprefix("val/").partition("@")
+    valid = [f"val/{m}@{kk}" for m in (*METRICS, "coverage") for kk in ks]
+    if not monitor.startswith("val/") or name not in METRICS or not k.isdigit() or int(k) not in ks:
+        raise LightrecError(
+            f"checkpoint.monitor={monitor!r} is not a validation metric this "
+            f"model computes (model.eval_ks={ks}); one of: {', '.join(valid[:6])}"
+        )
+    d = c["data"]
+    if d.get("view") == "sequence" and d.get("max_len", 0) < 2:
+        raise LightrecError(f"data.max_len={d.get('max_len')} must be at least 2 for sequences")
+    if c["resume"] not in (False, None) and (c["run_dir"] or c["ckpt_path"]):
+        raise LightrecError(
+            "resume continues a training run; run_dir and ckpt_path are for predict"
+        )
+
+
+def check_value(value: Any, annotation: Any, key: str) -> None:
+    """Raise LightrecError unless ``value`` fits ``annotation`` (and its Range, if any)."""
+    if not _fits(value, annotation):
+        raise LightrecError(f"{key}={value!r} must be {describe(annotation)}")
+
+
+def _fits(value: Any, annotation: Any) -> bool:
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        base, *meta = get_args(annotation)
+        if not _fits(value, base):
+            return False
+        return all(r.contains(value) for r in meta if isinstance(r, Range))
+    if origin in UNIONS:
+        return any(_fits(value, a) for a in get_args(annotation))
+    if origin is Literal:
+        return any(value == a and type(value) is type(a) for a in get_args(annotation))
+    if origin in (list, tuple):
+        (item,) = get_args(annotation)[:1] or (Any,)
+        return isinstance(value, list) and all(_fits(v, item) for v in value)
+    if origin in (dict, Mapping) or annotation is Mapping:
+        return isinstance(value, dict)
+    if annotation is Any:
+        return True
+    if annotation is type(None) or annotation is None:
+        return value is None
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    return True  # a type this checker does not know: the constructor decides
+
+
+def describe(annotation: Any) -> str:
+    """What an annotation allows, in words.
+
+    >>> from lightrec.params import Probability
+    >>> describe(Probability), describe(list[int] | None), describe(Literal["a", "b"])
+    ('a number in [0, 1)', 'a list of integers, or null', "one of 'a', 'b'")
+    """
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        base, *meta = get_args(annotation)
+        ranges = [r.describe() for r in meta if isinstance(r, Range)]
+        return " ".join([describe(base), *ranges])
+    if origin in UNIONS:
+        parts = [describe(a) for a in get_args(annotation) if a is not type(None)]
+        text = " or ".join(parts)
+        return f"{text}, or null" if type(None) in get_args(annotation) else text
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(annotation))
+    if origin in (list, tuple):
+        (item,) = get_args(annotation)[:1] or (Any,)
+        return f"a list of {_plural(describe(item))}"
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    return names.get(annotation, getattr(annotation, "__name__", str(annotation)))
+
+
+def _plural(text: str) -> str:
+    for one, many in (("an integer", "integers"), ("a number", "numbers"), ("a string", "strings")):
+        if text.startswith(one):
+            return many + text[len(one) :]
+    return text

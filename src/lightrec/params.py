@@ -1,0 +1,50 @@
+"""Types with their allowed range, for the arguments configs set.
+
+A constructor that a config instantiates declares its arguments with these (``dropout:
+Probability``), so the class owns its rules and :mod:`lightrec.config_check` refuses a bad
+value before any work starts, naming the key. They are plain ``Annotated`` types: type
+checkers and readers see ``float`` / ``int``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+
+@dataclass(frozen=True)
+class Range:
+    """Bounds of a number; ``None`` leaves a side open."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def contains(self, x: float) -> bool:
+        if self.lo is not None and (x < self.lo or (self.lo_open and x == self.lo)):
+            return False
+        return not (self.hi is not None and (x > self.hi or (self.hi_open and x == self.hi)))
+
+    def describe(self) -> str:
+        """
+        >>> Range(0.0, 1.0, hi_open=True).describe(), Range(1).describe()
+        ('in [0, 1)', 'at least 1')
+        >>> Range(0.0, lo_open=True).describe()
+        'greater than 0'
+        """
+        if self.lo is not None and self.hi is not None:
+            left, right = "(" if self.lo_open else "[", ")" if self.hi_open else "]"
+            return f"in {left}{self.lo:g}, {self.hi:g}{right}"
+        if self.lo is not None:
+            return f"{'greater than' if self.lo_open else 'at least'} {self.lo:g}"
+        assert self.hi is not None
+        return f"{'less than' if self.hi_open else 'at most'} {self.hi:g}"
+
+
+Probability = Annotated[float, Range(0.0, 1.0, hi_open=True)]  # a rate: dropout, masking
+OpenFraction = Annotated[float, Range(0.0, 1.0, lo_open=True, hi_open=True)]
+PositiveInt = Annotated[int, Range(1)]
+NonNegativeInt = Annotated[int, Range(0)]
+PositiveFloat = Annotated[float, Range(0.0, lo_open=True)]
+NonNegativeFloat = Annotated[float, Range(0.0)]
