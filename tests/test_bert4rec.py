@@ -166,6 +166,7 @@ def bert_overrides(tmp_path, csv, *extra):
         "data.max_len=8",
         "model.hidden_size=16",
         "model.num_layers=1",
+        "trainer.min_epochs=1",
         *extra,
     ]
 

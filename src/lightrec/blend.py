@@ -110,10 +110,10 @@ def normalise(scores: torch.Tensor, seen: torch.Tensor, method: str) -> torch.Te
     """Per-user scores on one scale, seen items at -inf.
 
     >>> s = torch.tensor([[3.0, 1.0, 2.0, 9.0]]); seen = torch.tensor([[0, 0, 0, 1]])
-    >>> normalise(s, seen, "zscore").round(decimals=3).tolist()
-    [[1.0, -1.0, 0.0, -inf]]
-    >>> (normalise(s, seen, "rank") * 60).round(decimals=3).tolist()   # 1 / (60 + rank)
-    [[1.0, 0.968, 0.984, -inf]]
+    >>> [round(v, 3) for v in normalise(s, seen, "zscore")[0].tolist()]  # spread sqrt(2/3)
+    [1.225, -1.225, 0.0, -inf]
+    >>> [round(v * 60, 3) for v in normalise(s, seen, "rank")[0].tolist()]  # 1 / (60 + rank)
+    [1.0, 0.968, 0.984, -inf]
     """
     scores = scores.float()
     unseen = seen <= 0

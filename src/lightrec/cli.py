@@ -55,6 +55,7 @@ def preflight(config_name: str, entry_file: str, argv: list[str] | None = None) 
     from hydra.errors import HydraException
 
     from lightrec.config_check import check_config
+    from lightrec.utils.io import unwritable
     from lightrec.utils.path_utils import run_to_resume
 
     args = get_args_parser().parse_args(sys.argv[1:] if argv is None else argv)
@@ -93,6 +94,11 @@ def preflight(config_name: str, entry_file: str, argv: list[str] | None = None) 
             with open_dict(cfg):
                 cfg.pop("hydra", None)
             check_config(cfg)
+        predicting = Path(entry_file).stem.startswith("predict")
+        root_key = "paths.predict_log_root" if predicting else "paths.log_root"
+        folder = cfg.paths.predict_log_root if predicting else cfg.paths.log_root
+        if problem := unwritable(folder):
+            raise LightrecError(f"{root_key}={folder} cannot be written ({problem})")
         if cfg.resume not in (False, None):
             if args.multirun:
                 raise LightrecError("resume continues one run; it cannot be combined with -m")

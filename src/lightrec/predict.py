@@ -15,6 +15,7 @@ from lightrec.config_check import check_config
 from lightrec.data.batches import eval_collate
 from lightrec.data.datasets import data_file
 from lightrec.data.interactions import History, full_history, read_interactions
+from lightrec.errors import LightrecError
 from lightrec.models.base import RecommenderModule
 from lightrec.recommend import check_enough_unseen, recommend_topk
 from lightrec.utils.path_utils import RunDir, get_directories, predict_checkpoint
@@ -33,10 +34,25 @@ def load_config(run: RunDir) -> DictConfig:
 
 
 def load_model(ckpt_path: Path, run_cfg: DictConfig) -> RecommenderModule:
-    """Rebuild the run's model class from the checkpoint's plain hyper-parameters."""
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    model = get_class(run_cfg.model._target_)(**state["hyper_parameters"])
-    model.load_state_dict(state["state_dict"])
+    """Rebuild the run's model class from the checkpoint's plain hyper-parameters; one
+    sentence when the file is unreadable or holds another model."""
+    try:
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - truncated zip, garbage, not a checkpoint at all
+        raise LightrecError(
+            f"checkpoint {ckpt_path} cannot be read ({type(e).__name__}): it is corrupt or "
+            "truncated; train the run again"
+        ) from None
+    cls = get_class(run_cfg.model._target_)
+    try:
+        model = cls(**state["hyper_parameters"])
+        model.load_state_dict(state["state_dict"])
+    except (KeyError, TypeError, RuntimeError) as e:
+        why = str(e).strip().splitlines()[0][:160]
+        raise LightrecError(
+            f"checkpoint {ckpt_path} does not hold the {cls.__name__} model its run folder's "
+            f"config.yaml names ({type(e).__name__}: {why})"
+        ) from None
     return model.eval()
 
 
@@ -72,12 +88,16 @@ def run(cfg: DictConfig) -> Path:
     ckpt = predict_checkpoint(cfg, run_dir)
     run_cfg = load_config(run_dir)
     id_maps = json.loads(run_dir.id_maps.read_text())
+    k = cfg.predict.top_k
+    if k > len(id_maps["item_ids"]):
+        raise LightrecError(
+            f"predict.top_k={k} is more than the {len(id_maps['item_ids']):,} items the model knows"
+        )
     device = pick_device()
     model = load_model(ckpt, run_cfg).to(device)
     log.info("predicting with %s", describe_checkpoint(run_dir, ckpt))
 
     history = load_history(cfg.data, id_maps["item_ids"])  # this invocation's data file
-    k = cfg.predict.top_k
     check_enough_unseen(history.csr, k, history.users)
     seqs = history.sequences(run_cfg.data.max_len) if run_cfg.data.view == "sequence" else None
     collate = eval_collate(run_cfg.data.view, history.csr, None, seqs)

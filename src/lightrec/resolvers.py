@@ -5,11 +5,15 @@
   run folder) keep their logs under ``paths.predict_log_root``, so that only training runs
   live under ``paths.log_root``.
 - ``${lightrec_run_dir:${hydra.job.name},<stamp>}``: a single job's folder,
-  ``<log root>/<model_name>/<stamp>``; with ``resume=true`` (or ``resume=<run folder>``)
-  the folder of the run being continued, so the resumed job logs into its own run.
+  ``<log root>/<model_name>/<stamp>``, claimed with an atomic ``mkdir`` (``<stamp>-1``,
+  ``-2``, ... when jobs start in the same second), so runs started together never share a
+  folder; with ``resume=true`` (or ``resume=<run folder>``) the folder of the run being
+  continued, so the resumed job logs into its own run.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -18,6 +22,9 @@ def _log_root(job_name: str, *, _root_: DictConfig) -> str:
     if job_name.startswith("predict"):
         return str(_root_.paths.predict_log_root)
     return str(_root_.paths.log_root)
+
+
+_claimed: dict[str, str] = {}  # this process's job folder, per wanted path
 
 
 def _run_dir(job_name: str, stamp: str, *, _root_: DictConfig) -> str:
@@ -30,7 +37,30 @@ def _run_dir(job_name: str, stamp: str, *, _root_: DictConfig) -> str:
             return str(run_to_resume(_root_.resume, root, _root_.model_name).root)
         except LightrecError:
             pass  # nothing to resume: train.fit says so, in one sentence
-    return f"{root}/{_root_.model_name}/{stamp}"
+    return claim(f"{root}/{_root_.model_name}/{stamp}")
+
+
+def claim(wanted: str) -> str:
+    """``wanted``, or ``wanted-1``, ``wanted-2``, ...: the first folder this process could
+    create itself (the same answer every time this process asks)."""
+    if wanted in _claimed:
+        return _claimed[wanted]
+    path = Path(wanted).expanduser()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return wanted  # an unwritable place: the pre-flight and Hydra report it
+    for n in range(1000):
+        candidate = path if n == 0 else path.with_name(f"{path.name}-{n}")
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        except OSError:
+            return wanted
+        _claimed[wanted] = str(candidate)
+        return str(candidate)
+    return wanted
 
 
 def register() -> None:

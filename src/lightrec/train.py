@@ -22,6 +22,7 @@ from lightrec.data.recsys_data import RecSysDataModule
 from lightrec.errors import LightrecError
 from lightrec.models.base import ClosedFormModule, RecommenderModule
 from lightrec.resume import AtomicCheckpointIO, ResumeState, on_signals, remove_partial_checkpoints
+from lightrec.utils.divergence import DivergenceGuard
 from lightrec.utils.io import write_json
 from lightrec.utils.memory import ReleaseHostMemory
 from lightrec.utils.path_utils import RunDir, get_directories
@@ -163,7 +164,7 @@ def _refit(cfg: DictConfig, dm: RecSysDataModule, best_epoch: int, run_dir: RunD
         trainer = _trainer(
             cfg,
             logger=logger,
-            callbacks=[ReleaseHostMemory()],
+            callbacks=[DivergenceGuard(), ReleaseHostMemory()],
             default_root_dir=str(run_dir.root),
             max_epochs=epochs,
             min_epochs=epochs,
@@ -214,7 +215,13 @@ def _fit_sgd(
     # a run stopped before its first epoch ended starts again from its seed (no checkpoint)
     ckpt_path = run_dir.last_ckpt if resuming and run_dir.last_ckpt.is_file() else None
     state = ResumeState(resumes=int(resuming))
-    callbacks: list[pl.Callback] = [last_cb, state, ReleaseHostMemory(), *extra_callbacks]
+    callbacks: list[pl.Callback] = [
+        last_cb,
+        state,
+        DivergenceGuard(),
+        ReleaseHostMemory(),
+        *extra_callbacks,
+    ]
     best_cb = None
     if monitor is None:
         log.warning("no validation split: training runs for trainer.max_epochs, keeping last")

@@ -6,6 +6,10 @@ inputs). The key is the MD5 of the format version, every parameter that shapes t
 and the MD5 of the data file's content, so editing the CSV or any split parameter is a miss.
 
 Entries are written into a temporary folder and renamed, so a crash leaves no half entry.
+Processes preparing data in the same cache folder at once (trainings started together, the
+ranks of a data-parallel job) take turns through a lock on the folder (:func:`locked`): the
+first builds the entry, the others find it. A cache folder that cannot be written is reported
+by the caller and the run goes on without the cache.
 A corrupt or truncated entry (bad JSON, a zip CRC error, missing or inconsistent arrays) is
 reported with a warning, removed and rebuilt by the caller.
 
@@ -22,6 +26,8 @@ import os
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -91,10 +97,12 @@ def save(cache_dir: str | Path, key: str, arrays: dict[str, np.ndarray], meta: d
         write_json(
             tmp / "meta.json", {**meta, "format": FORMAT_VERSION, "key": key, "lengths": lengths}
         )
-        if final.exists():  # a concurrent writer won; its entry is equivalent
-            shutil.rmtree(tmp)
-        else:
+        try:
             os.rename(tmp, final)
+        except OSError:
+            if not final.is_dir():
+                raise
+            shutil.rmtree(tmp)  # a concurrent writer won; its entry is equivalent
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -120,6 +128,23 @@ def load(cache_dir: str | Path, key: str) -> tuple[dict[str, np.ndarray], dict] 
     if set(lengths) != set(arrays) or any(arrays[k].shape[0] != n for k, n in lengths.items()):
         raise CorruptEntry("arrays do not match the lengths recorded in meta.json")
     return arrays, meta
+
+
+@contextmanager
+def locked(cache_dir: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on the cache folder (the folder itself is locked, so no lock
+    file is left behind); without ``fcntl`` (Windows) it does nothing."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on Linux or macOS
+        yield
+        return
+    fd = os.open(Path(cache_dir).expanduser(), os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def remove(cache_dir: str | Path, key: str) -> None:

@@ -62,9 +62,11 @@ def read_interactions(path: str | Path, columns: Mapping[str, str | None]) -> In
     for role, name in names.items():
         if name is not None and name not in header.columns:
             have = ", ".join(map(str, header.columns))
+            hint = f"; set data.columns.{role}"
+            if len(header.columns) == 1 and (sep := _other_separator(str(header.columns[0]))):
+                hint = f"; is it separated by {sep!r}? lightrec reads comma-separated files"
             raise LightrecError(
-                f"data file {path} has no column {name!r} for the {role} "
-                f"(it has: {have}); set data.columns.{role}"
+                f"data file {path} has no column {name!r} for the {role} (it has: {have}){hint}"
             )
     wanted = [n for n in names.values() if n is not None]
     try:
@@ -89,6 +91,10 @@ def read_interactions(path: str | Path, columns: Mapping[str, str | None]) -> In
     else:
         time = _times(df[names["time"]], path, names["time"])
     return Interactions(user, item, time, {"rows_read": n_read, "dropped_missing": n_missing})
+
+
+def _other_separator(header: str) -> str | None:
+    return next((sep for sep in (";", "\t", "|") if sep in header), None)
 
 
 def _ids(s: pd.Series) -> pd.Series:

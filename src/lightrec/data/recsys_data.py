@@ -28,6 +28,7 @@ from lightrec.data.sequences import sequence_matrix
 from lightrec.data.splits import TEST, TRAIN, VALID, Holdout, SplitSpec, Strategy
 from lightrec.errors import LightrecError
 from lightrec.params import NonNegativeInt, OpenFraction, PositiveInt
+from lightrec.utils.io import unwritable
 
 log = logging.getLogger(__name__)
 
@@ -173,11 +174,22 @@ class RecSysDataModule(pl.LightningDataModule):
         if self.arrays is not None:
             return
         path = self.data_path
+        if path.is_dir():
+            raise LightrecError(f"data file {path} is a directory (set data.path to a CSV file)")
         if not path.is_file():
             raise LightrecError(f"data file {path} does not exist (set data.path to a CSV file)")
-        key = None
-        if self.use_cache:
-            key = cache.cache_key(self.split_params(), cache.file_md5(path, self.cache_dir))
+        if self.use_cache and (why := unwritable(self.cache_dir)):
+            warnings.warn(
+                f"data_cache.cache_dir {self.cache_dir} cannot be written ({why}): "
+                "preparing the data without the cache",
+                stacklevel=2,
+            )
+            self.use_cache = False
+        if not self.use_cache:
+            self._build(path, key=None)
+            return
+        key = cache.cache_key(self.split_params(), cache.file_md5(path, self.cache_dir))
+        with cache.locked(self.cache_dir):  # one process builds; the others then find it
             try:
                 hit = cache.load(self.cache_dir, key)
             except cache.CorruptEntry as e:
@@ -192,6 +204,9 @@ class RecSysDataModule(pl.LightningDataModule):
                 self.arrays, self.meta = hit
                 self.from_cache = True
                 return
+            self._build(path, key)
+
+    def _build(self, path: Path, key: str | None) -> None:
         interactions = read_interactions(path, self.columns)
         self.arrays, self.meta = encode_and_split(interactions, self.min_interactions, self.split)
         self.meta["data_path"] = str(path)

@@ -28,3 +28,16 @@ def atomic_write(path: str | Path, write: Callable[[IO[str]], None]) -> Path:
 def write_json(path: str | Path, obj: Any) -> Path:
     """Write ``obj`` as indented JSON, atomically."""
     return atomic_write(path, lambda f: json.dump(obj, f, indent=2, sort_keys=False))
+
+
+def unwritable(folder: str | Path) -> str | None:
+    """Why files cannot be written into ``folder`` (made if missing), or None if they can."""
+    root = Path(folder).expanduser()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".lightrec-probe-", dir=root)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        return f"{type(e).__name__}: {e.strerror or e}"
+    return None

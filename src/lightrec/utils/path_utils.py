@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from lightrec.errors import LightrecError
 
@@ -162,6 +162,11 @@ def get_directories(cfg: DictConfig, stage: str) -> RunDir:
     elif cfg.run_dir is not None:
         run = RunDir(Path(cfg.run_dir).expanduser())
         ckpt = run.best_ckpt
+        if run.config.is_file() and not run.metrics.is_file():
+            raise LightrecError(
+                f"run folder {run.root} is unfinished (no metrics.json): resume it "
+                "(resume=true), or name one of its checkpoints with ckpt_path=..."
+            )
     else:
         run = latest_finished_run(cfg.paths.log_root, cfg.model_name)
         ckpt = run.best_ckpt
@@ -170,6 +175,13 @@ def get_directories(cfg: DictConfig, stage: str) -> RunDir:
             raise LightrecError(
                 f"run folder {run.root} has no {path.name} (is it a finished training run?)"
             )
+    saved = OmegaConf.load(run.config)
+    trained = saved.get("model_name") if isinstance(saved, DictConfig) else None
+    if trained != cfg.model_name:
+        raise LightrecError(
+            f"run folder {run.root} is a run of {trained!r}, not of {cfg.model_name!r} "
+            f"(predict it with --config-name {trained})"
+        )
     return run
 
 

@@ -1,0 +1,390 @@
+"""The bad-input catalogue: every wrong input is refused before any work, in one sentence
+that names the file, key or row, with nothing half-written; awkward but valid inputs work;
+runs started together do not break each other.
+
+Most cases call the functions the entry points call (fast); a few run the entry points as
+a user does, to show the sentence, the exit code and the absence of a traceback."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from helpers import ROOT, compose_cfg, cpu_overrides, dm_for, make_log, run_cmd
+from lightrec import predict, train
+from lightrec.config_check import check_config
+from lightrec.errors import LightrecError
+from lightrec.utils.path_utils import RunDir
+
+PY_TRAIN = [sys.executable, str(ROOT / "train_multi_vae.py")]
+PY_PREDICT = [sys.executable, str(ROOT / "predict_multi_vae.py")]
+
+
+def one_sentence(error: BaseException, *fragments: str) -> None:
+    text = str(error)
+    assert "\n" not in text, text
+    for f in fragments:
+        assert f in text, text
+
+
+def refused(proc, *fragments: str) -> None:
+    """A user's view: non-zero exit, one `error:` line naming what is wrong, no traceback."""
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr[-2000:]
+    for f in fragments:
+        assert f in errors[0], errors[0]
+
+
+def nothing_written(root) -> None:
+    names = {p.name for p in root.rglob("*") if p.is_file()}
+    assert not names & {"metrics.json", "submission.csv", "config.yaml", "best.ckpt"}, names
+    assert not [p for p in root.rglob("*.tmp")]
+
+
+# ---------------------------------------------------------------- data files
+
+
+def write(tmp_path, content: bytes | str | None, name="log.csv"):
+    path = tmp_path / name
+    if isinstance(content, str):
+        path.write_text(content)
+    elif content is not None:
+        path.write_bytes(content)
+    return path
+
+
+DATA_CASES = {
+    "missing": (None, {}, "does not exist"),
+    "empty": ("", {}, "is empty"),
+    "header only": ("user,item,time\n", {}, "has a header but no rows"),
+    "binary": (
+        bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8)),
+        {},
+        "is not a readable CSV",
+    ),
+    "wrong delimiter": ("user;item;time\n1;2;3\n", {}, "separated by ';'"),
+    "missing column": ("user,product,time\n1,2,3\n", {}, "has no column 'item'"),
+    "bad date": ("user,item,time\n1,a,2024-01-02\n1,b,yesterday-ish\n", {}, "row 3"),
+    "no id anywhere": ("user,item,time\n,a,1\n2,,2\n", {}, "has no row with both"),
+    "everything filtered out": (
+        "user,item,time\n1,a,1\n1,b,2\n2,c,3\n",
+        {"min_interactions": 100},
+        "data.min_interactions=100",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(DATA_CASES))
+def test_bad_data_files(tmp_path, case):
+    content, kw, fragment = DATA_CASES[case]
+    csv = write(tmp_path, content)
+    with pytest.raises(LightrecError) as e:
+        dm_for(csv, tmp_path, **kw)
+    one_sentence(e.value, fragment)
+    if case != "everything filtered out":
+        assert str(csv) in str(e.value)
+
+
+def test_a_directory_as_the_data_file(tmp_path):
+    with pytest.raises(LightrecError) as e:
+        dm_for(tmp_path, tmp_path)
+    one_sentence(e.value, "is a directory", str(tmp_path))
+
+
+# ---------------------------------------------------------------- configuration values
+
+CONFIG_CASES = {
+    "type": ("model.dropout=abc", "model.dropout='abc' must be a number"),
+    "range": ("model.dropout=1.5", "model.dropout=1.5 must be a number in [0, 1)"),
+    "negative epochs": ("trainer.max_epochs=-5", "trainer.max_epochs=-5 must be an integer"),
+    "top_k 0": ("predict.top_k=0", "predict.top_k=0 must be an integer at least 1"),
+    "monitor not computed": ("checkpoint.monitor=val/ndcg@50", "checkpoint.monitor='val/ndcg@50'"),
+    "unknown model key": ("+model.foo=1", "unknown config key model.foo"),
+    "unknown top-level key": ("+foo=1", "unknown config key 'foo'"),
+    "unknown strategy": (
+        "data.split_strategy=by_moon",
+        "data.split_strategy='by_moon' must be one of",
+    ),
+    "min over max": ("trainer.min_epochs=400", "trainer.min_epochs=400 is more than"),
+    "short sequences": ("data.view=sequence", "data.max_len=0 must be at least 2"),
+    "precision": ("trainer.precision=bogus", "trainer.precision='bogus' must be one of"),
+    "seed": ("seed=-1", "seed=-1 must be an integer at least 0"),
+    "list item": ("model.hidden_dims=[600,abc]", "model.hidden_dims=[600, 'abc'] must be a list"),
+    "unknown trainer key": ("+trainer.bogus=1", "unknown config key trainer.bogus"),
+}
+
+
+@pytest.mark.parametrize("case", list(CONFIG_CASES))
+def test_bad_config_values(case):
+    override, fragment = CONFIG_CASES[case]
+    with pytest.raises(LightrecError) as e:
+        check_config(compose_cfg("multi_vae_v2", [override]))
+    one_sentence(e.value, fragment)
+
+
+def test_every_shipped_config_passes_the_check():
+    from helpers import CONFIGS
+
+    for name in CONFIGS:
+        check_config(compose_cfg(name, []))
+
+
+def test_top_k_larger_than_the_catalogue(tmp_path, tiny_csv):
+    run_dir = tmp_path / "saved" / "hydra_logs" / "ease" / "d" / "t"
+    train.fit(compose_cfg("ease", cpu_overrides(tmp_path, tiny_csv), run_dir))
+    cfg = compose_cfg("ease", [*cpu_overrides(tmp_path, tiny_csv), "predict.top_k=31"])
+    with pytest.raises(LightrecError) as e:
+        predict.run(cfg)
+    one_sentence(e.value, "predict.top_k=31 is more than the 30 items")
+    assert not (run_dir / "submission.csv").exists()
+
+
+@pytest.mark.parametrize("lr", [1e12])
+def test_a_diverging_loss_stops_the_run_naming_step_and_cause(tmp_path, tiny_csv, lr):
+    run_dir = tmp_path / "run"
+    cfg = compose_cfg(
+        "multi_vae_v2",
+        [*cpu_overrides(tmp_path, tiny_csv), f"model.lr={lr}", "trainer.max_epochs=20"],
+        run_dir,
+    )
+    with pytest.raises(LightrecError) as e:
+        train.fit(cfg)
+    one_sentence(e.value, "training diverged: the loss became", "at step", "model.lr=")
+    assert not (run_dir / "metrics.json").exists()
+
+
+# ---------------------------------------------------------------- run folders
+
+
+@pytest.fixture
+def runs(tmp_path, tiny_csv):
+    """A finished MultiVAE run and a finished EASE run."""
+    out = {}
+    for config in ("multi_vae_v2", "ease"):
+        run_dir = tmp_path / "saved" / "hydra_logs" / config / "d" / "t"
+        train.fit(compose_cfg(config, cpu_overrides(tmp_path, tiny_csv), run_dir))
+        out[config] = RunDir(run_dir)
+    return out
+
+
+def predict_cfg(tmp_path, tiny_csv, *extra, config="multi_vae_v2"):
+    return compose_cfg(config, [*cpu_overrides(tmp_path, tiny_csv), *extra])
+
+
+def test_predict_with_no_finished_run(tmp_path, tiny_csv):
+    with pytest.raises(LightrecError) as e:
+        predict.run(predict_cfg(tmp_path, tiny_csv))
+    one_sentence(e.value, "no finished training run of 'multi_vae_v2'")
+
+
+def test_predict_an_unfinished_run(tmp_path, tiny_csv, runs):
+    run = runs["multi_vae_v2"]
+    run.metrics.unlink()
+    with pytest.raises(LightrecError) as e:
+        predict.run(predict_cfg(tmp_path, tiny_csv, f"run_dir={run.root}"))
+    one_sentence(e.value, "is unfinished (no metrics.json)")
+    assert not run.submission.exists()
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_predict_a_corrupt_checkpoint(tmp_path, tiny_csv, runs, damage):
+    run = runs["multi_vae_v2"]
+    blob = run.refit_ckpt.read_bytes()
+    run.refit_ckpt.write_bytes(
+        b"not a checkpoint" if damage == "garbage" else blob[: len(blob) // 2]
+    )
+    with pytest.raises(LightrecError) as e:
+        predict.run(predict_cfg(tmp_path, tiny_csv))
+    one_sentence(e.value, f"checkpoint {run.refit_ckpt} cannot be read", "corrupt or truncated")
+    assert not run.submission.exists()
+
+
+def test_predict_a_checkpoint_of_another_model(tmp_path, tiny_csv, runs):
+    run = runs["multi_vae_v2"]
+    run.refit_ckpt.write_bytes(runs["ease"].refit_ckpt.read_bytes())
+    with pytest.raises(LightrecError) as e:
+        predict.run(predict_cfg(tmp_path, tiny_csv))
+    one_sentence(e.value, "does not hold the MultiVAE model")
+
+
+def test_predict_a_run_of_another_config(tmp_path, tiny_csv, runs):
+    with pytest.raises(LightrecError) as e:
+        predict.run(predict_cfg(tmp_path, tiny_csv, f"run_dir={runs['ease'].root}"))
+    one_sentence(e.value, "is a run of 'ease', not of 'multi_vae_v2'")
+
+
+# ---------------------------------------------------------------- as a user runs them
+
+
+def tiny(tmp_path, csv) -> list[str]:
+    return [
+        f"data.path={csv}",
+        f"data_cache.cache_dir={tmp_path / 'cache'}",
+        f"paths.log_root={tmp_path / 'saved'}",
+        f"paths.predict_log_root={tmp_path / 'pl'}",
+        "data.min_interactions=3",
+        "trainer.max_epochs=2",
+        "trainer.accelerator=cpu",
+    ]
+
+
+@pytest.mark.parametrize(
+    "extra, fragments",
+    [
+        (["model.dropout=1.5"], ["model.dropout=1.5"]),
+        (["model.dropuot=0.1"], ["unknown config key model.dropuot"]),
+        (["--config-name", "multi_vae_v9"], ["no config 'multi_vae_v9'"]),
+        (["model.lr=(("], ["the override 'model.lr=((' cannot be parsed"]),
+        (["-m", "model.lr=0.01,-1"], ["model.lr=-1 must be a number greater than 0"]),
+        (["resume=true"], ["no unfinished training run"]),
+    ],
+)
+def test_the_entry_point_refuses_before_making_anything(tmp_path, tiny_csv, extra, fragments):
+    p = run_cmd([*PY_TRAIN, *extra, *tiny(tmp_path, tiny_csv)], cwd=tmp_path)
+    refused(p, *fragments)
+    assert not (tmp_path / "saved").exists() or not any((tmp_path / "saved").iterdir())
+
+
+def test_a_bad_data_file_leaves_no_run_folder(tmp_path):
+    csv = write(tmp_path, "user;item;time\n1;2;3\n")
+    p = run_cmd([*PY_TRAIN, *tiny(tmp_path, csv)], cwd=tmp_path)
+    refused(p, str(csv), "separated by ';'")
+    nothing_written(tmp_path)
+    assert not list((tmp_path / "saved").rglob("*.log"))
+
+
+def test_an_unwritable_output_folder(tmp_path, tiny_csv):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    p = run_cmd(
+        [*PY_TRAIN, *tiny(tmp_path, tiny_csv), f"paths.log_root={blocker / 'runs'}"], cwd=tmp_path
+    )
+    refused(p, f"paths.log_root={blocker / 'runs'} cannot be written")
+
+
+def test_an_unwritable_cache_folder_is_a_warning_and_the_run_goes_on(tmp_path, tiny_csv):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.warns(UserWarning, match="cannot be written"):
+        dm = dm_for(tiny_csv, tmp_path, use_cache=True, cache_dir=str(blocker / "cache"))
+    assert dm.num_users == 40 and not dm.from_cache
+
+
+def test_predict_refuses_a_corrupt_checkpoint_in_one_sentence(tmp_path, tiny_csv):
+    p = run_cmd([*PY_TRAIN, *tiny(tmp_path, tiny_csv)], cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    (ckpt,) = (tmp_path / "saved").rglob("refit.ckpt")
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])
+    p = run_cmd([*PY_PREDICT, *tiny(tmp_path, tiny_csv)], cwd=tmp_path)
+    refused(p, str(ckpt), "corrupt or truncated")
+    assert not list(tmp_path.rglob("submission.csv"))
+
+
+# ---------------------------------------------------------------- awkward but valid
+
+
+def awkward_logs(tmp_path) -> dict:
+    log = make_log(n_users=12, n_items=15)
+    lines = ["user,item,time"] + [f"{u},{i},{t}" for u, i, t in log.itertuples(index=False)]
+    crlf_bom = ("\ufeff" + "\r\n".join(lines) + "\r\n").encode("utf-8")
+    big = log.assign(user=log.user + 2**62, item=log.item + 2**40)
+    iso = log.assign(time=pd.to_datetime(log.time, unit="D").dt.strftime("%Y-%m-%dT%H:%M:%S"))
+    quoted = log.assign(item=log.item.map(lambda i: f"film {i}, part {i % 2}"))
+    missing = pd.concat([log, pd.DataFrame({"user": [None], "item": [3], "time": [5]})])
+    out = {
+        "bom and crlf": write(tmp_path, crlf_bom, "bom.csv"),
+        "gzip": tmp_path / "log.csv.gz",
+        "64-bit ids": tmp_path / "big.csv",
+        "iso dates": tmp_path / "iso.csv",
+        "quoted ids with commas": tmp_path / "quoted.csv",
+        "a missing cell": tmp_path / "missing.csv",
+    }
+    with gzip.open(out["gzip"], "wt") as f:
+        log.to_csv(f, index=False)
+    big.to_csv(out["64-bit ids"], index=False)
+    iso.to_csv(out["iso dates"], index=False)
+    quoted.to_csv(out["quoted ids with commas"], index=False)
+    missing.to_csv(out["a missing cell"], index=False)
+    return out
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["bom and crlf", "gzip", "64-bit ids", "iso dates", "quoted ids with commas", "a missing cell"],
+)
+def test_awkward_but_valid_files_are_read(tmp_path, case):
+    csv = awkward_logs(tmp_path)[case]
+    dm = dm_for(csv, tmp_path, min_interactions=3)
+    assert dm.num_users == 12 and dm.valid_csr.nnz == 12
+    if case == "64-bit ids":
+        assert dm.meta["user_ids"][0] == 2**62 and isinstance(dm.meta["item_ids"][0], int)
+    if case == "quoted ids with commas":
+        assert dm.meta["item_ids"][0].startswith("film ") and "," in dm.meta["item_ids"][0]
+    if case == "a missing cell":
+        assert dm.meta["stats"]["dropped_missing"] == 1
+
+
+def test_an_awkward_file_trains_and_predicts_with_its_own_ids(tmp_path):
+    csv = awkward_logs(tmp_path)["quoted ids with commas"]
+    run_dir = tmp_path / "saved" / "hydra_logs" / "ease" / "d" / "t"
+    cfg = compose_cfg("ease", [*cpu_overrides(tmp_path, csv), "predict.top_k=3"], run_dir)
+    train.fit(cfg)
+    sub = pd.read_csv(predict.run(cfg))
+    assert sub.item.str.startswith("film ").all() and len(sub) == 12 * 3
+
+
+# ---------------------------------------------------------------- runs started together
+
+
+def test_three_cold_cache_trainings_and_three_predicts_at_once(tmp_path, tiny_csv):
+    env = {**os.environ, "LIGHTREC_VENV": sys.prefix}
+    ov = tiny(tmp_path, tiny_csv)
+    procs = [
+        subprocess.Popen(
+            [*PY_TRAIN, *ov, f"seed={s}"],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for s in (1, 2, 3)
+    ]
+    for p in procs:
+        assert p.wait(timeout=300) == 0, p.stderr.read()[-2000:]
+    assert len(list((tmp_path / "saved").rglob("metrics.json"))) == 3
+    entries = [e for e in (tmp_path / "cache").iterdir() if e.name.startswith("lightrec-")]
+    assert len([e for e in entries if e.is_dir()]) == 1, entries  # prepared once
+    latest = max((tmp_path / "saved").rglob("metrics.json"), key=lambda m: m.stat().st_mtime).parent
+    procs = [
+        subprocess.Popen(
+            [*PY_PREDICT, *ov],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    for p in procs:
+        assert p.wait(timeout=300) == 0, p.stderr.read()[-2000:]
+    sub = pd.read_csv(latest / "submission.csv")
+    assert len(sub) == 40 * 10 and list(sub.columns) == ["user", "item"]
+    assert not [
+        p
+        for p in tmp_path.rglob("*")
+        if p.name.startswith(".") and p.is_file() and ".hydra" not in p.parts
+    ]  # no temporary files left
+    assert json.loads((latest / "metrics.json").read_text())["val"]
+    assert torch.load(latest / "checkpoints" / "refit.ckpt", weights_only=True)
