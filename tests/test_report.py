@@ -64,3 +64,22 @@ def test_no_runs_is_one_sentence(tmp_path, capsys):
         write_report(tmp_path, tmp_path / "R.md", tmp_path / "r.png")
     assert main(["--log-root", str(tmp_path), "--out", str(tmp_path / "R.md")]) == 2
     assert "error: no finished runs" in capsys.readouterr().err
+
+
+def test_the_report_draws_each_models_validation_curve(tmp_path, tiny_csv):
+    from helpers import compose_cfg, cpu_overrides
+    from lightrec import report, train
+
+    root = tmp_path / "saved" / "hydra_logs"
+    ov = [*cpu_overrides(tmp_path, tiny_csv), "trainer.max_epochs=4", "refit=false"]
+    for config in ("multi_vae_v2", "ease"):
+        train.fit(compose_cfg(config, ov, root / config / "d" / "t"))
+    runs = {r.config: r for r in report.load_runs(root)}
+    epochs, values = report.validation_curve(runs["multi_vae_v2"])
+    metrics = json.loads((runs["multi_vae_v2"].path / "metrics.json").read_text())
+    assert epochs == [1, 2, 3, 4] and max(values) == pytest.approx(metrics["val"]["ndcg@10"])
+    assert report.validation_curve(runs["ease"]) == ([], [])  # one fit: a level, not a curve
+    out = tmp_path / "R.md"
+    report.write_report(root, out, tmp_path / "r.png")
+    assert (tmp_path / "r_curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert "![validation curves of those runs](r_curves.png)" in out.read_text()

@@ -38,6 +38,7 @@ class Top:
     model_name: str
     seed: NonNegativeInt
     refit: bool
+    progress: Literal["auto", "bar", "lines", "none"]
     resume: bool | str
     run_dir: str | None
     ckpt_path: str | None

@@ -17,6 +17,7 @@ from lightrec.data.datasets import data_file
 from lightrec.data.interactions import History, full_history, read_interactions
 from lightrec.errors import LightrecError
 from lightrec.models.base import RecommenderModule
+from lightrec.progress import say
 from lightrec.recommend import check_enough_unseen, recommend_topk
 from lightrec.utils.path_utils import RunDir, get_directories, predict_checkpoint
 
@@ -95,14 +96,18 @@ def run(cfg: DictConfig) -> Path:
         )
     device = pick_device()
     model = load_model(ckpt, run_cfg).to(device)
-    log.info("predicting with %s", describe_checkpoint(run_dir, ckpt))
+    which = describe_checkpoint(run_dir, ckpt)
+    log.info("predicting with %s", which)
 
     history = load_history(cfg.data, id_maps["item_ids"])  # this invocation's data file
     check_enough_unseen(history.csr, k, history.users)
     seqs = history.sequences(run_cfg.data.max_len) if run_cfg.data.view == "sequence" else None
     collate = eval_collate(run_cfg.data.view, history.csr, None, seqs)
     n_users = len(history.users)
-    topk = recommend_topk(model.score_batch, collate, n_users, k, cfg.predict.batch_size, device)
+    topk = recommend_topk(
+        model.score_batch, collate, n_users, k, cfg.predict.batch_size, device, cfg.progress
+    )
     submission.write(run_dir.submission, history.users, id_maps["item_ids"], topk)
     log.info("wrote %s: %d users x %d items", run_dir.submission, n_users, k)
+    say(f"wrote {run_dir.submission}: {n_users:,} users x {k} items, with {which}")
     return run_dir.submission

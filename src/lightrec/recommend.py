@@ -10,6 +10,7 @@ import torch
 
 from lightrec.errors import LightrecError
 from lightrec.metrics import exclude_seen
+from lightrec.progress import track
 
 Batch = dict[str, torch.Tensor]
 
@@ -22,10 +23,13 @@ def recommend_topk(
     k: int,
     batch_size: int,
     device: torch.device,
+    progress: str = "none",
 ) -> np.ndarray:
-    """``(n_users, k)`` item indices, best first, never an item the user has seen."""
+    """``(n_users, k)`` item indices, best first, never an item the user has seen; a bar in
+    a terminal (``progress``, see :mod:`lightrec.progress`)."""
     out = np.empty((n_users, k), dtype=np.int64)
-    for start in range(0, n_users, batch_size):
+    starts = range(0, n_users, batch_size)
+    for start in track(starts, len(starts), progress, "scoring users"):
         rows = list(range(start, min(start + batch_size, n_users)))
         batch = {name: t.to(device) for name, t in collate(rows).items()}
         scores, seen = score_batch(batch)

@@ -125,18 +125,76 @@ def bar_chart(groups: dict[str, list[Run]], png: Path) -> None:
     plt.close(fig)
 
 
-def write_report(log_root: Path, out: Path, png: Path) -> str:
+def validation_curve(run: Run) -> tuple[list[int], list[float]]:
+    """(epochs, values) of the run's monitored validation metric, from its TensorBoard events
+    (tensorboard's own reader); empty for a closed-form run, which has no epochs."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = RunDir(run.path).tensorboard_dir
+    if not events.is_dir():
+        return [], []
+    acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
+    acc.Reload()
+    tags = acc.Tags()["scalars"]
+    if run.monitor not in tags or "epoch" not in tags:
+        return [], []
+    epoch_at = {e.step: int(e.value) for e in acc.Scalars("epoch")}
+    points = sorted(
+        {
+            epoch_at[e.step] + 1: e.value for e in acc.Scalars(run.monitor) if e.step in epoch_at
+        }.items()
+    )
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def curves_chart(groups: dict[str, list[Run]], png: Path) -> None:
+    """Per-epoch validation curves of each config's best run, one panel per protocol;
+    closed-form models (one fit, no epochs) as dashed levels."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(groups), 1, figsize=(8, 3.6 * len(groups)), squeeze=False)
+    for ax, (protocol, runs) in zip(axes[:, 0], groups.items(), strict=True):
+        monitor = runs[0].monitor
+        for r in sorted(runs, key=lambda r: -r.selection_score):
+            epochs, values = validation_curve(r)
+            if r.metrics.get("epochs_trained"):
+                ax.plot(epochs, values, label=r.config, lw=1.2)
+            elif monitor.removeprefix("val/") in r.metrics.get("val", {}):
+                ax.axhline(r.selection_score, ls="--", lw=1, color="grey")
+                ax.annotate(r.config, (0, r.selection_score), fontsize=7, va="bottom")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(monitor)
+        ax.set_title(protocol, fontsize=9)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
+def write_report(log_root: Path, out: Path, png: Path, curves_png: Path | None = None) -> str:
     runs = load_runs(log_root)
     if not runs:
         raise LightrecError(f"no finished runs under {log_root}: train some models first")
     groups = best_per_config(runs)
     body = markdown(groups, log_root)
     bar_chart(groups, png)
-    try:
-        image = png.relative_to(out.parent)
-    except ValueError:
-        image = png
-    block = f"{BEGIN}\n\n{body}\n![best run per config]({image})\n\n{END}"
+    curves_png = curves_png or png.with_name(f"{png.stem}_curves{png.suffix}")
+    curves_chart(groups, curves_png)
+
+    def relative(path: Path) -> Path:
+        try:
+            return path.relative_to(out.parent)
+        except ValueError:
+            return path
+
+    block = (
+        f"{BEGIN}\n\n{body}\n![best run per config]({relative(png)})\n\n"
+        f"![validation curves of those runs]({relative(curves_png)})\n\n{END}"
+    )
     text = out.read_text() if out.exists() else "# Results\n"
     if BEGIN in text and END in text:
         text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END) :]
@@ -151,9 +209,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--log-root", default="saved/hydra_logs")
     ap.add_argument("--out", default="docs/RESULTS.md")
     ap.add_argument("--png", default="docs/results.png")
+    ap.add_argument("--curves-png", help="default: <png>_curves.png beside --png")
     a = ap.parse_args(argv)
+    curves = Path(a.curves_png) if a.curves_png else None
     try:
-        print(write_report(Path(a.log_root), Path(a.out), Path(a.png)))
+        print(write_report(Path(a.log_root), Path(a.out), Path(a.png), curves))
     except LightrecError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -4,6 +4,8 @@
   go under ``paths.log_root``; predict jobs (which write their submission into a training
   run folder) keep their logs under ``paths.predict_log_root``, so that only training runs
   live under ``paths.log_root``.
+- ``${lightrec_job_dir:${hydra.job.num},${hydra.overrides.task}}``: a sweep job's folder,
+  named by its number and the overrides that set it apart.
 - ``${lightrec_run_dir:${hydra.job.name},<stamp>}``: a single job's folder,
   ``<log root>/<model_name>/<stamp>``, claimed with an atomic ``mkdir`` (``<stamp>-1``,
   ``-2``, ... when jobs start in the same second), so runs started together never share a
@@ -63,9 +65,40 @@ def claim(wanted: str) -> str:
     return wanted
 
 
+# what a sweep job's folder is not named by: where things go, not what the job computes
+NOT_IN_JOB_NAMES = (
+    "paths.",
+    "data.path",
+    "data.data_dir",
+    "data_cache.",
+    "hparams_search",
+    "resume",
+    "run_dir",
+    "ckpt_path",
+    "progress",
+    "hydra.",
+)
+
+
+def _job_dir(num: int, task_overrides: list) -> str:
+    """A sweep job's folder: its number and the overrides that set it apart, e.g.
+    ``3_model.dropout=0.3,model.lr=0.01`` (TensorBoard's run list shows this name)."""
+    kept = sorted(
+        o for o in map(str, task_overrides) if not o.lstrip("+~").startswith(NOT_IN_JOB_NAMES)
+    )
+    name = ",".join(kept).replace("/", "_")
+    if len(name) > 120:  # file names have a limit; keep it readable and unique
+        import hashlib
+
+        name = name[:100] + "..." + hashlib.md5(name.encode()).hexdigest()[:8]
+    return f"{num}_{name}" if name else str(num)
+
+
 def register() -> None:
     """Register the resolvers (idempotent)."""
     if not OmegaConf.has_resolver("lightrec_log_root"):
         OmegaConf.register_new_resolver("lightrec_log_root", _log_root)
     if not OmegaConf.has_resolver("lightrec_run_dir"):
         OmegaConf.register_new_resolver("lightrec_run_dir", _run_dir)
+    if not OmegaConf.has_resolver("lightrec_job_dir"):
+        OmegaConf.register_new_resolver("lightrec_job_dir", _job_dir)

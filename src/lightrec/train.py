@@ -16,18 +16,27 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities import rank_zero_only
 
+from lightrec import progress
 from lightrec.config_check import check_config
 from lightrec.data.recsys_data import RecSysDataModule
 from lightrec.errors import LightrecError
 from lightrec.models.base import ClosedFormModule, RecommenderModule
+from lightrec.progress import say
 from lightrec.resume import AtomicCheckpointIO, ResumeState, on_signals, remove_partial_checkpoints
+from lightrec.tb import RunLogger, write_summary
 from lightrec.utils.divergence import DivergenceGuard
 from lightrec.utils.io import write_json
 from lightrec.utils.memory import ReleaseHostMemory
 from lightrec.utils.path_utils import RunDir, get_directories
 
 log = logging.getLogger(__name__)
+
+
+def is_rank_zero() -> bool:
+    """The process that writes a run's files (the only one without data parallelism)."""
+    return getattr(rank_zero_only, "rank", 0) == 0
 
 
 def build_datamodule(cfg: DictConfig) -> RecSysDataModule:
@@ -79,10 +88,18 @@ def fit(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> Tr
         OmegaConf.save(cfg, run_dir.config, resolve=True)
         write_json(run_dir.id_maps, dm.id_maps())
 
-    logger = TensorBoardLogger(
+    logger = RunLogger(
         save_dir=str(run_dir.root), name="tensorboard", version="", default_hp_metric=False
     )
     monitor = cfg.checkpoint.monitor if dm.has_validation else None
+    t0 = time.perf_counter()
+    if is_rank_zero():
+        data = "MovieLens-100K (built-in)" if cfg.data.path is None else dm.data_path
+        say(
+            f"{'continuing' if resuming else 'training'} {cfg.model_name} ({type(model).__name__})"
+            f" on {data}: {dm.num_users:,} users x {dm.num_items:,} items, "
+            f"{dm.split.describe()}; {describe_device(cfg)}; run folder {run_dir.root}"
+        )
     with on_signals(run_dir):
         if run_dir.selection.is_file():  # resumed after training had finished
             selection = json.loads(run_dir.selection.read_text())
@@ -95,11 +112,16 @@ def fit(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> Tr
         write_json(run_dir.selection, selection)
 
         # evaluate the selected checkpoint: validation, then test once (history = train + valid)
-        state = torch.load(run_dir.root / selection["best_checkpoint"], map_location="cpu",
-                           weights_only=True)  # fmt: skip
+        state = torch.load(
+            run_dir.root / selection["best_checkpoint"], map_location="cpu", weights_only=True
+        )
         model.load_state_dict(state["state_dict"])
         metrics: dict[str, Any] = {"model": cfg.model_name, **selection, "data": dm.meta["stats"]}
-        evaluator = _trainer(cfg, logger=logger, enable_checkpointing=False)
+        # the selected model's numbers reach TensorBoard as final/* (with HPARAMS), not as
+        # one more point on the training curves
+        evaluator = _trainer(
+            cfg, logger=False, enable_checkpointing=False, enable_progress_bar=False
+        )
         if dm.has_validation:
             val = evaluator.validate(model, datamodule=dm, verbose=False)
             metrics["val"] = _plain(val[0], "val/")
@@ -111,15 +133,27 @@ def fit(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> Tr
             metrics["refit"] = _refit(cfg, dm, metrics["best_epoch"], run_dir)
         elif cfg.refit:
             log.info("no refit: without a validation split the model already trained on every row")
+    if is_rank_zero():
+        write_summary(logger, cfg, metrics, model, dm.meta["item_ids"])
     write_json(run_dir.metrics, metrics)  # written last: marks the run as finished
     log.info("run folder %s: %s", run_dir.root, {k: metrics.get(k) for k in ("val", "test")})
+    if is_rank_zero():
+        say(finished_line(metrics, monitor, time.perf_counter() - t0, run_dir))
     monitored = None if monitor is None else metrics["val"][monitor.removeprefix("val/")]
     return TrainResult(model, dm, run_dir, metrics, monitored)
 
 
 # what must match for a run to be continued: everything that shapes its computation
-SAME_ON_RESUME = ("seed", "refit", "model", "data", "eval", "checkpoint", "early_stopping",
-                  "trainer")  # fmt: skip
+SAME_ON_RESUME = (
+    "seed",
+    "refit",
+    "model",
+    "data",
+    "eval",
+    "checkpoint",
+    "early_stopping",
+    "trainer",
+)
 
 
 def _check_same_setup(cfg: DictConfig, run_dir: RunDir) -> None:
@@ -152,9 +186,10 @@ def _refit(cfg: DictConfig, dm: RecSysDataModule, best_epoch: int, run_dir: RunD
     merged = dm.with_validation_in_training()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     model = build_model(cfg, merged.num_items)
-    logger = TensorBoardLogger(
+    logger = RunLogger(
         save_dir=str(run_dir.root), name="tensorboard", version="refit", default_hp_metric=False
     )
+    shown, bar = progress.callbacks(cfg.progress, monitor=None, label="refit epoch")
     t0 = time.perf_counter()
     if isinstance(model, ClosedFormModule):
         trainer = _fit_closed_form(cfg, merged, model, logger)
@@ -164,7 +199,8 @@ def _refit(cfg: DictConfig, dm: RecSysDataModule, best_epoch: int, run_dir: RunD
         trainer = _trainer(
             cfg,
             logger=logger,
-            callbacks=[DivergenceGuard(), ReleaseHostMemory()],
+            callbacks=[DivergenceGuard(), ReleaseHostMemory(), *shown],
+            enable_progress_bar=bar,
             default_root_dir=str(run_dir.root),
             max_epochs=epochs,
             min_epochs=epochs,
@@ -184,6 +220,35 @@ def _refit(cfg: DictConfig, dm: RecSysDataModule, best_epoch: int, run_dir: RunD
         refit["test"] = _plain(trainer.test(model, datamodule=merged, verbose=False)[0], "test/")
     log.info("refit on training + validation rows: %s", refit)
     return refit
+
+
+def describe_device(cfg: DictConfig) -> str:
+    """Where a run computes, in words: the device, how many, the precision."""
+    t = cfg.trainer
+    gpu = torch.cuda.is_available() and t.accelerator in ("auto", "gpu", "cuda")
+    where = f"GPU {torch.cuda.get_device_name()}" if gpu else "CPU"
+    where += f" ({torch.get_num_threads()} threads)" if not gpu else ""
+    if str(t.devices) not in ("1", "auto") or t.num_nodes > 1:
+        where += f" x {t.devices} devices x {t.num_nodes} machines ({t.strategy})"
+    return f"{where}, precision {t.precision}"
+
+
+def finished_line(metrics: dict[str, Any], monitor: str | None, seconds: float, run: RunDir) -> str:
+    """The line that ends a training: best epoch, the monitored metric, the refit, where."""
+    parts = [f"finished in {seconds:.0f} s"]
+    if metrics["epochs_trained"]:
+        parts.append(f"best epoch {metrics['best_epoch'] + 1} of {metrics['epochs_trained']}")
+    name = monitor.removeprefix("val/") if monitor else "ndcg@10"
+    if monitor is not None:
+        parts.append(f"{monitor} {metrics['val'][name]:.4f}")
+    if "test" in metrics and name in metrics["test"]:
+        parts.append(f"test/{name} {metrics['test'][name]:.4f}")
+    if "refit" in metrics:
+        epochs = metrics["refit"]["epochs"]
+        parts.append(
+            "refit on training + validation rows" + (f" ({epochs} epochs)" if epochs else "")
+        )
+    return "; ".join(parts) + f"; run folder {run.root}"
 
 
 def _trainer(cfg: DictConfig, **kw: Any) -> pl.Trainer:
@@ -215,13 +280,8 @@ def _fit_sgd(
     # a run stopped before its first epoch ended starts again from its seed (no checkpoint)
     ckpt_path = run_dir.last_ckpt if resuming and run_dir.last_ckpt.is_file() else None
     state = ResumeState(resumes=int(resuming))
-    callbacks: list[pl.Callback] = [
-        last_cb,
-        state,
-        DivergenceGuard(),
-        ReleaseHostMemory(),
-        *extra_callbacks,
-    ]
+    shown, bar = progress.callbacks(cfg.progress, monitor, cfg.checkpoint.mode)
+    callbacks = [last_cb, state, DivergenceGuard(), ReleaseHostMemory(), *shown, *extra_callbacks]
     best_cb = None
     if monitor is None:
         log.warning("no validation split: training runs for trainer.max_epochs, keeping last")
@@ -239,7 +299,13 @@ def _fit_sgd(
             monitor=monitor, mode=cfg.checkpoint.mode, patience=cfg.early_stopping.patience
         )
         callbacks += [best_cb, stop]
-    trainer = _trainer(cfg, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir.root))
+    trainer = _trainer(
+        cfg,
+        callbacks=callbacks,
+        logger=logger,
+        enable_progress_bar=bar,
+        default_root_dir=str(run_dir.root),
+    )
     trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
     if best_cb is None:
         shutil.copyfile(run_dir.last_ckpt, run_dir.best_ckpt)
@@ -284,7 +350,9 @@ def _fit_closed_form(
     use_gpu = torch.cuda.is_available() and cfg.trainer.accelerator in ("auto", "gpu", "cuda")
     model.to("cuda" if use_gpu else "cpu")
     model.fit_closed_form(dm.train_csr)
-    trainer = _trainer(cfg, logger=logger, default_root_dir=logger.save_dir)
+    trainer = _trainer(
+        cfg, logger=logger, default_root_dir=logger.save_dir, enable_progress_bar=False
+    )
     trainer.strategy.connect(model)
     trainer.strategy.model_to_device()
     return trainer

@@ -42,6 +42,11 @@ class RecommenderModule(pl.LightningModule, ABC):
         """``(scores, seen)``: scores (B, I) for every item of the catalogue, and the items
         (B, I, non-zero = seen) that must never be recommended to these users."""
 
+    def item_embeddings(self) -> torch.Tensor | None:
+        """One vector per item (num_items, D) for TensorBoard's projector, or None when the
+        model has no such table."""
+        return None
+
     def _eval_step(self, batch: Batch, stage: str) -> None:
         scores, seen = self.score_batch(batch)
         targets = dense_rows(batch["target_indptr"], batch["target_indices"], self.num_items)

@@ -213,6 +213,9 @@ class BERT4Rec(RecommenderModule):
         self.log("train/loss", loss, batch_size=batch["seq"].shape[0])
         return loss
 
+    def item_embeddings(self) -> torch.Tensor:
+        return self.net.item_emb.weight[item_rows(self.num_items)]  # (I, D)
+
     def query(self, seq: torch.Tensor) -> torch.Tensor:
         """What the model reads to predict the next item: the history, then [MASK]."""
         return append_mask(seq, self.num_items)

@@ -145,6 +145,11 @@ class MultiVAE(RecommenderModule):
         self.log("train/kl_weight", beta, batch_size=n)
         return loss
 
+    def item_embeddings(self) -> torch.Tensor:
+        last = self.net.decoder[-1]
+        assert isinstance(last, nn.Linear)
+        return last.weight  # (I, H): each item's row of the last layer
+
     def score_batch(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         x = dense_rows(batch["input_indptr"], batch["input_indices"], self.num_items)
         logits, _, _ = self.net(x)

@@ -192,6 +192,9 @@ class RecVAE(RecommenderModule):
         self.log("train/kl", kl, batch_size=n)
         return loss.detach()
 
+    def item_embeddings(self) -> torch.Tensor:
+        return self.net.decoder.weight  # (I, Z)
+
     def score_batch(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         x = dense_rows(batch["input_indptr"], batch["input_indices"], self.num_items)
         logits, _, _, _ = self.net(x, dropout=0.0)

@@ -127,6 +127,9 @@ class SASRec(RecommenderModule):
         self.log("train/loss", loss, batch_size=seq.shape[0])
         return loss
 
+    def item_embeddings(self) -> torch.Tensor:
+        return self.net.item_emb.weight[item_rows(self.num_items)]  # (I, D)
+
     def score_batch(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.net.encode(batch["seq"])  # the history, most recent last
         scores = self.net.logits(h[:, -1])  # (B, I): what follows the last item

@@ -1,0 +1,119 @@
+"""What a user sees while a run works: a progress bar in a terminal, one line per epoch
+elsewhere, and one line when a stage starts and ends.
+
+``progress`` (a top-level config key) picks: ``auto`` (a bar when standard output is a
+terminal, lines otherwise: pipes, files, CI), ``bar``, ``lines`` or ``none``. The bar is
+Lightning's TQDM bar (epoch, step, time left, the training loss and the monitored
+validation metric); a line reads ``epoch 4/300  loss 512.3  val/ndcg@10 0.0712 (best
+0.0730)  1.9 s``, printed once per epoch with no carriage-return redraws.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, TypeVar
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import TQDMProgressBar
+
+T = TypeVar("T")
+MODES = ("auto", "bar", "lines", "none")
+
+
+def mode(progress: str) -> str:
+    """``bar``, ``lines`` or ``none`` for a ``progress`` setting (``auto``: is stdout a tty?)."""
+    if progress == "auto":
+        return "bar" if sys.stdout.isatty() else "lines"
+    return progress
+
+
+def say(line: str) -> None:
+    """One line for the user on standard output (start and end of a stage)."""
+    print(f"lightrec: {line}", flush=True)
+
+
+def callbacks(
+    progress: str, monitor: str | None, better: str = "max", label: str = "epoch"
+) -> tuple[list[pl.Callback], bool]:
+    """The progress callbacks for a training, and whether Lightning's bar is enabled."""
+    m = mode(progress)
+    if m == "bar":
+        return [Bar(monitor)], True
+    if m == "lines":
+        return [EpochLines(monitor, better, label)], False
+    return [], False
+
+
+class Bar(TQDMProgressBar):
+    """Lightning's TQDM bar showing the training loss and the monitored metric (not the
+    logger's version number)."""
+
+    def __init__(self, monitor: str | None) -> None:
+        super().__init__(leave=True)
+        self.monitor = monitor
+
+    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+        shown: dict[str, Any] = {}
+        for key, label in (("train/loss", "loss"), (self.monitor, self.monitor)):
+            value = trainer.callback_metrics.get(key) if key else None
+            if key and label and isinstance(value, torch.Tensor):
+                shown[label] = f"{float(value):.4g}"
+        return shown
+
+
+class EpochLines(pl.Callback):
+    """One plain line per epoch: loss (mean over the epoch's steps), monitored metric, time."""
+
+    def __init__(self, monitor: str | None, better: str = "max", label: str = "epoch") -> None:
+        self.monitor = monitor
+        self.label = label
+        self.pick = max if better == "max" else min
+        self.best: float | None = None
+        self._sum: torch.Tensor | None = None
+        self._steps = 0
+        self._validated = False
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._t0 = time.perf_counter()
+        self._sum, self._steps, self._validated = None, 0, False
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._validated = True
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        loss = outputs["loss"] if isinstance(outputs, Mapping) else outputs
+        if isinstance(loss, torch.Tensor):  # summed on the device: no host sync per step
+            self._sum = loss.detach() if self._sum is None else self._sum + loss.detach()
+            self._steps += 1
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        parts = [f"{self.label} {trainer.current_epoch + 1}/{trainer.max_epochs}"]
+        if self._sum is not None:
+            parts.append(f"loss {float(self._sum) / self._steps:.4g}")
+        value = trainer.callback_metrics.get(self.monitor) if self.monitor else None
+        if isinstance(value, torch.Tensor) and self._validated:  # this epoch was validated
+            v = float(value)
+            self.best = v if self.best is None else self.pick(self.best, v)
+            parts.append(f"{self.monitor} {v:.4f} (best {self.best:.4f})")
+        parts.append(f"{time.perf_counter() - self._t0:.1f} s")
+        print("  ".join(parts), flush=True)
+
+
+def track(items: Iterable[T], total: int, progress: str, desc: str) -> Iterator[T]:
+    """``items``, with a TQDM bar in a terminal when there is more than one."""
+    if mode(progress) != "bar" or total <= 1:
+        yield from items
+        return
+    from tqdm import tqdm
+
+    yield from tqdm(items, total=total, desc=desc, leave=False, dynamic_ncols=True)
