@@ -1,8 +1,9 @@
 """What a run leaves in TensorBoard beyond its curves, so runs can be compared there.
 
-- HPARAMS: the run's hyper-parameters (``model.*``, the split and data keys, training keys,
-  seed, refit) with its final metrics as ``final/val_recall@10``, ``final/test_ndcg@10``,
-  ``final/refit_test_recall@10`` ...: a sweep becomes a sortable table. Written once, at
+- HPARAMS: the run's hyper-parameters (``model.*``, batch size, sequence length, epochs,
+  precision, seed, refit, the split as one value) with its final metrics as
+  ``final/val_recall@10``, ``final/test_ndcg@10``, ``final/refit_test_recall@10`` ...: a
+  sweep becomes a sortable table. Written once, at
   the end (:class:`RunLogger` keeps Lightning from writing a metric-less set at the start).
 - TEXT: the resolved config of the run, under the tag ``config``.
 - PROJECTOR: the item embeddings of the selected model (``item_embeddings()``: the item
@@ -20,25 +21,14 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from lightrec.data.datasets import data_file, item_table
+from lightrec.data.splits import SplitSpec
 from lightrec.models.base import RecommenderModule
 
-# the config keys shown as hyper-parameters (the others are paths, or shape nothing)
-HPARAM_BLOCKS = ("model", "data", "trainer", "early_stopping", "checkpoint")
-NOT_HPARAMS = {
-    "model._target_",
-    "model.num_items",
-    "model.exclude_seen",
-    "data._target_",
-    "data.path",
-    "data.data_dir",
-    "data.cache_dir",
-    "data.use_cache",
-    "data.num_workers",
-    "data.columns",
-    "trainer.enable_progress_bar",
-    "trainer.enable_model_summary",
-    "trainer.num_sanity_val_steps",
-}
+# what HPARAMS shows besides the model's own hyper-parameters: what people tune, and the
+# split (one value); TensorBoard sorts them by name and shows the first few, so plumbing
+# (paths, evaluation batch sizes, checkpoint keys) is left to the TEXT tab's config
+TRAINING_HPARAMS = ("data.batch_size", "trainer.max_epochs", "trainer.precision")
+NOT_HPARAMS = ("model._target_", "model.num_items", "model.exclude_seen", "model.eval_ks")
 
 
 class RunLogger(TensorBoardLogger):
@@ -57,16 +47,24 @@ def hparams(cfg: DictConfig) -> dict[str, Any]:
     """The run's hyper-parameters as flat, TensorBoard-friendly values."""
     plain = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(plain, dict)
-    out: dict[str, Any] = {
-        "model_name": plain["model_name"],
-        "seed": plain["seed"],
-        "refit": plain["refit"],
+    flat = {
+        **_flat(plain["model"], "model"),
+        **_flat(plain["data"], "data"),
+        **_flat(plain["trainer"], "trainer"),
     }
-    for block in HPARAM_BLOCKS:
-        for key, value in _flat(plain[block], block).items():
-            if key not in NOT_HPARAMS and not any(key.startswith(f"{n}.") for n in NOT_HPARAMS):
-                out[key] = value if isinstance(value, int | float | str | bool) else str(value)
-    return out
+    out: dict[str, Any] = {
+        k: v for k, v in flat.items() if k.startswith("model.") and k not in NOT_HPARAMS
+    }
+    out.update({k: flat[k] for k in TRAINING_HPARAMS if k in flat})
+    if plain["data"]["view"] == "sequence":
+        out["data.max_len"] = plain["data"]["max_len"]
+    out.update(
+        model_name=plain["model_name"],
+        seed=plain["seed"],
+        refit=plain["refit"],
+        split=SplitSpec.from_data_config(plain["data"]).describe(),
+    )
+    return {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in out.items()}
 
 
 def _flat(d: Mapping, prefix: str) -> dict[str, Any]:
