@@ -189,7 +189,8 @@ def test_tensorboard_compares_the_runs_of_a_sweep(tensorboard_of_a_sweep):
     assert set(by_dropout) == {0.3, 0.6}
     for g in groups:
         assert (
-            g["hparams"]["model_name"] == "multi_vae_v2" and "data.split_strategy" in g["hparams"]
+            g["hparams"]["model_name"] == "multi_vae_v2"
+            and g["hparams"]["split"] == "leave_one_out (valid)"
         )
         tags = {m["name"]["tag"]: m["value"] for m in g["metricValues"]}
         assert 0.0 <= tags["final/val_ndcg@10"] <= 1.0 and "final/val_recall@10" in tags
