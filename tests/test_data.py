@@ -139,3 +139,34 @@ def test_frame_reading_matches_pandas(tiny_csv):
     log = read_interactions(tiny_csv, {"user": "user", "item": "item", "time": "time"})
     df = pd.read_csv(tiny_csv)
     assert log.user.tolist() == df.user.tolist() and log.time.tolist() == df.time.tolist()
+
+
+def reference_first_rows(user, item, time):
+    """The rule in plain pandas: order by (user, time, file order), keep each pair's first."""
+    df = pd.DataFrame({"u": user, "i": item, "t": time, "row": np.arange(len(user))})
+    df = df.sort_values(["u", "t", "row"], kind="stable")
+    return df.drop_duplicates(["u", "i"], keep="first")["row"].to_numpy()
+
+
+@pytest.mark.parametrize("times", ["small ints", "nanosecond dates", "floats", "huge range"])
+@pytest.mark.parametrize("split", [False, True])
+def test_first_rows_matches_the_plain_rule(times, split, monkeypatch):
+    import lightrec.data.interactions as interactions
+
+    if split:  # the two-core path, on a small input
+        monkeypatch.setattr(interactions, "_halves", lambda counts: len(counts) // 2)
+    rng = np.random.default_rng(len(times))
+    n = 5000
+    user = rng.integers(0, 300, n) * 2  # every other user code has no rows
+    item = rng.integers(0, 40, n)
+    time = {
+        "small ints": rng.integers(0, 50, n),  # many ties: file order decides
+        "nanosecond dates": rng.integers(0, 60, n) * 86_400 * 10**9 + 1_600_000_000 * 10**9,
+        "floats": rng.integers(0, 50, n) / 7.0,
+        "huge range": rng.integers(-(2**62), 2**62, n),
+    }[times]
+    kept = interactions.first_rows(user, item, time)
+    want = reference_first_rows(user, item, time)
+    assert np.array_equal(kept.rows, want)
+    assert np.array_equal(kept.user, user[want]) and np.array_equal(kept.item, item[want])
+    assert np.array_equal(kept.time, time[want])

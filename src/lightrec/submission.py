@@ -51,8 +51,8 @@ def hide_last(log: pd.DataFrame, n: int = 1) -> tuple[pd.DataFrame, pd.DataFrame
     [[1, 5, 1], [1, 5, 3], [2, 7, 1]]
     """
     user = pd.factorize(log["user"])[0]
-    rows = first_rows(user, pd.factorize(log["item"])[0], log["time"].to_numpy())
-    kept_user = user[rows]
+    kept = first_rows(user, pd.factorize(log["item"])[0], log["time"].to_numpy())
+    rows, kept_user = kept.rows, kept.user
     from_end = pd.Series(kept_user).groupby(kept_user).cumcount(ascending=False).to_numpy()
     is_hidden = np.zeros(len(log), dtype=bool)
     is_hidden[rows[from_end < n]] = True

@@ -46,26 +46,42 @@ class CorruptEntry(Exception):
     """A cache entry exists but cannot be trusted."""
 
 
+def _stamp(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
+def _memo(cache_dir: str | Path | None) -> tuple[Path | None, dict[str, Any]]:
+    memo_path = Path(cache_dir).expanduser() / FINGERPRINTS if cache_dir is not None else None
+    if memo_path is None or not memo_path.exists():
+        return memo_path, {}
+    try:
+        return memo_path, json.loads(memo_path.read_text())
+    except (OSError, ValueError):
+        return memo_path, {}
+
+
+def remembered_md5(path: str | Path, cache_dir: str | Path | None) -> str | None:
+    """The MD5 remembered for this file as it is now (same size, mtime, inode), or None."""
+    path = Path(path).resolve()
+    hit = _memo(cache_dir)[1].get(str(path))
+    if isinstance(hit, dict) and hit.get("stamp") == _stamp(path):
+        return str(hit["md5"])
+    return None
+
+
 def file_md5(path: str | Path, cache_dir: str | Path | None = None) -> str:
     """MD5 of a file's content, remembered in ``cache_dir`` per (path, size, mtime, inode)."""
     path = Path(path).resolve()
-    st = path.stat()
-    stamp = [st.st_size, st.st_mtime_ns, st.st_ino]
-    memo_path = Path(cache_dir).expanduser() / FINGERPRINTS if cache_dir is not None else None
-    memo: dict[str, Any] = {}
-    if memo_path is not None and memo_path.exists():
-        try:
-            memo = json.loads(memo_path.read_text())
-        except (OSError, ValueError):
-            memo = {}
-        hit = memo.get(str(path))
-        if isinstance(hit, dict) and hit.get("stamp") == stamp:
-            return str(hit["md5"])
+    if (known := remembered_md5(path, cache_dir)) is not None:
+        return known
+    stamp = _stamp(path)
     h = hashlib.md5()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 22):
             h.update(chunk)
     digest = h.hexdigest()
+    memo_path, memo = _memo(cache_dir)
     if memo_path is not None:
         memo[str(path)] = {"stamp": stamp, "md5": digest}
         write_json(memo_path, memo)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ import scipy.sparse as sp
 from lightrec.data.batches import csr_from_sorted
 from lightrec.data.sequences import sequence_matrix
 from lightrec.errors import LightrecError
+from lightrec.utils.parallel import cores, in_parallel
 
 log = logging.getLogger(__name__)
 
@@ -69,15 +71,21 @@ def read_interactions(path: str | Path, columns: Mapping[str, str | None]) -> In
                 f"data file {path} has no column {name!r} for the {role} (it has: {have}){hint}"
             )
     wanted = [n for n in names.values() if n is not None]
+    # pandas' C parser is twice as slow with usecols: read a narrow file whole (the
+    # prepared MovieLens-100K has one extra column), pick columns only from a wide one
+    usecols = wanted if len(header.columns) > 2 * len(wanted) else None
     try:
-        df = pd.read_csv(path, usecols=wanted)
+        df = pd.read_csv(path, usecols=usecols)
     except (UnicodeDecodeError, pd.errors.ParserError, ValueError) as e:
         raise LightrecError(f"data file {path} could not be parsed ({e})") from None
     n_read = len(df)
     if n_read == 0:
         raise LightrecError(f"data file {path} has a header but no rows")
 
-    missing = df[wanted].isna().any(axis=1).to_numpy()
+    missing = np.zeros(n_read, dtype=bool)
+    for name in wanted:
+        if df[name].hasnans:
+            missing |= df[name].isna().to_numpy()
     n_missing = int(missing.sum())
     if n_missing:
         log.warning("%s: dropped %d rows with a missing user, item or time", path, n_missing)
@@ -121,17 +129,133 @@ def _times(s: pd.Series, path: Path, name: str) -> np.ndarray:
     return parsed.astype("int64").to_numpy()
 
 
-def first_rows(user: np.ndarray, item: np.ndarray, time: np.ndarray) -> np.ndarray:
-    """Indices of the rows to keep, in (user, time, file order) order: each (user, item)
-    pair's earliest row. ``user`` and ``item`` are non-negative integer codes.
+def encode(ids: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """``(codes, uniques)`` with the uniques sorted, like ``pd.factorize(ids, sort=True)``.
 
-    >>> first_rows(np.array([1, 0, 0, 0]), np.array([7, 5, 6, 5]), np.array([0, 3, 2, 1])).tolist()
-    [3, 2, 0]
+    Non-negative integer ids no larger than a few times the row count (the usual case) are
+    encoded with a presence table and a cumulative sum, a third of a hash factorisation's
+    time on 20M rows; other ids (strings, 64-bit ids) go through ``pd.factorize``.
+
+    >>> codes, uniques = encode(pd.Series([30, 10, 30, 20]))
+    >>> codes.tolist(), uniques.tolist()
+    ([2, 0, 2, 1], [10, 20, 30])
     """
-    order = np.lexsort((time, user))  # stable: equal times keep file order
-    width = int(item.max()) + 1 if len(item) else 1
-    pair = user[order].astype(np.int64) * width + item[order]
-    return order[~pd.Series(pair).duplicated(keep="first").to_numpy()]
+    values = ids.to_numpy()
+    if values.dtype.kind in "iu" and len(values):
+        lo, hi = int(values.min()), int(values.max())
+        if lo >= 0 and hi <= 4 * len(values) + 1_000_000:
+            present = np.zeros(hi + 1, dtype=bool)
+            present[values] = True
+            code_of = np.cumsum(present, dtype=np.int64) - 1
+            return code_of[values], np.flatnonzero(present)
+    codes, uniques = pd.factorize(ids, sort=True)
+    return codes.astype(np.int64, copy=False), np.asarray(uniques)
+
+
+@dataclass
+class Ordered:
+    """The rows kept by :func:`first_rows`, in (user, time, file order) order."""
+
+    rows: np.ndarray  # their indices in the input
+    user: np.ndarray  # their values, int64
+    item: np.ndarray
+    time: np.ndarray
+
+
+def first_rows(user: np.ndarray, item: np.ndarray, time: np.ndarray) -> Ordered:
+    """Each (user, item) pair's earliest row, ordered by (user, time, file order).
+    ``user`` and ``item`` are non-negative integer codes.
+
+    >>> kept = first_rows(np.array([1, 0, 0, 0]), np.array([7, 5, 6, 5]), np.array([0, 3, 2, 1]))
+    >>> kept.rows.tolist(), kept.user.tolist(), kept.time.tolist()
+    ([3, 2, 0], [0, 0, 1], [1, 2, 0])
+
+    The order comes from one stable sort of ``user * span + (time - min) / gcd`` when that
+    key fits in 63 bits (it does for second timestamps even at MovieLens-20M's size), the
+    two halves of the users sorted at once on two cores; the pairs' repeats are found with a
+    hash. 20M rows take about a third of a two-key ``np.lexsort`` (docs/BENCHMARKS.md).
+    Float times, or a key that does not fit, use ``np.lexsort``.
+    """
+    user = np.asarray(user, dtype=np.int64)
+    item = np.asarray(item, dtype=np.int64)
+    time = np.asarray(time)
+    if len(user) == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return Ordered(empty, empty, empty, time[:0])
+    counts = np.bincount(user)
+    split = _halves(counts)  # the users of the two halves never share a key or a pair
+    key = _user_time_key(user, time)
+    if key is not None:
+        order = _stable_argsort(key, user, split)  # equal times keep file order
+        del key
+        # sorted by user: the users are each user's count of rows in turn (no gather)
+        u = np.repeat(np.arange(len(counts)), counts)
+    else:
+        order = np.lexsort((time, user))
+        u = user[order]
+    i = item[order]
+    pair = u * (int(item.max()) + 1)
+    pair += i
+    at = int(counts[:split].sum()) if split else 0  # where the second half starts, sorted
+    halves = (pair[:at], pair[at:])
+    keep = np.concatenate(in_parallel([partial(_first_of_each, p) for p in halves]))
+    del pair, halves
+    rows = order[keep]
+    kept_before = np.concatenate([[0], np.cumsum(keep)])  # kept rows before each position
+    ends = np.cumsum(counts)
+    kept_counts = kept_before[ends] - kept_before[ends - counts]
+    return Ordered(rows, np.repeat(np.arange(len(counts)), kept_counts), i[keep], time[rows])
+
+
+def _argsort_part(key: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    return idx[np.argsort(key[idx], kind="stable")]
+
+
+def _first_of_each(pair: np.ndarray) -> np.ndarray:
+    """True at the first occurrence of each value (a hash, in the given order)."""
+    return ~pd.Series(pair, copy=False).duplicated(keep="first").to_numpy()
+
+
+def _halves(counts: np.ndarray) -> int:
+    """The first user of the second half of the rows (0: do not split, too few rows)."""
+    n = int(counts.sum())
+    if n < 1_000_000 or cores() < 2:
+        return 0
+    return int(np.searchsorted(np.cumsum(counts), n // 2)) + 1
+
+
+def _stable_argsort(key: np.ndarray, user: np.ndarray, split: int) -> np.ndarray:
+    """``np.argsort(key, kind="stable")``, the two halves of the users sorted at once (the
+    key grows with the user, and numpy sorts without the GIL)."""
+    if not split:
+        return np.argsort(key, kind="stable")
+    low = user < split
+    parts = [np.flatnonzero(low), np.flatnonzero(~low)]
+    sorted_parts = in_parallel([partial(_argsort_part, key, idx) for idx in parts])
+    return np.concatenate(sorted_parts)
+
+
+def _user_time_key(user: np.ndarray, time: np.ndarray) -> np.ndarray | None:
+    """``user * span + (time - t0) // step``, ordered like (user, time); None when such a
+    key would not fit in 63 bits (or times are not integers)."""
+    if not np.issubdtype(time.dtype, np.integer):
+        return None
+    t0, t1 = int(time.min()), int(time.max())
+    limit = 2**62 // (int(user.max()) + 1)  # the packed key must stay below 2**62
+    if t1 - t0 < limit:
+        packed = user * (t1 - t0 + 1)
+        packed += time
+        packed -= t0
+        return packed
+    offset = time.astype(np.int64) - t0  # coarser clocks (dates parsed to nanoseconds) shrink
+    step = int(np.gcd.reduce(offset)) or 1
+    offset //= step
+    span = int(offset.max()) + 1
+    if span > limit:
+        return None
+    packed = user * span
+    packed += offset
+    return packed
 
 
 @dataclass
@@ -153,11 +277,10 @@ class History:
 def full_history(log_: Interactions, item_ids: list) -> History:
     """All rows of the log, over the model's items. Every user of the log is served, seen in
     training or not; rows with items the model never saw are dropped and counted."""
-    users, u = np.unique(log_.user.to_numpy(), return_inverse=True)
+    u, users = encode(log_.user)
     i = pd.Index(item_ids).get_indexer(log_.item)
     known = i >= 0
-    u, i, t = u[known], i[known], log_.time[known]
-    rows = first_rows(u, i, t)
-    u, i = u[rows], i[rows]
+    kept = first_rows(u[known], i[known], log_.time[known])
+    u, i = kept.user, kept.item
     csr = csr_from_sorted(u, i, np.ones(len(u), dtype=bool), len(users), len(item_ids))
-    return History(csr, users, u, i, int((~known).sum()))
+    return History(csr, np.asarray(users), u, i, int((~known).sum()))

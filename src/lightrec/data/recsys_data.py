@@ -16,19 +16,19 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import numpy as np
-import pandas as pd
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
 from lightrec.data import cache
 from lightrec.data.batches import CSRCollate, csr_from_sorted, eval_collate, train_collate
 from lightrec.data.datasets import data_file
-from lightrec.data.interactions import ROLES, Interactions, first_rows, read_interactions
+from lightrec.data.interactions import ROLES, Interactions, encode, first_rows, read_interactions
 from lightrec.data.sequences import sequence_matrix
 from lightrec.data.splits import TEST, TRAIN, VALID, Holdout, SplitSpec, Strategy
 from lightrec.errors import LightrecError
 from lightrec.params import NonNegativeInt, OpenFraction, PositiveInt
 from lightrec.utils.io import unwritable
+from lightrec.utils.parallel import in_parallel
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +44,13 @@ def encode_and_split(
 
     Ids are encoded in sorted order of the original ids (numeric or lexicographic).
     """
-    u_codes, u_uniques = pd.factorize(log_.user, sort=True)
-    i_codes, i_uniques = pd.factorize(log_.item, sort=True)
-    rows = first_rows(u_codes, i_codes, log_.time)
-    n_dup = len(u_codes) - len(rows)
+    u_codes, u_uniques = encode(log_.user)
+    i_codes, i_uniques = encode(log_.item)
+    kept = first_rows(u_codes, i_codes, log_.time)
+    n_dup = len(u_codes) - len(kept.rows)
     if n_dup:
         log.info("kept the earliest of each repeated (user, item): dropped %d rows", n_dup)
-    u, i, t = u_codes[rows], i_codes[rows], log_.time[rows]
+    u, i, t = kept.user, kept.item, kept.time
     per_user = np.bincount(u, minlength=len(u_uniques))
     active = per_user >= min_interactions
     n_users_dropped = int((per_user > 0).sum() - active.sum())
@@ -59,7 +59,8 @@ def encode_and_split(
         raise LightrecError(
             f"no user has data.min_interactions={min_interactions} or more distinct items"
         )
-    u, i, t = u[keep], i[keep], t[keep]
+    if not keep.all():
+        u, i, t = u[keep], i[keep], t[keep]
 
     # compact the codes (users and items that vanished with the filter), order preserved
     u_present = np.bincount(u, minlength=len(u_uniques)) > 0
@@ -188,7 +189,16 @@ class RecSysDataModule(pl.LightningDataModule):
         if not self.use_cache:
             self._build(path, key=None)
             return
-        key = cache.cache_key(self.split_params(), cache.file_md5(path, self.cache_dir))
+        read_early: Interactions | None = None
+        md5 = cache.remembered_md5(path, self.cache_dir)
+        if md5 is None:  # a file not hashed before (a first build): read it while hashing it
+            read_early, md5 = in_parallel(
+                [
+                    lambda: read_interactions(path, self.columns),
+                    lambda: cache.file_md5(path, self.cache_dir),
+                ]
+            )
+        key = cache.cache_key(self.split_params(), md5)
         with cache.locked(self.cache_dir):  # one process builds; the others then find it
             try:
                 hit = cache.load(self.cache_dir, key)
@@ -204,10 +214,10 @@ class RecSysDataModule(pl.LightningDataModule):
                 self.arrays, self.meta = hit
                 self.from_cache = True
                 return
-            self._build(path, key)
+            self._build(path, key, read_early)
 
-    def _build(self, path: Path, key: str | None) -> None:
-        interactions = read_interactions(path, self.columns)
+    def _build(self, path: Path, key: str | None, read: Interactions | None = None) -> None:
+        interactions = read if read is not None else read_interactions(path, self.columns)
         self.arrays, self.meta = encode_and_split(interactions, self.min_interactions, self.split)
         self.meta["data_path"] = str(path)
         self.meta["params"] = self.split_params()
