@@ -47,9 +47,9 @@ def test_accumulator_over_batches_equals_one_batch():
     g = torch.Generator().manual_seed(0)
     scores = torch.randn(50, 20, generator=g)
     targets = (torch.rand(50, 20, generator=g) < 0.15).float()
-    whole = MetricAccumulator([5, 10])
+    whole = MetricAccumulator([5, 10], 20)
     whole.update(scores, targets)
-    parts = MetricAccumulator([5, 10])
+    parts = MetricAccumulator([5, 10], 20)
     for i in range(0, 50, 7):
         parts.update(scores[i : i + 7], targets[i : i + 7])
     a, b = whole.compute(), parts.compute()
@@ -76,7 +76,7 @@ def test_matches_a_plain_python_reference():
         ndcg += sum(h / math.log2(r + 2) for r, h in enumerate(hits)) / sum(
             1 / math.log2(r + 2) for r in range(m)
         )
-    acc = MetricAccumulator([k])
+    acc = MetricAccumulator([k], 15)
     acc.update(scores, targets)
     out = acc.compute()
     assert out[f"recall@{k}"].item() == pytest.approx(rec / n, abs=1e-6)
@@ -86,8 +86,17 @@ def test_matches_a_plain_python_reference():
 def test_coverage_counts_distinct_items_in_top_k():
     scores = torch.tensor([[3.0, 2.0, 1.0, 0.0], [3.0, 2.0, 1.0, 0.0], [0.0, 1.0, 2.0, 3.0]])
     targets = torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 0, 0]])  # user 3 skipped
-    acc = MetricAccumulator([1, 2])
+    acc = MetricAccumulator([1, 2], 4)
     acc.update(scores, targets)
     out = acc.compute()
     assert out["coverage@1"].item() == pytest.approx(0.25)  # only item 0
     assert out["coverage@2"].item() == pytest.approx(0.5)  # items 0 and 1
+
+
+def test_an_empty_accumulator_still_has_every_sum():
+    """Under data parallelism every process must join each reduction, scored users or not."""
+    acc = MetricAccumulator([10], 7)
+    seen = []
+    out = acc.compute(reduce=lambda t: seen.append(t) or t)
+    assert len(seen) == 1 + 3 + 1  # users, recall/ndcg/hit, appearances
+    assert out["recall@10"].item() == 0.0 and out["coverage@10"].item() == 0.0

@@ -23,8 +23,19 @@ T = TypeVar("T")
 EXIT_USER_ERROR = 2
 
 
-# a deprecation inside pytorch_lightning itself, printed on every run; nothing to act on
-warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
+# Warnings a user cannot act on, silenced for the entry points (one list, here):
+# - a deprecation inside pytorch_lightning itself, printed on every run;
+# - Lightning's advice to sync logged metrics across processes: ours are sums reduced
+#   before dividing (models/base.py), syncing their means again would change nothing;
+# - data loading in the main process is by design (batches are cheap slices);
+# - tiny data with fewer steps per epoch than the logging interval.
+for _message in (
+    ".*isinstance.treespec, LeafSpec.*",
+    ".*It is recommended to use .self.log.* sync_dist=True.*",
+    ".*does not have many workers.*",
+    ".*is smaller than the logging interval.*",
+):
+    warnings.filterwarnings("ignore", message=_message)
 
 
 def user_error_message(exc: BaseException) -> str | None:

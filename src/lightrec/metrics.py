@@ -71,34 +71,33 @@ def topk_metric_sums(
 
 class MetricAccumulator:
     """Adds up :func:`topk_metric_sums` (and per-item top-K appearances, for coverage) over
-    batches; ``compute()`` gives the means."""
+    batches; ``compute()`` gives the means.
 
-    def __init__(self, ks: list[int] | tuple[int, ...]) -> None:
+    Every sum exists from the start (zeros), so under data parallelism a process that
+    scored no user still takes part in the reduction (which every process must join)."""
+
+    def __init__(self, ks: list[int] | tuple[int, ...], num_items: int) -> None:
         self.ks = list(ks)
+        self.num_items = num_items
         self.sums: dict[str, torch.Tensor] = {}
-
-    def _add(self, name: str, v: torch.Tensor) -> None:
-        self.sums[name] = self.sums[name] + v if name in self.sums else v
+        self.reset()
 
     def update(self, scores: torch.Tensor, targets: torch.Tensor) -> None:
+        if self.sums["users"].device != scores.device:
+            self.sums = {k: v.to(scores.device) for k, v in self.sums.items()}
         for name, v in topk_metric_sums(scores, targets, self.ks).items():
-            self._add(name, v)
+            self.sums[name] = self.sums[name] + v
         evaluated = targets.sum(dim=1) > 0
         for k in self.ks:
             top = scores[evaluated].topk(min(k, scores.shape[1]), dim=1).indices
-            counts = torch.zeros(scores.shape[1], device=scores.device)
-            self._add(
-                f"_appear@{k}",
-                counts.index_add_(
-                    0, top.reshape(-1), torch.ones(top.numel(), device=scores.device)
-                ),
+            self.sums[f"_appear@{k}"] = self.sums[f"_appear@{k}"].index_add(
+                0, top.reshape(-1), torch.ones(top.numel(), device=scores.device)
             )
 
     def compute(self, reduce=None) -> dict[str, torch.Tensor]:
         """Means over users and coverage; ``reduce`` (e.g. a sum across processes) is applied
-        to the sums first, so the result is exact under data parallelism."""
-        if not self.sums:
-            return {}
+        to the sums first, so the result is exact under data parallelism: each user counted
+        once, sums added before dividing, coverage from the summed appearance histogram."""
         sums = {k: (reduce(v) if reduce else v) for k, v in self.sums.items()}
         users = sums.pop("users").clamp(min=1)
         out = {}
@@ -109,5 +108,10 @@ class MetricAccumulator:
                 out[k] = v / users
         return out
 
-    def reset(self) -> None:
-        self.sums = {}
+    def reset(self, device: torch.device | str = "cpu") -> None:
+        zero = torch.zeros((), device=device)
+        self.sums = {"users": zero}
+        for k in self.ks:
+            for m in METRICS:
+                self.sums[f"{m}@{k}"] = zero
+            self.sums[f"_appear@{k}"] = torch.zeros(self.num_items, device=device)

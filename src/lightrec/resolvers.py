@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -47,6 +48,8 @@ def claim(wanted: str) -> str:
     create itself (the same answer every time this process asks)."""
     if wanted in _claimed:
         return _claimed[wanted]
+    if any(os.environ.get(v, "0") != "0" for v in ("RANK", "SLURM_PROCID", "LOCAL_RANK")):
+        return wanted  # a later process of a data-parallel job: rank 0 claims the folder
     path = Path(wanted).expanduser()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -85,8 +87,9 @@ def fit(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> Tr
         _check_same_setup(cfg, run_dir)
         remove_partial_checkpoints(run_dir)
     else:
-        OmegaConf.save(cfg, run_dir.config, resolve=True)
-        write_json(run_dir.id_maps, dm.id_maps())
+        if is_rank_zero():
+            OmegaConf.save(cfg, run_dir.config, resolve=True)
+            write_json(run_dir.id_maps, dm.id_maps())
 
     logger = RunLogger(
         save_dir=str(run_dir.root), name="tensorboard", version="", default_hp_metric=False
@@ -104,12 +107,13 @@ def fit(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> Tr
         if run_dir.selection.is_file():  # resumed after training had finished
             selection = json.loads(run_dir.selection.read_text())
         elif isinstance(model, ClosedFormModule):
-            selection = _fit_closed_form_run(cfg, dm, model, logger, run_dir)
+            selection = _fit_closed_form_run(cfg, dm, model, run_dir)
         else:
             selection = _fit_sgd(
                 cfg, dm, model, logger, run_dir, monitor, extra_callbacks or [], resuming
             )
-        write_json(run_dir.selection, selection)
+        if is_rank_zero():
+            write_json(run_dir.selection, selection)
 
         # evaluate the selected checkpoint: validation, then test once (history = train + valid)
         state = torch.load(
@@ -135,7 +139,8 @@ def fit(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> Tr
             log.info("no refit: without a validation split the model already trained on every row")
     if is_rank_zero():
         write_summary(logger, cfg, metrics, model, dm.meta["item_ids"])
-    write_json(run_dir.metrics, metrics)  # written last: marks the run as finished
+    if is_rank_zero():
+        write_json(run_dir.metrics, metrics)  # written last: marks the run as finished
     log.info("run folder %s: %s", run_dir.root, {k: metrics.get(k) for k in ("val", "test")})
     if is_rank_zero():
         say(finished_line(metrics, monitor, time.perf_counter() - t0, run_dir))
@@ -192,8 +197,10 @@ def _refit(cfg: DictConfig, dm: RecSysDataModule, best_epoch: int, run_dir: RunD
     shown, bar = progress.callbacks(cfg.progress, monitor=None, label="refit epoch")
     t0 = time.perf_counter()
     if isinstance(model, ClosedFormModule):
-        trainer = _fit_closed_form(cfg, merged, model, logger)
-        trainer.save_checkpoint(run_dir.refit_ckpt, weights_only=True)
+        _fit_closed_form(cfg, merged, model, run_dir.refit_ckpt)
+        trainer = _trainer(
+            cfg, logger=logger, enable_checkpointing=False, enable_progress_bar=False
+        )
     else:
         epochs = best_epoch + 1
         trainer = _trainer(
@@ -206,6 +213,7 @@ def _refit(cfg: DictConfig, dm: RecSysDataModule, best_epoch: int, run_dir: RunD
             min_epochs=epochs,
             limit_val_batches=0,
             enable_checkpointing=False,
+            **_strategy_for(cfg, model),
         )
         trainer.fit(model, datamodule=merged)
         trainer.save_checkpoint(run_dir.refit_ckpt)
@@ -251,11 +259,37 @@ def finished_line(metrics: dict[str, Any], monitor: str | None, seconds: float, 
     return "; ".join(parts) + f"; run folder {run.root}"
 
 
+class SameRunFolder(pl.Callback):
+    """Every process of a data-parallel job must use the first one's run folder (the others
+    read its checkpoints); one sentence when they do not."""
+
+    def __init__(self, run_dir: RunDir) -> None:
+        self.run_dir = run_dir
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.world_size > 1:
+            first = trainer.strategy.broadcast(str(self.run_dir.root), src=0)
+            if first != str(self.run_dir.root):
+                raise LightrecError(
+                    f"the processes of this data-parallel job use different run folders "
+                    f"({first} and {self.run_dir.root}): give them all hydra.run.dir=<one folder>"
+                )
+
+
+def _strategy_for(cfg: DictConfig, model: RecommenderModule) -> dict[str, Any]:
+    """``trainer.strategy``, adapted to a model that updates a part of itself at a time."""
+    if cfg.trainer.strategy == "ddp" and not model.updates_every_parameter_each_step:
+        return {"strategy": "ddp_find_unused_parameters_true"}
+    return {}
+
+
 def _trainer(cfg: DictConfig, **kw: Any) -> pl.Trainer:
     """``pl.Trainer`` from ``cfg.trainer``; keyword arguments add to or replace its keys.
     Checkpoints are written atomically (:class:`~lightrec.resume.AtomicCheckpointIO`)."""
     trainer_args: dict[str, Any] = OmegaConf.to_object(cfg.trainer)  # type: ignore[assignment]
-    return pl.Trainer(**{**trainer_args, "plugins": [AtomicCheckpointIO()], **kw})
+    # the data module shards users itself (evaluation without padding duplicates)
+    defaults = {"plugins": [AtomicCheckpointIO()], "use_distributed_sampler": False}
+    return pl.Trainer(**{**trainer_args, **defaults, **kw})
 
 
 def _fit_sgd(
@@ -281,7 +315,15 @@ def _fit_sgd(
     ckpt_path = run_dir.last_ckpt if resuming and run_dir.last_ckpt.is_file() else None
     state = ResumeState(resumes=int(resuming))
     shown, bar = progress.callbacks(cfg.progress, monitor, cfg.checkpoint.mode)
-    callbacks = [last_cb, state, DivergenceGuard(), ReleaseHostMemory(), *shown, *extra_callbacks]
+    callbacks = [
+        last_cb,
+        state,
+        SameRunFolder(run_dir),
+        DivergenceGuard(),
+        ReleaseHostMemory(),
+        *shown,
+        *extra_callbacks,
+    ]
     best_cb = None
     if monitor is None:
         log.warning("no validation split: training runs for trainer.max_epochs, keeping last")
@@ -305,6 +347,7 @@ def _fit_sgd(
         logger=logger,
         enable_progress_bar=bar,
         default_root_dir=str(run_dir.root),
+        **_strategy_for(cfg, model),
     )
     trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
     if best_cb is None:
@@ -321,17 +364,13 @@ def _fit_sgd(
 
 
 def _fit_closed_form_run(
-    cfg: DictConfig,
-    dm: RecSysDataModule,
-    model: ClosedFormModule,
-    logger: TensorBoardLogger,
-    run_dir: RunDir,
+    cfg: DictConfig, dm: RecSysDataModule, model: ClosedFormModule, run_dir: RunDir
 ) -> dict[str, Any]:
     """The closed-form fit of a run (deterministic: a resumed run simply fits again)."""
     t0 = time.perf_counter()
-    trainer = _fit_closed_form(cfg, dm, model, logger)
-    trainer.save_checkpoint(run_dir.best_ckpt, weights_only=True)  # no optimiser to keep
-    shutil.copyfile(run_dir.best_ckpt, run_dir.last_ckpt)
+    _fit_closed_form(cfg, dm, model, run_dir.best_ckpt)
+    if is_rank_zero():
+        shutil.copyfile(run_dir.best_ckpt, run_dir.last_ckpt)
     return {
         "best_checkpoint": run_dir.relative(run_dir.best_ckpt),
         "best_epoch": 0,
@@ -343,19 +382,25 @@ def _fit_closed_form_run(
 
 
 def _fit_closed_form(
-    cfg: DictConfig, dm: RecSysDataModule, model: ClosedFormModule, logger: TensorBoardLogger
-) -> pl.Trainer:
-    """One closed-form fit on the training matrix, on the GPU when the trainer would use
-    one; returns a trainer connected to the fitted model (to save and evaluate it)."""
+    cfg: DictConfig, dm: RecSysDataModule, model: ClosedFormModule, ckpt: Path
+) -> None:
+    """One closed-form fit on the training matrix, on this process's GPU when the trainer
+    would use one (every process of a data-parallel job fits the same model), saved to
+    ``ckpt`` by the first process: weights only, in Lightning's checkpoint format."""
     use_gpu = torch.cuda.is_available() and cfg.trainer.accelerator in ("auto", "gpu", "cuda")
-    model.to("cuda" if use_gpu else "cpu")
+    device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if use_gpu else "cpu"
+    model.to(device)
     model.fit_closed_form(dm.train_csr)
-    trainer = _trainer(
-        cfg, logger=logger, default_root_dir=logger.save_dir, enable_progress_bar=False
-    )
-    trainer.strategy.connect(model)
-    trainer.strategy.model_to_device()
-    return trainer
+    if is_rank_zero():
+        checkpoint = {
+            "epoch": 0,
+            "global_step": 0,
+            "pytorch-lightning_version": pl.__version__,
+            "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
+            "hparams_name": "kwargs",
+            "hyper_parameters": dict(model.hparams),
+        }
+        AtomicCheckpointIO().save_checkpoint(checkpoint, ckpt)
 
 
 def _plain(logged: Mapping[str, Any], prefix: str) -> dict[str, float]:

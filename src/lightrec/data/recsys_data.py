@@ -11,13 +11,14 @@ from __future__ import annotations
 import copy
 import logging
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 import numpy as np
 import pytorch_lightning as pl
-from torch.utils.data import DataLoader
+import torch
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from lightrec.data import cache
 from lightrec.data.batches import CSRCollate, csr_from_sorted, eval_collate, train_collate
@@ -84,6 +85,24 @@ def encode_and_split(
         },
     }
     return arrays, meta
+
+
+class Shard(Sampler[int]):
+    """Positions ``rank, rank + world, ...`` of ``n``: one process's share, without the
+    padding duplicates of ``DistributedSampler`` (evaluation counts each user once).
+
+    >>> list(Shard(5, world=2, rank=1))
+    [1, 3]
+    """
+
+    def __init__(self, n: int, world: int, rank: int) -> None:
+        self.n, self.world, self.rank = n, world, rank
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.n, self.world))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.n, self.world))
 
 
 class RecSysDataModule(pl.LightningDataModule):
@@ -270,10 +289,24 @@ class RecSysDataModule(pl.LightningDataModule):
         return {"user_ids": self.meta["user_ids"], "item_ids": self.meta["item_ids"]}
 
     def _loader(self, users: np.ndarray, collate: CSRCollate, train: bool) -> DataLoader:
+        """Batches of user indices. Under data parallelism each process takes its share:
+        for training, Lightning's usual padded shuffle (every process takes the same number
+        of steps); for validation and test, every ``world``-th user from its rank on, with
+        no padding, so each user is scored exactly once."""
+        trainer = self.trainer
+        world = trainer.world_size if trainer is not None else 1
+        sampler: Sampler | None = None
+        if world > 1 and trainer is not None:
+            if train:
+                seed = int(torch.initial_seed()) % 2**31  # the same on every process
+                sampler = DistributedSampler(users, world, trainer.global_rank, True, seed)  # type: ignore[arg-type]
+            else:
+                sampler = Shard(len(users), world, trainer.global_rank)
         return DataLoader(
             users,  # type: ignore[arg-type]  # a numpy array of user indices is a map-style dataset
             batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
+            shuffle=train and sampler is None,
+            sampler=sampler,
             collate_fn=collate,
             num_workers=self.num_workers,
         )

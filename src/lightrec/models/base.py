@@ -27,14 +27,18 @@ Batch = dict[str, torch.Tensor]
 
 
 class RecommenderModule(pl.LightningModule, ABC):
+    # every parameter gets a gradient at every step (what DDP's default assumes); a model
+    # that updates a part at a time says False, and trains with find_unused_parameters
+    updates_every_parameter_each_step = True
+
     def __init__(self, num_items: int, eval_ks: list[int], exclude_seen: bool) -> None:
         super().__init__()
         self.num_items = num_items
         self.eval_ks = list(eval_ks)
         self.exclude_seen = exclude_seen
         self._acc = {
-            "val": MetricAccumulator(self.eval_ks),
-            "test": MetricAccumulator(self.eval_ks),
+            "val": MetricAccumulator(self.eval_ks, num_items),
+            "test": MetricAccumulator(self.eval_ks, num_items),
         }
 
     @abstractmethod
@@ -56,10 +60,10 @@ class RecommenderModule(pl.LightningModule, ABC):
         self._acc[stage].update(scores, targets)
 
     def _eval_epoch_end(self, stage: str) -> None:
-        means = self._acc[stage].compute(
-            reduce=lambda t: self.trainer.strategy.reduce(t, reduce_op="sum")
-        )
-        self._acc[stage].reset()
+        acc = self._acc[stage]
+        acc.sums = {k: v.to(self.device) for k, v in acc.sums.items()}  # where the reduce runs
+        means = acc.compute(reduce=lambda t: self.trainer.strategy.reduce(t, reduce_op="sum"))
+        acc.reset()
         for name, value in means.items():
             self.log(f"{stage}/{name}", value, prog_bar=name == f"ndcg@{self.eval_ks[0]}")
 

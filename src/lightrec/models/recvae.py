@@ -120,6 +120,8 @@ class RecVAE(RecommenderModule):
         exclude_seen: rank only unseen items in validation/test (``eval.exclude_seen``).
     """
 
+    updates_every_parameter_each_step = False  # encoder passes, then decoder passes
+
     def __init__(
         self,
         num_items: PositiveInt,

@@ -1,0 +1,145 @@
+"""Data parallelism on the CPU (gloo): the metrics of a deterministic model are exactly the
+single-process ones, each user counted once, also on a user count that does not divide
+evenly; two "machines" on 127.0.0.1; a gradient model and RecVAE train under DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from helpers import ROOT, make_log, run_cmd
+
+# 41 users: 2 processes score 21 and 20; Lightning's sampler would pad one with a duplicate
+USERS = 41
+
+
+@pytest.fixture(scope="module")
+def log41(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ddp") / "log.csv"
+    make_log(n_users=USERS, n_items=30).to_csv(path, index=False)
+    return path
+
+
+def common(tmp_path, csv, root) -> list[str]:
+    return [
+        f"data.path={csv}",
+        f"data_cache.cache_dir={tmp_path / 'cache'}",
+        f"paths.log_root={root}",
+        "data.min_interactions=3",
+        "data.holdout=valid_and_test",
+        "trainer.accelerator=cpu",
+        "progress=none",
+    ]
+
+
+def metrics(root) -> dict:
+    (m,) = root.rglob("metrics.json")
+    return json.loads(m.read_text())
+
+
+def same_numbers(a: dict, b: dict) -> None:
+    assert a["val"] == b["val"] and a["test"] == b["test"]
+    assert a["refit"]["test"] == b["refit"]["test"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory, log41):
+    tmp = tmp_path_factory.mktemp("one")
+    p = run_cmd(
+        [sys.executable, str(ROOT / "train_ease.py"), *common(tmp, log41, tmp / "saved")], cwd=tmp
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    return metrics(tmp / "saved")
+
+
+def test_two_processes_give_the_single_process_metrics_exactly(tmp_path, log41, one_process):
+    p = run_cmd(
+        [
+            sys.executable,
+            str(ROOT / "train_ease.py"),
+            *common(tmp_path, log41, tmp_path / "saved"),
+            "trainer.devices=2",
+            "trainer.strategy=ddp",
+        ],
+        cwd=tmp_path,
+        env={"MASTER_PORT": str(free_port())},
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    two = metrics(tmp_path / "saved")
+    assert two["data"]["valid"] == USERS  # the data: every user validates once
+    same_numbers(one_process, two)
+    assert len(list((tmp_path / "saved").rglob("metrics.json"))) == 1  # one run folder
+    entries = [e for e in (tmp_path / "cache").iterdir() if e.name.startswith("lightrec-")]
+    assert len([e for e in entries if e.is_dir()]) == 1  # the data was prepared once
+
+
+def test_two_machines_on_localhost(tmp_path, log41, one_process):
+    """Two processes started like two machines' (NODE_RANK 0 and 1) joining one job."""
+    port, run_dir = free_port(), tmp_path / "saved" / "ease" / "two-machines"
+    procs = []
+    for node in (0, 1):
+        env = {
+            **os.environ,
+            "LIGHTREC_VENV": sys.prefix,
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "NODE_RANK": str(node),
+        }
+        args = [
+            sys.executable,
+            str(ROOT / "train_ease.py"),
+            *common(tmp_path, log41, tmp_path / "saved"),
+            "trainer.devices=1",
+            "trainer.num_nodes=2",
+            "trainer.strategy=ddp",
+            f"hydra.run.dir={run_dir}",
+        ]
+        procs.append(
+            subprocess.Popen(
+                args,
+                cwd=tmp_path,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    for p in procs:
+        assert p.wait(timeout=300) == 0, p.stderr.read()[-3000:]
+    same_numbers(one_process, json.loads((run_dir / "metrics.json").read_text()))
+
+
+@pytest.mark.parametrize(
+    "entry, config", [("train_multi_vae.py", "multi_vae_v2"), ("train_recvae.py", "recvae")]
+)
+def test_gradient_models_train_on_two_processes(tmp_path, log41, entry, config):
+    p = run_cmd(
+        [
+            sys.executable,
+            str(ROOT / entry),
+            "--config-name",
+            config,
+            *common(tmp_path, log41, tmp_path / "saved"),
+            "trainer.devices=2",
+            "trainer.strategy=ddp",
+            "trainer.max_epochs=3",
+            "data.batch_size=8",
+        ],
+        cwd=tmp_path,
+        env={"MASTER_PORT": str(free_port())},
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    m = metrics(tmp_path / "saved")
+    assert m["epochs_trained"] == 3 and m["refit"]["epochs"] == m["best_epoch"] + 1
+    assert 0.0 <= m["test"]["ndcg@10"] <= 1.0
