@@ -41,8 +41,31 @@ def test_float32_and_float64_agree():
 
 
 def test_memory_guard_stops_before_allocating():
-    with pytest.raises(LightrecError, match=r"100,000 items needs about 240\.0 GB"):
-        build_model("ease", num_items=100_000, memory_budget_gb=8.0)
+    model = build_model("ease", num_items=100_000)  # float64 on the CPU: 160 GB
+    with pytest.raises(
+        LightrecError, match=r"100,000 items needs about 160\.0 GB .*free on the CPU"
+    ):
+        model.fit_closed_form(sp.csr_matrix((10, 100_000), dtype=np.float32))
+    assert model.B.numel() == 0  # nothing was allocated
+
+
+def test_the_budget_key_is_an_optional_cap():
+    model = build_model("ease", num_items=2_000, memory_budget_gb=0.01)
+    with pytest.raises(LightrecError, match=r"over model.memory_budget_gb=0.01"):
+        model.fit_closed_form(sp.csr_matrix((10, 2_000), dtype=np.float32))
+
+
+def test_a_27k_item_catalogue_fits_an_80_gb_gpu(monkeypatch):
+    """MovieLens-20M's 26,744 items in float32 need 5.7 GB: the guard asks the GPU what is
+    free (the old guard assumed float64 and a fixed 8 GB budget, and refused)."""
+    from lightrec.models import ease
+
+    monkeypatch.setattr(ease, "available_bytes", lambda device: 80 * 10**9)
+    model = build_model("ease", num_items=26_744)
+    model.check_memory(torch.device("cuda"), torch.float32)  # no error
+    monkeypatch.setattr(ease, "available_bytes", lambda device: 4 * 10**9)
+    with pytest.raises(LightrecError, match="5.7 GB .* over 4.0 GB free on the CUDA"):
+        model.check_memory(torch.device("cuda"), torch.float32)
 
 
 def test_popularity_ranks_by_training_users():

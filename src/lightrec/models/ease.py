@@ -12,13 +12,14 @@ Precision: on the GPU float32 (with TF32 off, so the inverse is true fp32); on t
 float64 by default, because the Gram matrix of a popular catalogue is badly conditioned
 (diagonal entries from lambda to tens of thousands) and the inverse loses several digits
 in float32, while float64 costs only about twice the time there. ``dtype`` overrides.
-The items x items matrices are checked against ``memory_budget_gb`` before allocation.
+Before allocating, the fit checks that its two items x items matrices fit in the memory
+free on its device (and under ``memory_budget_gb`` when set).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -27,6 +28,7 @@ import torch
 from lightrec.errors import LightrecError
 from lightrec.models.base import ClosedFormModule
 from lightrec.params import PositiveFloat, PositiveInt
+from lightrec.utils.memory import available_bytes
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +36,15 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 def ease_memory_gb(num_items: int, dtype: torch.dtype) -> float:
-    """Peak memory of the fit: Gram matrix, its inverse and B (three n x n matrices)."""
-    return 3 * num_items**2 * torch.empty((), dtype=dtype).element_size() / 1e9
+    """Peak memory of the fit: two n x n matrices at a time (the Gram matrix and its Cholesky
+    factor, then the factor and the inverse, which becomes B in place; a float64 B's float32
+    copy is half of one more)."""
+    return 2 * num_items**2 * torch.empty((), dtype=dtype).element_size() / 1e9
 
 
 def ease_weights(gram: torch.Tensor, lam: float) -> torch.Tensor:
-    """``B`` from the Gram matrix ``X^T X`` (overwritten), by a Cholesky inverse.
+    """``B`` from the Gram matrix ``X^T X`` (consumed: pass it and drop your reference), by a
+    Cholesky inverse; at most two n x n matrices are alive at once.
 
     >>> X = torch.tensor([[1., 1., 0.], [0., 1., 1.], [1., 1., 1.]], dtype=torch.float64)
     >>> B = ease_weights(X.T @ X, lam=1.0)
@@ -47,10 +52,13 @@ def ease_weights(gram: torch.Tensor, lam: float) -> torch.Tensor:
     0.0
     """
     gram.diagonal().add_(lam)
-    p = torch.cholesky_inverse(torch.linalg.cholesky(gram))
-    b = p / (-p.diagonal())  # column j divided by -P_jj
-    b.diagonal().zero_()
-    return b
+    factor = torch.linalg.cholesky(gram)
+    del gram
+    p = torch.cholesky_inverse(factor)
+    del factor
+    p.div_(-p.diagonal())  # column j divided by -P_jj (the divisor is a new vector)
+    p.diagonal().zero_()
+    return p
 
 
 class EASE(ClosedFormModule):
@@ -58,7 +66,8 @@ class EASE(ClosedFormModule):
     num_items: filled in from the data module.
     lam: L2 regularisation (lambda); larger for bigger, denser data.
     dtype: ``auto`` (float64 on the CPU, float32 on the GPU), ``float32`` or ``float64``.
-    memory_budget_gb: refuse to fit when the n x n matrices would need more.
+    memory_budget_gb: an upper limit of your own for the fit's n x n matrices; None: the
+        memory free on the device decides.
     eval_ks: cut-offs of the validation/test metrics.
     exclude_seen: rank only unseen items in validation/test (``eval.exclude_seen``).
     """
@@ -70,34 +79,57 @@ class EASE(ClosedFormModule):
         num_items: PositiveInt,
         lam: PositiveFloat,
         dtype: Literal["auto", "float32", "float64"],
-        memory_budget_gb: PositiveFloat,
+        memory_budget_gb: PositiveFloat | None,
         eval_ks: list[PositiveInt],
         exclude_seen: bool,
     ) -> None:
         super().__init__(num_items, list(eval_ks), exclude_seen)
         if dtype not in ("auto", *DTYPES):
             raise LightrecError(f"model.dtype={dtype!r} is not one of auto, float32, float64")
-        need = ease_memory_gb(num_items, torch.float64 if dtype != "float32" else torch.float32)
-        if need > memory_budget_gb:
-            raise LightrecError(
-                f"EASE on {num_items:,} items needs about {need:.1f} GB for its item x item "
-                f"matrices, over model.memory_budget_gb={memory_budget_gb}; raise the budget, "
-                "use model.dtype=float32, or drop rare items (data.min_interactions)"
-            )
         self.save_hyperparameters()
         self.lam = lam
         self.dtype_name = dtype
-        self.register_buffer("B", torch.zeros(num_items, num_items))
+        self.memory_budget_gb = memory_budget_gb
+        # B is made by the fit (or by loading a checkpoint): no n x n zeros beside it
+        self.register_buffer("B", torch.zeros(0, 0))
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kw: Any) -> None:
+        weights = state_dict.get(prefix + "B")
+        if weights is not None and weights.shape != self.B.shape:
+            self.B = torch.empty_like(weights, device=self.B.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kw)
+
+    def check_memory(self, device: torch.device, dtype: torch.dtype) -> None:
+        """Refuse, before allocating, a fit the device cannot hold: the memory free there
+        (a GPU's free memory, the host's available RAM), or model.memory_budget_gb if set."""
+        need = ease_memory_gb(self.num_items, dtype)
+        free = available_bytes(device)
+        limits = []
+        if free is not None:
+            limits.append((free / 1e9, f"{free / 1e9:.1f} GB free on the {device.type.upper()}"))
+        if self.memory_budget_gb is not None:
+            limits.append(
+                (self.memory_budget_gb, f"model.memory_budget_gb={self.memory_budget_gb}")
+            )
+        for limit, what in limits:
+            if need > limit:
+                smaller = " use model.dtype=float32," if dtype == torch.float64 else ""
+                raise LightrecError(
+                    f"EASE on {self.num_items:,} items needs about {need:.1f} GB for its item x "
+                    f"item matrices ({str(dtype).removeprefix('torch.')}), over {what}:{smaller}"
+                    " drop rare items (data.min_interactions), or use a bigger device"
+                )
 
     def fit_closed_form(self, train: sp.csr_matrix) -> None:
         device = self.B.device
         dtype = DTYPES.get(
             self.dtype_name, torch.float64 if device.type == "cpu" else torch.float32
         )
-        x = train.copy()
+        self.check_memory(device, dtype)
+        x = train.astype(np.float64 if dtype == torch.float64 else np.float32)
         x.data[:] = 1.0
         if device.type == "cpu":
-            gram = torch.from_numpy((x.T @ x).toarray().astype(np.float64)).to(dtype)
+            gram = torch.from_numpy((x.T @ x).toarray())  # the one dense copy, in its dtype
         else:
             coo = x.tocoo()
             xt = torch.sparse_coo_tensor(
@@ -110,7 +142,10 @@ class EASE(ClosedFormModule):
         tf32 = torch.backends.cuda.matmul.allow_tf32
         torch.backends.cuda.matmul.allow_tf32 = False
         try:
-            self.B.copy_(ease_weights(gram, self.lam))
+            weights = ease_weights(gram, self.lam)
+            del gram
+            self.B = weights.to(torch.float32)  # stored and scored in float32, as always
+            del weights
         finally:
             torch.backends.cuda.matmul.allow_tf32 = tf32
         log.info(

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import sys
 from functools import cache
 
 import pytorch_lightning as pl
+import torch
 
 
 @cache
@@ -25,6 +27,24 @@ def _malloc_trim():
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         return libc.malloc_trim  # glibc only; musl and others lack it
     except (OSError, AttributeError):
+        return None
+
+
+def available_bytes(device: torch.device) -> int | None:
+    """Memory a new allocation can use now: a GPU's free memory, or the host's available
+    RAM (``MemAvailable``); None when it cannot be told."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
         return None
 
 
