@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -51,6 +53,14 @@ def _slice(name: str, m: sp.csr_matrix, rows: np.ndarray) -> dict[str, torch.Ten
         f"{name}_indptr": torch.from_numpy(sub.indptr.astype(np.int64)),
         f"{name}_indices": torch.from_numpy(sub.indices.astype(np.int64)),
     }
+
+
+def history_rows(batch: dict[str, torch.Tensor], n_cols: int) -> torch.Tensor:
+    """The batch's users' histories as a binary ``(B, n_cols)`` float matrix on the batch's
+    device: rows of a device-resident matrix (:class:`DeviceBatches`) or a CSR slice."""
+    if "input_dense" in batch:
+        return batch["input_dense"].float()
+    return dense_rows(batch["input_indptr"], batch["input_indices"], n_cols)
 
 
 def dense_rows(indptr: torch.Tensor, indices: torch.Tensor, n_cols: int) -> torch.Tensor:
@@ -105,3 +115,35 @@ def eval_collate(
         assert seqs is not None
         return SequenceCollate(seqs, history, targets)
     return CSRCollate(history, targets)
+
+
+class DeviceBatches:
+    """Training batches built on the device from a device-resident copy of the training data:
+    a binary users x items matrix (uint8) for the CSR view, the token matrix for the
+    sequence view. No step copies anything from the host or waits for the device.
+
+    Each epoch draws from torch's random generator exactly what a shuffling ``DataLoader``
+    of the same users draws (its base seed, then its sampler's seed for a private
+    permutation), so on the same device both paths train identically.
+    """
+
+    def __init__(self, rows: torch.Tensor, users: np.ndarray, batch_size: int, key: str) -> None:
+        self.rows = rows  # (all users, width) on the device
+        self.users = torch.from_numpy(users).to(rows.device)
+        self.batch_size = batch_size
+        self.key = key  # "input_dense" or "seq"
+
+    def __len__(self) -> int:
+        return -(-len(self.users) // self.batch_size)
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        torch.empty((), dtype=torch.int64).random_()  # what the DataLoader's iterator draws
+        seed = int(torch.empty((), dtype=torch.int64).random_().item())  # ...and its sampler
+        generator = torch.Generator()
+        generator.manual_seed(seed)
+        order = self.users[
+            torch.randperm(len(self.users), generator=generator).to(self.users.device)
+        ]
+        for start in range(0, len(order), self.batch_size):
+            users = order[start : start + self.batch_size]
+            yield {"users": users, self.key: self.rows.index_select(0, users)}

@@ -21,7 +21,13 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from lightrec.data import cache
-from lightrec.data.batches import CSRCollate, csr_from_sorted, eval_collate, train_collate
+from lightrec.data.batches import (
+    CSRCollate,
+    DeviceBatches,
+    csr_from_sorted,
+    eval_collate,
+    train_collate,
+)
 from lightrec.data.datasets import data_file
 from lightrec.data.interactions import ROLES, Interactions, encode, first_rows, read_interactions
 from lightrec.data.sequences import sequence_matrix
@@ -29,6 +35,7 @@ from lightrec.data.splits import TEST, TRAIN, VALID, Holdout, SplitSpec, Strateg
 from lightrec.errors import LightrecError
 from lightrec.params import NonNegativeInt, OpenFraction, PositiveInt
 from lightrec.utils.io import unwritable
+from lightrec.utils.memory import available_bytes
 from lightrec.utils.parallel import in_parallel
 
 log = logging.getLogger(__name__)
@@ -121,6 +128,10 @@ class RecSysDataModule(pl.LightningDataModule):
         view: ``csr`` (user x item rows: the autoencoders, EASE) or ``sequence`` (each
             user's most recent ``max_len`` items as tokens, left-padded: the sequence models).
         batch_size, eval_batch_size, num_workers: data loading.
+        on_device: keep the training data on the model's device and build training batches
+            there (:class:`~lightrec.data.batches.DeviceBatches`): ``auto`` on a CUDA device
+            with room for it in a single-process run, ``True`` anywhere (the CPU too),
+            ``False`` never (batches are sliced on the host).
         use_cache, cache_dir: the disk cache (see lightrec.data.cache).
     """
 
@@ -141,6 +152,7 @@ class RecSysDataModule(pl.LightningDataModule):
         batch_size: PositiveInt,
         eval_batch_size: PositiveInt,
         num_workers: NonNegativeInt,
+        on_device: Literal["auto", True, False],
         use_cache: bool,
         cache_dir: str,
     ) -> None:
@@ -166,6 +178,7 @@ class RecSysDataModule(pl.LightningDataModule):
         self.batch_size = int(batch_size)
         self.eval_batch_size = int(eval_batch_size)
         self.num_workers = int(num_workers)
+        self.on_device = on_device
         self.use_cache = bool(use_cache)
         self.cache_dir = str(Path(cache_dir).expanduser())
         self.arrays: dict[str, np.ndarray] | None = None
@@ -309,12 +322,39 @@ class RecSysDataModule(pl.LightningDataModule):
             sampler=sampler,
             collate_fn=collate,
             num_workers=self.num_workers,
+            pin_memory=trainer is not None and trainer.strategy.root_device.type == "cuda",
         )
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> DataLoader | DeviceBatches:
         users = np.flatnonzero(np.diff(self.train_csr.indptr) > 0)
+        device = self.trainer.strategy.root_device if self.trainer is not None else None
+        if device is not None and self._training_data_fits(device):
+            if self.view == "sequence":
+                assert self.train_seq is not None
+                rows, key = torch.from_numpy(self.train_seq).to(device), "seq"
+            else:
+                dense = torch.zeros(self.train_csr.shape, dtype=torch.uint8)
+                dense[
+                    torch.from_numpy(self.train_csr.nonzero()[0]),
+                    torch.from_numpy(self.train_csr.indices.astype(np.int64)),
+                ] = 1
+                rows, key = dense.to(device), "input_dense"
+            return DeviceBatches(rows, users, self.batch_size, key)
         collate = train_collate(self.view, self.train_csr, self.train_seq)
         return self._loader(users, collate, train=True)
+
+    def _training_data_fits(self, device: torch.device) -> bool:
+        """Whether training batches are built on ``device`` (see ``on_device``)."""
+        if self.on_device is False or (self.trainer is not None and self.trainer.world_size > 1):
+            return False
+        if self.on_device is True:
+            return True
+        if device.type != "cuda":
+            return False
+        width = self.max_len * 8 if self.view == "sequence" else self.num_items
+        need = self.num_users * width
+        free = available_bytes(device)
+        return free is not None and need <= free // 2  # half: the model needs room too
 
     def val_dataloader(self) -> DataLoader:
         users = np.flatnonzero(np.diff(self.valid_csr.indptr) > 0)

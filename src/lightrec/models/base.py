@@ -20,7 +20,7 @@ import pytorch_lightning as pl
 import scipy.sparse as sp
 import torch
 
-from lightrec.data.batches import dense_rows
+from lightrec.data.batches import dense_rows, history_rows
 from lightrec.metrics import MetricAccumulator, exclude_seen
 
 Batch = dict[str, torch.Tensor]
@@ -95,5 +95,5 @@ class ClosedFormModule(RecommenderModule):
         return None
 
     def score_batch(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        x = dense_rows(batch["input_indptr"], batch["input_indices"], self.num_items)
+        x = history_rows(batch, self.num_items)
         return self.scores(x), x

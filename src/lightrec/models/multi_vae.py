@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightrec.data.batches import dense_rows
+from lightrec.data.batches import history_rows
 from lightrec.models.base import RecommenderModule
 from lightrec.params import (
     NonNegativeFloat,
@@ -133,10 +133,10 @@ class MultiVAE(RecommenderModule):
         return recon, kl
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x = dense_rows(batch["input_indptr"], batch["input_indices"], self.num_items)
+        x = history_rows(batch, self.num_items)
         logits, mu, logvar = self.net(x)
         recon, kl = self.loss_parts(logits, x, mu, logvar)
-        beta = kl_weight(self.global_step, self.kl_cap, self.anneal_steps)
+        beta = self._kl_weight_now()
         loss = recon + beta * kl
         n = x.shape[0]
         self.log("train/loss", loss, batch_size=n)
@@ -150,10 +150,28 @@ class MultiVAE(RecommenderModule):
         assert isinstance(last, nn.Linear)
         return last.weight  # (I, H): each item's row of the last layer
 
+    def on_train_start(self) -> None:
+        # the step count on the device, for the KL weight: no Python number becomes a
+        # tensor (a host-to-device copy) at every step
+        self._step = torch.full((), self.global_step, dtype=torch.float64, device=self.device)
+
+    def _kl_weight_now(self) -> torch.Tensor:
+        """:func:`kl_weight` of the current step, as a float32 tensor on the device (computed
+        in float64 like the Python function, so the value is the same); advances the step."""
+        if self.anneal_steps <= 0:
+            beta = torch.full_like(self._step, self.kl_cap)
+        else:
+            beta = torch.clamp(self.kl_cap * self._step / self.anneal_steps, max=self.kl_cap)
+        self._step += 1
+        return beta.float()
+
     def score_batch(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        x = dense_rows(batch["input_indptr"], batch["input_indices"], self.num_items)
+        x = history_rows(batch, self.num_items)
         logits, _, _ = self.net(x)
         return logits, x
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        fused = self.device.type == "cuda"  # one kernel for every tensor's update
+        return torch.optim.Adam(
+            self.parameters(), lr=self.lr, weight_decay=self.weight_decay, fused=fused
+        )

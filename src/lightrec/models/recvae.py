@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightrec.data.batches import dense_rows
+from lightrec.data.batches import history_rows
 from lightrec.models.base import Batch, RecommenderModule
 from lightrec.params import NonNegativeFloat, PositiveFloat, PositiveInt, Probability
 
@@ -178,7 +178,7 @@ class RecVAE(RecommenderModule):
         return (weight * kl - mll).mean(), -mll.mean(), kl.mean()
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        x = dense_rows(batch["input_indptr"], batch["input_indices"], self.num_items)
+        x = history_rows(batch, self.num_items)
         optimisers = self.optimizers()
         assert isinstance(optimisers, list)
         enc_opt, dec_opt = optimisers
@@ -198,7 +198,7 @@ class RecVAE(RecommenderModule):
         return self.net.decoder.weight  # (I, Z)
 
     def score_batch(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        x = dense_rows(batch["input_indptr"], batch["input_indices"], self.num_items)
+        x = history_rows(batch, self.num_items)
         logits, _, _, _ = self.net(x, dropout=0.0)
         return logits, x
 
