@@ -23,7 +23,6 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from lightrec.data.batches import csr_from_sorted
 from lightrec.data.sequences import sequence_matrix
 from lightrec.errors import LightrecError
 from lightrec.utils.parallel import cores, in_parallel
@@ -258,20 +257,35 @@ def _user_time_key(user: np.ndarray, time: np.ndarray) -> np.ndarray | None:
     return packed
 
 
-@dataclass
 class History:
-    """Every user's full history over a trained model's item map (for prediction)."""
+    """Every user's full history over a trained model's item map (for prediction).
 
-    csr: sp.csr_matrix  # (users, items) binary
-    users: np.ndarray  # original user ids, sorted; row r of csr is users[r]
-    user: np.ndarray  # rows sorted by (user, time, file order), earliest of each repeat
-    item: np.ndarray
-    n_unknown: int  # rows naming items the model never saw (ignored)
+    ``csr`` (users x items, binary) comes from the (user, item) pairs alone, in linear time;
+    the time order, which only the sequence view needs, is computed when asked for."""
+
+    def __init__(
+        self,
+        user: np.ndarray,
+        item: np.ndarray,
+        time: np.ndarray,
+        users: np.ndarray,
+        n_items: int,
+        n_unknown: int,
+    ) -> None:
+        self.users = users  # original user ids, sorted; row r of csr is users[r]
+        self.n_unknown = n_unknown  # rows naming items the model never saw (ignored)
+        self._user, self._item, self._time = user, item, time
+        ones = np.ones(len(user), dtype=np.float32)
+        csr = sp.csr_matrix((ones, (user, item)), shape=(len(users), n_items))
+        csr.sum_duplicates()
+        csr.data[:] = 1.0
+        self.csr = csr
 
     def sequences(self, max_len: int) -> np.ndarray:
         """Each user's most recent ``max_len`` items as tokens (the sequence view)."""
-        keep = np.ones(len(self.user), dtype=bool)
-        return sequence_matrix(self.user, self.item, keep, len(self.users), max_len)
+        kept = first_rows(self._user, self._item, self._time)
+        everything = np.ones(len(kept.user), dtype=bool)
+        return sequence_matrix(kept.user, kept.item, everything, len(self.users), max_len)
 
 
 def full_history(log_: Interactions, item_ids: list) -> History:
@@ -280,7 +294,8 @@ def full_history(log_: Interactions, item_ids: list) -> History:
     u, users = encode(log_.user)
     i = pd.Index(item_ids).get_indexer(log_.item)
     known = i >= 0
-    kept = first_rows(u[known], i[known], log_.time[known])
-    u, i = kept.user, kept.item
-    csr = csr_from_sorted(u, i, np.ones(len(u), dtype=bool), len(users), len(item_ids))
-    return History(csr, np.asarray(users), u, i, int((~known).sum()))
+    if not known.all():
+        u, i, t = u[known], i[known], log_.time[known]
+    else:
+        t = log_.time
+    return History(u, i.astype(np.int64), t, np.asarray(users), len(item_ids), int((~known).sum()))
