@@ -110,3 +110,21 @@ def test_runs_without_a_refit_model_are_refused(tmp_path, tiny_csv, two_runs):
     with pytest.raises(LightrecError, match="has no refit model"):
         blend.load_members([str(two_runs[0]), str(no_refit)], use_refit=True)
     assert len(blend.load_members([str(two_runs[0]), str(no_refit)], use_refit=False)) == 2
+
+
+def test_blend_the_latest_run_of_each_config(tmp_path, tiny_csv, two_runs):
+    out = tmp_path / "latest.csv"
+    code = blend.main(
+        [
+            "--latest",
+            "ease",
+            "multi_vae_v2",
+            "--log-root",
+            str(tmp_path / "saved" / "hydra_logs"),
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    assert json.loads((out.parent / "blend.json").read_text())["runs"] == [str(r) for r in two_runs]
+    assert blend.main(["--latest", "sasrec", "--log-root", str(tmp_path / "nothing")]) == 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -165,3 +166,18 @@ def test_ease_lambda_sweep_is_one_multirun(tmp_path, tiny_csv):
         cfg = (m.parent / "config.yaml").read_text()
         lams |= {line.split(":")[1].strip() for line in cfg.splitlines() if "lam:" in line}
     assert lams == {"1", "10", "100"}
+
+
+def test_run_best_trains_the_members_and_blends_them(tmp_path, tiny_csv):
+    ov = [
+        *tiny_overrides(tmp_path, tiny_csv),
+        f"paths.log_root={tmp_path / 'saved' / 'hydra_logs'}",
+    ]
+    p = run_cmd([str(ROOT / "run_best.sh"), *ov], cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    submission = Path(p.stdout.strip().splitlines()[-1])
+    assert submission.name == "submission.csv" and (tmp_path / submission).is_file()
+    blend = json.loads((tmp_path / submission).parent.joinpath("blend.json").read_text())
+    assert len(blend["runs"]) == 3 and abs(sum(blend["weights"]) - 1.0) < 0.01
+    lines = (tmp_path / submission).read_text().splitlines()
+    assert lines[0] == "user,item" and len(lines) == 1 + 40 * 10

@@ -1,4 +1,7 @@
-"""Blend finished runs into one submission: ``python -m lightrec.blend RUN_DIR RUN_DIR [...]``.
+"""Blend finished runs into one submission:
+
+``python -m lightrec.blend RUN_DIR RUN_DIR [...]`` or, with the latest finished run of each
+config, ``python -m lightrec.blend --latest ease recvae sasrec [--log-root saved/hydra_logs]``.
 
 1. The runs must share the data file, the split and the item map (one sentence otherwise).
 2. Each run's *selected* model (``best.ckpt``) scores the validation users from their
@@ -44,7 +47,7 @@ from lightrec.predict import load_config, load_history, load_model, pick_device
 from lightrec.recommend import check_enough_unseen
 from lightrec.train import build_datamodule
 from lightrec.utils.io import write_json
-from lightrec.utils.path_utils import RunDir
+from lightrec.utils.path_utils import RunDir, latest_finished_run
 
 log = logging.getLogger(__name__)
 
@@ -326,7 +329,15 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ap.add_argument("runs", nargs="+", help="finished training run folders")
+    ap.add_argument("runs", nargs="*", help="finished training run folders")
+    ap.add_argument(
+        "--latest",
+        nargs="+",
+        metavar="CONFIG",
+        default=[],
+        help="blend the latest finished run of each of these configs",
+    )
+    ap.add_argument("--log-root", default="saved/hydra_logs", help="where --latest looks")
     ap.add_argument("--out", type=Path, help="submission path (default saved/blends/<time>/)")
     ap.add_argument("--method", choices=METHODS, default="zscore")
     ap.add_argument("--no-refit", action="store_true", help="blend the selected models")
@@ -340,7 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     try:
-        path, record = blend(a.runs, a.out, a.method, not a.no_refit, a.max_users, top_k=a.top_k)
+        runs = [*a.runs, *(str(latest_finished_run(a.log_root, c).root) for c in a.latest)]
+        path, record = blend(runs, a.out, a.method, not a.no_refit, a.max_users, top_k=a.top_k)
     except LightrecError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
