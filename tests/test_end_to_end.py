@@ -62,7 +62,7 @@ def test_predict_uses_the_latest_run_and_full_history(trained, tmp_path, tiny_cs
     check_submission(out, pd.read_csv(tiny_csv), k=10)
 
 
-@pytest.mark.parametrize("config", ["multi_vae_v2", "bert4rec_v2", "ease"])
+@pytest.mark.parametrize("config", ["multi_vae_v2", "bert4rec_v2", "ease", "recvae", "sasrec"])
 def test_reloaded_checkpoints_give_the_trained_models_scores(tmp_path, tiny_csv, config):
     """The model in memory after training and its reloaded last.ckpt score every user
     identically; the reloaded best.ckpt reproduces metrics.json's validation numbers."""
