@@ -101,8 +101,9 @@ def test_interrupted_in_the_first_epoch_starts_again_in_its_folder(tmp_path, tin
     same_numbers(whole, resumed)
 
 
-def test_stopped_after_training_redoes_only_evaluation_and_refit(tmp_path, tiny_csv):
-    """A run killed during its refit: training is not repeated, the refit starts again."""
+def test_stopped_after_training_redoes_only_evaluation_and_refit(tmp_path, tiny_csv, capsys):
+    """A run killed during its refit: training is not repeated, the refit starts again, and
+    what the first attempt left in TensorBoard is replaced without a warning."""
     ov = [*cpu_overrides(tmp_path, tiny_csv), "data.holdout=valid_and_test"]
     run_dir = tmp_path / "saved" / "hydra_logs" / "multi_vae_v2" / "d" / "t"
     whole = train.fit(compose_cfg("multi_vae_v2", ov, run_dir))
@@ -110,7 +111,10 @@ def test_stopped_after_training_redoes_only_evaluation_and_refit(tmp_path, tiny_
     run.metrics.unlink()
     run.refit_ckpt.unlink()
     before = run.last_ckpt.stat().st_mtime_ns
+    capsys.readouterr()
     again = train.fit(compose_cfg("multi_vae_v2", [*ov, "resume=true"])).metrics
+    printed = capsys.readouterr()
+    assert "warning" not in (printed.out + printed.err).lower(), printed
     assert run.last_ckpt.stat().st_mtime_ns == before  # no epoch was trained again
     same_numbers(whole.metrics, again)
     assert run.refit_ckpt.is_file()

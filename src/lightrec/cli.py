@@ -28,12 +28,14 @@ EXIT_USER_ERROR = 2
 # - Lightning's advice to sync logged metrics across processes: ours are sums reduced
 #   before dividing (models/base.py), syncing their means again would change nothing;
 # - data loading in the main process is by design (batches are cheap slices);
-# - tiny data with fewer steps per epoch than the logging interval.
+# - tiny data with fewer steps per epoch than the logging interval;
+# - a resumed run writing into its own checkpoint folder, which is the point of resuming.
 for _message in (
     ".*isinstance.treespec, LeafSpec.*",
     ".*It is recommended to use .self.log.* sync_dist=True.*",
     ".*does not have many workers.*",
     ".*is smaller than the logging interval.*",
+    ".*Checkpoint directory .* exists and is not empty.*",
 ):
     warnings.filterwarnings("ignore", message=_message)
 

@@ -14,7 +14,9 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -112,11 +114,12 @@ def write_summary(
             _label(titles.iloc[i] if titles is not None else None, item_ids[i])
             for i in range(len(item_ids))
         ]
+        step = int(metrics.get("best_epoch", 0))
+        # A resumed run writes the same projection again: replace it (torch's writer keeps
+        # the old one and warns) rather than keep two.
+        shutil.rmtree(Path(writer.log_dir) / f"{step:05}" / "items", ignore_errors=True)
         writer.add_embedding(
-            embeddings.detach().float().cpu(),
-            metadata=labels,
-            tag="items",
-            global_step=int(metrics.get("best_epoch", 0)),
+            embeddings.detach().float().cpu(), metadata=labels, tag="items", global_step=step
         )
     writer.flush()
 
