@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import TQDMProgressBar
+
+from lightrec.utils.divergence import step_loss
 
 T = TypeVar("T")
 MODES = ("auto", "bar", "lines", "none")
@@ -91,9 +93,9 @@ class EpochLines(pl.Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        loss = outputs["loss"] if isinstance(outputs, Mapping) else outputs
-        if isinstance(loss, torch.Tensor):  # summed on the device: no host sync per step
-            self._sum = loss.detach() if self._sum is None else self._sum + loss.detach()
+        loss = step_loss(outputs)
+        if loss is not None:  # summed on the device: no host sync per step
+            self._sum = loss if self._sum is None else self._sum + loss
             self._steps += 1
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

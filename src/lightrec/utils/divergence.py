@@ -17,6 +17,13 @@ import torch
 from lightrec.errors import LightrecError
 
 
+def step_loss(outputs: Any) -> torch.Tensor | None:
+    """The loss a training step returned (a tensor, or a mapping with ``"loss"``), detached;
+    None when the step returned none (manual optimisation may return nothing)."""
+    loss = outputs["loss"] if isinstance(outputs, Mapping) else outputs
+    return loss.detach() if isinstance(loss, torch.Tensor) else None
+
+
 class DivergenceGuard(pl.Callback):
     def __init__(self) -> None:
         self.first_bad: torch.Tensor | None = None  # first non-finite step, -1 while none
@@ -30,10 +37,9 @@ class DivergenceGuard(pl.Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        loss = outputs["loss"] if isinstance(outputs, Mapping) else outputs
-        if not isinstance(loss, torch.Tensor):
+        loss = step_loss(outputs)
+        if loss is None:
             return
-        loss = loss.detach()
         if self.first_bad is None or self.first_bad.device != loss.device:
             self.first_bad = torch.full((), -1, dtype=torch.long, device=loss.device)
             self.kind = torch.zeros((), dtype=torch.long, device=loss.device)
