@@ -388,3 +388,20 @@ def test_three_cold_cache_trainings_and_three_predicts_at_once(tmp_path, tiny_cs
     ]  # no temporary files left
     assert json.loads((latest / "metrics.json").read_text())["val"]
     assert torch.load(latest / "checkpoints" / "refit.ckpt", weights_only=True)
+
+
+@pytest.mark.parametrize("what", ["missing", "folder", "no item column"])
+def test_scoring_a_bad_submission_is_one_sentence(tmp_path, capsys, what):
+    from lightrec import submission
+
+    hidden = tmp_path / "hidden.csv"
+    hidden.write_text("user,item\n1,2\n")
+    sub = tmp_path / "submission.csv"
+    if what == "folder":
+        sub.mkdir()
+    elif what == "no item column":
+        sub.write_text("user,thing\n1,2\n")
+    assert submission.main(["score", str(sub), str(hidden)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the submission ") and str(sub) in err
+    assert "Traceback" not in err and err.count("\n") == 1

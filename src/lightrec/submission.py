@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from lightrec.data.interactions import first_rows
+from lightrec.errors import LightrecError
 from lightrec.utils.io import atomic_write
 
 
@@ -99,6 +100,20 @@ def score(submission: pd.DataFrame, hidden: pd.DataFrame, k: int = 10) -> dict[s
     }
 
 
+def read(path: str, what: str, columns: Sequence[str]) -> pd.DataFrame:
+    """The CSV at ``path`` with at least ``columns``, or one sentence naming the file."""
+    try:
+        df = pd.read_csv(path)
+    except FileNotFoundError:
+        raise LightrecError(f"the {what} {path} does not exist") from None
+    except (OSError, ValueError, UnicodeDecodeError) as e:  # a folder, binary, not CSV
+        raise LightrecError(f"the {what} {path} cannot be read as a CSV file ({e})") from None
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise LightrecError(f"the {what} {path} has no column {', '.join(missing)}")
+    return df
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m lightrec.submission",
@@ -116,13 +131,19 @@ def main(argv: list[str] | None = None) -> int:
     sc.add_argument("hidden")
     sc.add_argument("--k", type=int, default=10)
     a = ap.parse_args(argv)
-    if a.cmd == "hide":
-        train, hidden = hide_last(pd.read_csv(a.log), a.n)
-        atomic_write(a.train_out, lambda f: train.to_csv(f, index=False))
-        atomic_write(a.hidden_out, lambda f: hidden.to_csv(f, index=False))
-        print(json.dumps({"train_rows": len(train), "hidden_rows": len(hidden)}))
-    else:
-        print(json.dumps(score(pd.read_csv(a.submission), pd.read_csv(a.hidden), a.k)))
+    pair = ("user", "item")
+    try:
+        if a.cmd == "hide":
+            train, hidden = hide_last(read(a.log, "log", (*pair, "time")), a.n)
+            atomic_write(a.train_out, lambda f: train.to_csv(f, index=False))
+            atomic_write(a.hidden_out, lambda f: hidden.to_csv(f, index=False))
+            print(json.dumps({"train_rows": len(train), "hidden_rows": len(hidden)}))
+        else:
+            sub = read(a.submission, "submission", pair)
+            print(json.dumps(score(sub, read(a.hidden, "hidden file", pair), a.k)))
+    except LightrecError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
