@@ -139,3 +139,39 @@ def test_predict_uses_the_refit_model_and_says_so(tmp_path, tiny_csv, caplog):
     assert "the selected model" in caplog.text
     assert sub.item.tolist() == topk_of(run.best_ckpt, run, cfg)
     assert np.isfinite(sub.item).all()
+
+
+def test_epoch_average_is_the_mean_of_the_last_epochs_weights():
+    """Weights 1..5 at the ends of epochs 0..4; averaging the last 3 gives 4, and an integer
+    buffer is left as it was. Without the averaging the weight would stay 5."""
+    from types import SimpleNamespace
+
+    from lightrec.utils.averaging import EpochAverage
+
+    module = torch.nn.Linear(2, 1, bias=False)
+    module.register_buffer("steps", torch.tensor(7))
+    avg = EpochAverage(3, max_epochs=5)
+    for epoch in range(5):
+        with torch.no_grad():
+            module.weight.fill_(epoch + 1.0)
+            module.steps.fill_(epoch)
+        avg.on_train_epoch_end(SimpleNamespace(current_epoch=epoch), module)
+    assert avg.apply(module) == 3
+    assert torch.equal(module.weight, torch.full((1, 2), 4.0))
+    assert int(module.steps) == 4
+
+
+def test_refit_averages_its_last_epochs_when_asked(tmp_path):
+    """``refit_average_epochs=2``: the refit checkpoint holds the mean of its last two epochs'
+    weights, which differs from the last epoch's (``refit_average_epochs=0``, same seed)."""
+    log = make_log()
+    plain = fit(tmp_path, "plain", log, "multi_vae_v2", "trainer.max_epochs=4")
+    avg = fit(
+        tmp_path, "avg", log, "multi_vae_v2", "trainer.max_epochs=4", "refit_average_epochs=2"
+    )
+    assert plain.metrics["best_epoch"] == avg.metrics["best_epoch"] >= 1
+    assert plain.metrics["refit"]["averaged_epochs"] == 0
+    assert avg.metrics["refit"]["averaged_epochs"] == 2
+    a, b = refit_state(plain), refit_state(avg)
+    assert a.keys() == b.keys()
+    assert any(not torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point())

@@ -38,6 +38,7 @@ class Top:
     model_name: str
     seed: NonNegativeInt
     refit: bool
+    refit_average_epochs: NonNegativeInt
     progress: Literal["auto", "bar", "lines", "none"]
     resume: bool | str
     run_dir: str | None

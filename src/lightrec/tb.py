@@ -64,6 +64,7 @@ def hparams(cfg: DictConfig) -> dict[str, Any]:
         model_name=plain["model_name"],
         seed=plain["seed"],
         refit=plain["refit"],
+        refit_average_epochs=plain.get("refit_average_epochs", 0),
         split=SplitSpec.from_data_config(plain["data"]).describe(),
     )
     return {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in out.items()}

@@ -28,6 +28,7 @@ from lightrec.models.base import ClosedFormModule, RecommenderModule
 from lightrec.progress import say
 from lightrec.resume import AtomicCheckpointIO, ResumeState, on_signals, remove_partial_checkpoints
 from lightrec.tb import RunLogger, write_summary
+from lightrec.utils.averaging import EpochAverage
 from lightrec.utils.divergence import DivergenceGuard
 from lightrec.utils.io import write_json
 from lightrec.utils.memory import ReleaseHostMemory
@@ -186,8 +187,9 @@ def _diff(a: Any, b: Any, prefix: str) -> dict[str, tuple[Any, Any]]:
 def _refit(cfg: DictConfig, dm: RecSysDataModule, best_epoch: int, run_dir: RunDir) -> dict:
     """Train the selected configuration once more on every interaction the run may use
     (training and validation rows; test rows stay held out) for what validation chose: the
-    best epoch count (the same users, so the same optimiser steps) for gradient models, one
-    fit for closed-form ones. Saves ``checkpoints/refit.ckpt``; returns its metrics.json part."""
+    best epoch count (the same users, so the same optimiser steps) for gradient models, its
+    weights averaged over the last ``refit_average_epochs`` epochs when that is set, one fit
+    for closed-form ones. Saves ``checkpoints/refit.ckpt``; returns its metrics.json part."""
     merged = dm.with_validation_in_training()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     model = build_model(cfg, merged.num_items)
@@ -203,10 +205,13 @@ def _refit(cfg: DictConfig, dm: RecSysDataModule, best_epoch: int, run_dir: RunD
         )
     else:
         epochs = best_epoch + 1
+        average = (
+            [EpochAverage(cfg.refit_average_epochs, epochs)] if cfg.refit_average_epochs else []
+        )
         trainer = _trainer(
             cfg,
             logger=logger,
-            callbacks=[DivergenceGuard(), ReleaseHostMemory(), *shown],
+            callbacks=[DivergenceGuard(), ReleaseHostMemory(), *average, *shown],
             enable_progress_bar=bar,
             default_root_dir=str(run_dir.root),
             max_epochs=epochs,
@@ -216,6 +221,7 @@ def _refit(cfg: DictConfig, dm: RecSysDataModule, best_epoch: int, run_dir: RunD
             **_strategy_for(cfg, model),
         )
         trainer.fit(model, datamodule=merged)
+        averaged = average[0].apply(model) if average else 0
         trainer.save_checkpoint(run_dir.refit_ckpt)
     refit: dict[str, Any] = {
         "checkpoint": run_dir.relative(run_dir.refit_ckpt),
@@ -224,6 +230,8 @@ def _refit(cfg: DictConfig, dm: RecSysDataModule, best_epoch: int, run_dir: RunD
         "fit_time_s": round(time.perf_counter() - t0, 3),
         "train_rows": int(merged.train_csr.nnz),
     }
+    if not isinstance(model, ClosedFormModule):
+        refit["averaged_epochs"] = averaged
     if merged.has_test:  # computed once, like the selected model's
         refit["test"] = _plain(trainer.test(model, datamodule=merged, verbose=False)[0], "test/")
     log.info("refit on training + validation rows: %s", refit)
