@@ -3,6 +3,7 @@ objects built from the shipped YAML (the one source of defaults), and subprocess
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -126,6 +127,12 @@ def run_cmd(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 
     return subprocess.run(
         args, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout, check=False
     )
+
+
+def only_metrics(log_root: Path) -> dict:
+    """The metrics.json of the one finished run under ``log_root`` (fails if there are more)."""
+    (m,) = log_root.rglob("metrics.json")
+    return json.loads(m.read_text())
 
 
 def tensorboard_tags(run_dir: Path) -> set[str]:

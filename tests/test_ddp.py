@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from helpers import ROOT, make_log, run_cmd
+from helpers import ROOT, make_log, only_metrics, run_cmd
 
 # 41 users: 2 processes score 21 and 20; Lightning's sampler would pad one with a duplicate
 USERS = 41
@@ -37,9 +37,21 @@ def common(tmp_path, csv, root) -> list[str]:
     ]
 
 
-def metrics(root) -> dict:
-    (m,) = root.rglob("metrics.json")
-    return json.loads(m.read_text())
+def two_processes(tmp_path, csv, entry: str, *overrides: str, config: str | None = None):
+    """``entry`` with ``config`` and ``overrides`` on 2 CPU processes under DDP."""
+    return run_cmd(
+        [
+            sys.executable,
+            str(ROOT / entry),
+            *(["--config-name", config] if config else []),
+            *common(tmp_path, csv, tmp_path / "saved"),
+            "trainer.devices=2",
+            "trainer.strategy=ddp",
+            *overrides,
+        ],
+        cwd=tmp_path,
+        env={"MASTER_PORT": str(free_port())},
+    )
 
 
 def same_numbers(a: dict, b: dict) -> None:
@@ -60,23 +72,13 @@ def one_process(tmp_path_factory, log41):
         [sys.executable, str(ROOT / "train_ease.py"), *common(tmp, log41, tmp / "saved")], cwd=tmp
     )
     assert p.returncode == 0, p.stderr[-3000:]
-    return metrics(tmp / "saved")
+    return only_metrics(tmp / "saved")
 
 
 def test_two_processes_give_the_single_process_metrics_exactly(tmp_path, log41, one_process):
-    p = run_cmd(
-        [
-            sys.executable,
-            str(ROOT / "train_ease.py"),
-            *common(tmp_path, log41, tmp_path / "saved"),
-            "trainer.devices=2",
-            "trainer.strategy=ddp",
-        ],
-        cwd=tmp_path,
-        env={"MASTER_PORT": str(free_port())},
-    )
+    p = two_processes(tmp_path, log41, "train_ease.py")
     assert p.returncode == 0, p.stderr[-3000:]
-    two = metrics(tmp_path / "saved")
+    two = only_metrics(tmp_path / "saved")
     assert two["data"]["valid"] == USERS  # the data: every user validates once
     same_numbers(one_process, two)
     assert len(list((tmp_path / "saved").rglob("metrics.json"))) == 1  # one run folder
@@ -124,22 +126,10 @@ def test_two_machines_on_localhost(tmp_path, log41, one_process):
     "entry, config", [("train_multi_vae.py", "multi_vae_v2"), ("train_recvae.py", "recvae")]
 )
 def test_gradient_models_train_on_two_processes(tmp_path, log41, entry, config):
-    p = run_cmd(
-        [
-            sys.executable,
-            str(ROOT / entry),
-            "--config-name",
-            config,
-            *common(tmp_path, log41, tmp_path / "saved"),
-            "trainer.devices=2",
-            "trainer.strategy=ddp",
-            "trainer.max_epochs=3",
-            "data.batch_size=8",
-        ],
-        cwd=tmp_path,
-        env={"MASTER_PORT": str(free_port())},
+    p = two_processes(
+        tmp_path, log41, entry, "trainer.max_epochs=3", "data.batch_size=8", config=config
     )
     assert p.returncode == 0, p.stderr[-3000:]
-    m = metrics(tmp_path / "saved")
+    m = only_metrics(tmp_path / "saved")
     assert m["epochs_trained"] == 3 and m["refit"]["epochs"] == m["best_epoch"] + 1
     assert 0.0 <= m["test"]["ndcg@10"] <= 1.0

@@ -4,7 +4,6 @@ folder and finishes with the numbers of the same run left alone."""
 from __future__ import annotations
 
 import io
-import json
 import os
 import random
 import shlex
@@ -18,7 +17,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from helpers import ROOT, compose_cfg, cpu_overrides, make_log, run_cmd
+from helpers import ROOT, compose_cfg, cpu_overrides, make_log, only_metrics, run_cmd
 from lightrec import train
 from lightrec.errors import LightrecError
 from lightrec.resume import RunInterrupted, random_state, set_random_state
@@ -164,11 +163,6 @@ def overrides(tmp_path, csv, log_root) -> list[str]:
     ]
 
 
-def metrics_of(log_root) -> dict:
-    (m,) = log_root.rglob("metrics.json")
-    return json.loads(m.read_text())
-
-
 def start(args, tmp_path) -> subprocess.Popen:
     env = {**os.environ, "LIGHTREC_VENV": sys.prefix, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
@@ -200,7 +194,7 @@ def uninterrupted(tmp_path_factory):
         cwd=tmp,
     )
     assert p.returncode == 0, p.stderr[-3000:]
-    return csv, metrics_of(tmp / "saved")
+    return csv, only_metrics(tmp / "saved")
 
 
 def test_sigkill_mid_epoch_then_resume_finishes_like_an_uninterrupted_run(tmp_path, uninterrupted):
@@ -217,7 +211,7 @@ def test_sigkill_mid_epoch_then_resume_finishes_like_an_uninterrupted_run(tmp_pa
         args = [*args[:2], *overrides(tmp_path, csv, log_root), "resume=true"]
     p = run_cmd(args, cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
-    resumed = metrics_of(log_root)
+    resumed = only_metrics(log_root)
     assert resumed["resumed"] == 2
     same_numbers(whole, resumed)
     assert not list(log_root.rglob("*.tmp"))
@@ -245,4 +239,4 @@ def test_ctrl_c_or_sigterm_stops_cleanly_and_prints_the_resume_command(
     assert command.endswith(f"resume={run_dir}")
     p = run_cmd(shlex.split(command), cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
-    same_numbers(whole, metrics_of(log_root))
+    same_numbers(whole, only_metrics(log_root))
