@@ -1,19 +1,10 @@
-"""Predict BERT4Rec: `python predict_bert4rec.py [key=value ...]`."""
+"""Predict BERT4Rec: `python predict_bert4rec.py [--config-name X] [key=value ...]`.
 
-import hydra
-from omegaconf import DictConfig
+An alias of `python -m lightrec predict bert4rec_v2 [key=value ...]` (lightrec.cli)."""
 
-from lightrec import predict
-from lightrec.cli import guarded, preflight
+import sys
 
-CONFIG = "bert4rec_v2"
-
-
-@hydra.main(version_base="1.3", config_path="configs", config_name=CONFIG)
-def main(cfg: DictConfig):
-    return guarded(predict.run, cfg)
-
+from lightrec.cli import main
 
 if __name__ == "__main__":
-    preflight(CONFIG, __file__)  # a bad config or value: one sentence, nothing made
-    main()
+    sys.exit(main(["predict", *sys.argv[1:]], default_config="bert4rec_v2"))

@@ -1,19 +1,10 @@
-"""Predict with EASE (or Popularity): `python predict_ease.py [--config-name pop] [k=v ...]`."""
+"""Predict EASE (or Popularity, --config-name pop): `python predict_ease.py [--config-name X] [key=value ...]`.
 
-import hydra
-from omegaconf import DictConfig
+An alias of `python -m lightrec predict ease [key=value ...]` (lightrec.cli)."""
 
-from lightrec import predict
-from lightrec.cli import guarded, preflight
+import sys
 
-CONFIG = "ease"
-
-
-@hydra.main(version_base="1.3", config_path="configs", config_name=CONFIG)
-def main(cfg: DictConfig):
-    return guarded(predict.run, cfg)
-
+from lightrec.cli import main
 
 if __name__ == "__main__":
-    preflight(CONFIG, __file__)  # a bad config or value: one sentence, nothing made
-    main()
+    sys.exit(main(["predict", *sys.argv[1:]], default_config="ease"))

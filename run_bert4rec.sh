@@ -1,7 +1,4 @@
 #!/usr/bin/env bash
-# Train and/or predict BERT4Rec. --help for modes and arguments.
-set -uo pipefail
-DEFAULT_CONFIG=bert4rec_v2
-# shellcheck source=scripts/run_common.sh
-source "$(dirname "${BASH_SOURCE[0]}")/scripts/run_common.sh"
-lightrec_run "$@"
+# BERT4Rec: ./run_bert4rec.sh [mode] [config] [overrides...] (mode both, config bert4rec_v2 unless
+# given). An alias of ./run.sh with that default config; --help lists the modes.
+exec "$(dirname "${BASH_SOURCE[0]}")/run.sh" --default-config bert4rec_v2 "${@:-both}"

@@ -1,7 +1,4 @@
 #!/usr/bin/env bash
-# Fit and/or predict EASE (or: pop). --help for modes and arguments.
-set -uo pipefail
-DEFAULT_CONFIG=ease
-# shellcheck source=scripts/run_common.sh
-source "$(dirname "${BASH_SOURCE[0]}")/scripts/run_common.sh"
-lightrec_run "$@"
+# EASE (or Popularity: config pop): ./run_ease.sh [mode] [config] [overrides...], mode both
+# and config ease unless given. An alias of ./run.sh with that default; --help lists modes.
+exec "$(dirname "${BASH_SOURCE[0]}")/run.sh" --default-config ease "${@:-both}"

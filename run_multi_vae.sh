@@ -1,7 +1,4 @@
 #!/usr/bin/env bash
-# Train and/or predict MultiVAE. --help for modes and arguments.
-set -uo pipefail
-DEFAULT_CONFIG=multi_vae_v2
-# shellcheck source=scripts/run_common.sh
-source "$(dirname "${BASH_SOURCE[0]}")/scripts/run_common.sh"
-lightrec_run "$@"
+# MultiVAE: ./run_multi_vae.sh [mode] [config] [overrides...] (mode both, config multi_vae_v2 unless
+# given). An alias of ./run.sh with that default config; --help lists the modes.
+exec "$(dirname "${BASH_SOURCE[0]}")/run.sh" --default-config multi_vae_v2 "${@:-both}"

@@ -1,19 +1,10 @@
-"""Fit EASE (or Popularity): `python train_ease.py [--config-name pop] [key=value ...]`."""
+"""Train EASE (or Popularity, --config-name pop): `python train_ease.py [--config-name X] [key=value ...]`.
 
-import hydra
-from omegaconf import DictConfig
+An alias of `python -m lightrec train ease [key=value ...]` (lightrec.cli)."""
 
-from lightrec import train
-from lightrec.cli import guarded, preflight
+import sys
 
-CONFIG = "ease"
-
-
-@hydra.main(version_base="1.3", config_path="configs", config_name=CONFIG)
-def main(cfg: DictConfig):
-    return guarded(train.run, cfg)
-
+from lightrec.cli import main
 
 if __name__ == "__main__":
-    preflight(CONFIG, __file__)  # a bad config or value: one sentence, nothing made
-    main()
+    sys.exit(main(["train", *sys.argv[1:]], default_config="ease"))

@@ -1,19 +1,10 @@
-"""Train MultiVAE: `python train_multi_vae.py [--config-name multi_vae] [key=value ...]`."""
+"""Train MultiVAE: `python train_multi_vae.py [--config-name X] [key=value ...]`.
 
-import hydra
-from omegaconf import DictConfig
+An alias of `python -m lightrec train multi_vae_v2 [key=value ...]` (lightrec.cli)."""
 
-from lightrec import train
-from lightrec.cli import guarded, preflight
+import sys
 
-CONFIG = "multi_vae_v2"
-
-
-@hydra.main(version_base="1.3", config_path="configs", config_name=CONFIG)
-def main(cfg: DictConfig):
-    return guarded(train.run, cfg)
-
+from lightrec.cli import main
 
 if __name__ == "__main__":
-    preflight(CONFIG, __file__)  # a bad config or value: one sentence, nothing made
-    main()
+    sys.exit(main(["train", *sys.argv[1:]], default_config="multi_vae_v2"))

@@ -38,7 +38,7 @@ import torch
 from common import ROOT, shipped_config
 from lightrec.data.batches import CSRCollate
 from lightrec.data.recsys_data import RecSysDataModule
-from lightrec.recommend import recommend_topk
+from lightrec.recommend import model_scorer, recommend_topk
 from lightrec.train import build_datamodule, build_model
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -190,9 +190,8 @@ def product_ease(ref, scale: float) -> dict:
     sync()
     fit_s = time.perf_counter() - t
     t = time.perf_counter()
-    recommend_topk(
-        model.score_batch, CSRCollate(dm.train_csr), n_users, 10, 4096, torch.device(DEVICE)
-    )
+    score = model_scorer(model.score_batch, CSRCollate(dm.train_csr), torch.device(DEVICE))
+    recommend_topk(score, n_users, 10, 4096)
     sync()
     return {
         "ease_fit_s": round(fit_s, 3),

@@ -4,12 +4,12 @@
 --blend ease sasrec``
 
 1. Hide each user's last MovieLens-100K interaction (``lightrec.submission hide``).
-2. For each seed and config: ``./run_<model>.sh both CONFIG data.path=TRAIN seed=N`` (the
+2. For each seed and config: ``./run.sh both CONFIG data.path=TRAIN seed=N`` (the
    run selects on each user's last remaining item, then refits on everything, as shipped),
    and score its submission on the hidden items. From the same run, a second predict with
    ``predict.use_refit=false`` scores the selected model without refit: the two rows are the
    same training run under the two conditions.
-3. ``--blend``: for each seed, ``python -m lightrec.blend`` over that seed's runs of the
+3. ``--blend``: for each seed, ``python -m lightrec blend`` over that seed's runs of the
    named configs (weights on validation, applied to the refit models), scored the same way.
 4. In the same invocation, the reference: EASE (Steck 2019) in plain numpy on the same file,
    lambda chosen on each user's last training item, then refit on the whole file.
@@ -36,20 +36,7 @@ from lightrec.data.datasets import movielens_100k
 from lightrec.submission import hide_last, score
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = {
-    "pop": "run_ease.sh",
-    "ease": "run_ease.sh",
-    "recvae": "run_recvae.sh",
-    "sasrec": "run_sasrec.sh",
-}
-
-
-def run_script(config: str) -> str:
-    """The run script of a config: its own, or its family's (multi_vae_v3 -> run_multi_vae.sh)."""
-    if config in SCRIPTS:
-        return SCRIPTS[config]
-    family = config.rsplit("_v", 1)[0]
-    return f"run_{family}.sh"
+RUN = [str(ROOT / "run.sh")]  # ./run.sh MODE CONFIG ..., as a user runs every config
 
 
 def ease_topk(train: pd.DataFrame, lam: float, k: int = 10) -> pd.DataFrame:
@@ -139,12 +126,11 @@ def main() -> None:
                 f"paths.predict_log_root={work / 'predict_logs'}",
                 *a.overrides,
             ]
-            script = str(ROOT / run_script(config))
-            wall = call([script, "both", config, *common], work)
+            wall = call([*RUN, "both", config, *common], work)
             run = latest_run(log_root)
             m = json.loads((run / "metrics.json").read_text())
             refit_sub = pd.read_csv(run / "submission.csv")
-            call([script, "predict", config, *common, "predict.use_refit=false"], work)
+            call([*RUN, "predict", config, *common, "predict.use_refit=false"], work)
             selected_sub = pd.read_csv(run / "submission.csv")
             peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
             for condition, sub in (("refit", refit_sub), ("selected", selected_sub)):
@@ -166,7 +152,7 @@ def main() -> None:
         if a.blend:
             out = work / "blends" / f"seed{seed}" / "submission.csv"
             runs = [str(latest_run(seed_root / c)) for c in a.blend]
-            wall = call([sys.executable, "-m", "lightrec.blend", *runs, "--out", str(out)], work)
+            wall = call([*RUN, "blend", *runs, "--out", str(out)], work)
             record = json.loads((out.parent / "blend.json").read_text())
             row = {
                 "model": "blend of " + " + ".join(a.blend),

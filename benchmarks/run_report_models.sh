@@ -14,12 +14,9 @@ root="${1:-saved/report_runs}"
 py=.venv/bin/python
 common=(data.holdout=valid_and_test "paths.log_root=$root" progress=none)
 
-"$py" train_ease.py --config-name pop "${common[@]}"
-"$py" train_ease.py -m "${common[@]}" model.lam=10,50,100,200,400,800
-"$py" train_multi_vae.py --config-name multi_vae "${common[@]}"
-"$py" train_multi_vae.py --config-name multi_vae_v2 "${common[@]}"
-"$py" train_multi_vae.py --config-name multi_vae_v3 "${common[@]}"
-"$py" train_recvae.py --config-name recvae "${common[@]}"
-"$py" train_bert4rec.py --config-name bert4rec_v2 "${common[@]}"
-"$py" train_sasrec.py --config-name sasrec "${common[@]}"
-"$py" -m lightrec.report --log-root "$root" --out "${2:-docs/RESULTS.md}" --png "${3:-docs/results.png}"
+"$py" -m lightrec train pop "${common[@]}"
+"$py" -m lightrec train ease -m "${common[@]}" model.lam=10,50,100,200,400,800
+for config in multi_vae multi_vae_v2 multi_vae_v3 recvae bert4rec_v2 sasrec; do
+    "$py" -m lightrec train "$config" "${common[@]}"
+done
+"$py" -m lightrec report --log-root "$root" --out "${2:-docs/RESULTS.md}" --png "${3:-docs/results.png}"

@@ -1,8 +1,5 @@
-# Shared logic of run_<model>.sh (sourced, not run). A model's script sets DEFAULT_CONFIG and
-# calls lightrec_run "$@"; <model> in its name picks train_<model>.py / predict_<model>.py.
-#
-#   ./run_<model>.sh [mode] [config] [hydra overrides...]
-#   modes: train | predict | both (default) | clean | clean-train | clean-both
+# What the run scripts share (sourced, not run): the project's virtual environment, and the
+# PyTorch build for this machine.
 #
 # The project's .venv is created (and the project installed into it) when missing. PyTorch:
 # LIGHTREC_TORCH, when set, is installed first (e.g. LIGHTREC_TORCH="torch==2.13.0"); else, on a
@@ -11,19 +8,8 @@
 # when that index cannot be reached; with a GPU, PyPI's default (CUDA) build.
 
 LIGHTREC_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-MODEL=$(basename "$0" .sh)
-MODEL=${MODEL#run_}
 LIGHTREC_VENV=${LIGHTREC_VENV:-$LIGHTREC_ROOT/.venv}
 LIGHTREC_TORCH_CPU_INDEX=${LIGHTREC_TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}
-
-lightrec_usage() {
-    cat >&2 <<USAGE
-usage: $(basename "$0") [mode] [config] [hydra overrides...]
-  mode     train | predict | both (default) | clean | clean-train | clean-both
-  config   a file in configs/ without .yaml (default: $DEFAULT_CONFIG)
-  example  $(basename "$0") both $DEFAULT_CONFIG trainer.max_epochs=50 seed=1
-USAGE
-}
 
 lightrec_has_nvidia_gpu() {
     command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1
@@ -79,37 +65,4 @@ print(hashlib.md5(open(sys.argv[1], "rb").read()).hexdigest())' "$LIGHTREC_ROOT/
         # (a plain repair of a current dev install keeps the dev stamp)
         if [ -n "$extra" ] || [ "$current" = 0 ]; then echo "$extra:$want" > "$stamp"; fi
     fi
-}
-
-lightrec_run() {
-    local mode=${1:-both}
-    [ $# -gt 0 ] && shift
-    case "$mode" in
-        train|predict|both|clean|clean-train|clean-both) ;;
-        -h|--help|help) lightrec_usage; return 0 ;;
-        *) echo "error: unknown mode '$mode'" >&2; lightrec_usage; return 2 ;;
-    esac
-    local config=$DEFAULT_CONFIG
-    if [ $# -gt 0 ] && [[ "$1" != *=* ]] && [[ "$1" != -* ]]; then
-        config=$1
-        shift
-    fi
-    if [ ! -f "$LIGHTREC_ROOT/configs/$config.yaml" ]; then
-        echo "error: no config '$config' (configs/$config.yaml does not exist)" >&2
-        return 2
-    fi
-    lightrec_ensure_venv || return 1
-    local py="$LIGHTREC_VENV/bin/python"
-    case "$mode" in
-        clean|clean-*)
-            "$py" -m lightrec.clean "$LIGHTREC_ROOT/configs" "$config" "$@" || return $? ;;
-    esac
-    case "$mode" in
-        train|both|clean-train|clean-both)
-            "$py" "$LIGHTREC_ROOT/train_$MODEL.py" --config-name "$config" "$@" || return $? ;;
-    esac
-    case "$mode" in
-        predict|both|clean-both)
-            "$py" "$LIGHTREC_ROOT/predict_$MODEL.py" --config-name "$config" "$@" || return $? ;;
-    esac
 }

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from helpers import make_log
+from lightrec.quiet import SILENCED
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for message in SILENCED:  # the one list of warnings a user cannot act on
+        config.addinivalue_line("filterwarnings", f"ignore:{message}")
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # one core per test worker (./run_tests.sh runs two): torch's thread pools of two
+        # workers, and of the processes they start, would otherwise fight over the cores
+        os.environ["OMP_NUM_THREADS"] = "1"
+        import torch
+
+        torch.set_num_threads(1)
 
 
 @pytest.fixture

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pytorch_lightning as pl
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -25,6 +28,27 @@ from lightrec.data.recsys_data import RecSysDataModule
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "configs"
 CONFIGS = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+# Every shipped model config, with the overrides that make it tiny (on the generated logs of
+# make_log). A config listed here enters every contract test of tests/test_contracts.py
+# (save/load, resume, device batches, refit, data parallelism); a shipped config missing
+# here fails test_every_shipped_config_is_in_the_contract_tests.
+CONTRACT: dict[str, list[str]] = {
+    "ease": [],
+    "pop": [],
+    "multi_vae": [],
+    "multi_vae_v2": [],
+    "multi_vae_v3": [],
+    "recvae": ["model.hidden_dim=16", "model.latent_dim=4"],
+    "bert4rec_v2": [
+        "data.max_len=8",
+        "model.hidden_size=16",
+        "model.num_layers=1",
+        "trainer.min_epochs=1",
+        "trainer.check_val_every_n_epoch=1",
+    ],
+    "sasrec": ["data.max_len=8", "model.hidden_size=16", "model.num_layers=1"],
+}
 MULTI_VAE_TAGS = {
     "train/loss",
     "train/recon",
@@ -86,6 +110,13 @@ def cpu_overrides(tmp_path: Path, csv: Path) -> list[str]:
         "trainer.accelerator=cpu",
         "trainer.log_every_n_steps=1",
     ]
+
+
+def is_closed_form(config_name: str) -> bool:
+    """Whether a config's model is fit in one call (EASE, Popularity) instead of epochs."""
+    from lightrec.models.base import ClosedFormModule
+
+    return issubclass(get_class(block(config_name, "model")["_target_"]), ClosedFormModule)
 
 
 def block(config_name: str, name: str) -> dict[str, Any]:
@@ -155,3 +186,43 @@ def check_submission(path: Path, log: pd.DataFrame, k: int) -> pd.DataFrame:
     assert not any((u, i) in seen for u, i in zip(sub.user, sub.item, strict=True))
     assert set(sub.item) <= set(log.item)
     return sub
+
+
+# what must be equal between an interrupted-and-resumed run and an uninterrupted one
+COMPARED = ("best_epoch", "epochs_trained", "global_steps", "val", "test", "refit")
+
+
+def same_numbers(a: dict, b: dict) -> None:
+    """Two runs' metrics.json agree on every number but their times."""
+    for key in COMPARED:
+        ra, rb = a.get(key), b.get(key)
+        if key == "refit" and ra is not None:  # its time differs, its results may not
+            ra = {k: v for k, v in ra.items() if k != "fit_time_s"}
+            rb = {k: v for k, v in rb.items() if k != "fit_time_s"}
+        assert ra == rb, key
+
+
+class SignalAt(pl.Callback):
+    """Sends this process ``sig`` in the middle of epoch ``epoch`` (after its 2nd batch)."""
+
+    def __init__(self, epoch: int, sig: int = signal.SIGINT) -> None:
+        self.epoch, self.sig = epoch, sig
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.current_epoch == self.epoch and batch_idx == 1:
+            os.kill(os.getpid(), self.sig)
+
+
+def swap_last(log: pd.DataFrame, from_end: int) -> pd.DataFrame:
+    """The log with the item of each user's ``from_end``-th last row (0 = last) replaced."""
+    log = log.copy()
+    rank = log.sort_values(["user", "time"]).groupby("user").cumcount(ascending=False)
+    rows = rank[rank == from_end].index
+    log.loc[rows, "item"] = (log.loc[rows, "item"] + 15) % 30
+    return log.drop_duplicates(["user", "item"], keep="first")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

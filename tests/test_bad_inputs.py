@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from helpers import ROOT, compose_cfg, cpu_overrides, dm_for, make_log, run_cmd
-from lightrec import predict, train
+from lightrec import cli, predict, train
 from lightrec.config_check import check_config
 from lightrec.errors import LightrecError
 from lightrec.utils.path_utils import RunDir
@@ -116,7 +116,10 @@ CONFIG_CASES = {
         "data.split_strategy='by_moon' must be one of",
     ),
     "min over max": ("trainer.min_epochs=400", "trainer.min_epochs=400 is more than"),
-    "short sequences": ("data.view=sequence", "data.max_len=0 must be at least 2"),
+    "view the model does not read": (
+        "data.view=sequence",
+        "data.view='sequence' does not fit the model: MultiVAE reads the 'csr' view",
+    ),
     "precision": ("trainer.precision=bogus", "trainer.precision='bogus' must be one of"),
     "seed": ("seed=-1", "seed=-1 must be an integer at least 0"),
     "list item": ("model.hidden_dims=[600,abc]", "model.hidden_dims=[600, 'abc'] must be a list"),
@@ -130,6 +133,36 @@ def test_bad_config_values(case):
     with pytest.raises(LightrecError) as e:
         check_config(compose_cfg("multi_vae_v2", [override]))
     one_sentence(e.value, fragment)
+
+
+def test_short_sequences_are_refused_by_the_models_own_rule():
+    with pytest.raises(LightrecError) as e:  # max_len: ${data.max_len}, at least 2
+        check_config(compose_cfg("sasrec", ["data.max_len=1"]))
+    one_sentence(e.value, "model.max_len=1 must be an integer at least 2")
+
+
+def test_only_lightrec_classes_are_built_from_a_config():
+    for target in ("subprocess.Popen", "lightrec.data.recsys_data.RecSysDataModule"):
+        with pytest.raises(LightrecError) as e:
+            check_config(compose_cfg("ease", [f"model._target_={target}"]))
+        one_sentence(e.value, f"model._target_='{target}' is not a lightrec")
+
+
+def test_a_sequence_model_told_to_read_rows_is_one_sentence(tmp_path, tiny_csv):
+    """The model class declares its data view: `train_bert4rec.py data.view=csr` is refused
+    before any work (it used to train, then die with KeyError: 'seq')."""
+    p = run_cmd(
+        [
+            sys.executable,
+            str(ROOT / "train_bert4rec.py"),
+            *tiny(tmp_path, tiny_csv),
+            "trainer.min_epochs=1",
+            "data.view=csr",
+        ],
+        cwd=tmp_path,
+    )
+    refused(p, "data.view='csr' does not fit the model: BERT4Rec reads the 'sequence' view")
+    assert not (tmp_path / "saved").exists() or not any((tmp_path / "saved").rglob("*"))
 
 
 def test_every_shipped_config_passes_the_check():
@@ -245,13 +278,30 @@ def tiny(tmp_path, csv) -> list[str]:
         (["model.dropuot=0.1"], ["unknown config key model.dropuot"]),
         (["--config-name", "multi_vae_v9"], ["no config 'multi_vae_v9'"]),
         (["model.lr=(("], ["the override 'model.lr=((' cannot be parsed"]),
-        (["-m", "model.lr=0.01,-1"], ["model.lr=-1 must be a number greater than 0"]),
         (["resume=true"], ["no unfinished training run"]),
+        (["--bogus"], ["unknown option '--bogus'"]),
+        (["model.lr=0.01,0.1"], ["model.lr=0.01,0.1 sweeps several values: add -m"]),
+        # every sweep form the entry expands: a bad value anywhere refuses the whole sweep
+        (["-m", "model.lr=0.01,-1"], ["model.lr=-1 must be a number greater than 0"]),
+        (["-m", "model.dropout=choice(0.1,0.2,1.5)"], ["model.dropout=1.5 must be a number"]),
+        (["-m", "trainer.min_epochs=range(1,500,400)"], ["trainer.min_epochs=401 is more"]),
+        (["-m", "model.lr=0.01,0.02", "seed=1,-1"], ["seed=-1 must be an integer at least 0"]),
     ],
 )
-def test_the_entry_point_refuses_before_making_anything(tmp_path, tiny_csv, extra, fragments):
-    p = run_cmd([*PY_TRAIN, *extra, *tiny(tmp_path, tiny_csv)], cwd=tmp_path)
-    refused(p, *fragments)
+def test_the_entry_refuses_before_making_anything(tmp_path, tiny_csv, capsys, extra, fragments):
+    """Refused by the entry itself (in this process, as `python -m lightrec` runs it): exit
+    code 2, one error line, and not a folder made under the log root."""
+    assert cli.main(["train", "multi_vae_v2", *extra, *tiny(tmp_path, tiny_csv)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    for f in fragments:
+        assert f in err, err
+    assert not (tmp_path / "saved").exists() or not any((tmp_path / "saved").iterdir())
+
+
+def test_the_scripts_refuse_before_making_anything(tmp_path, tiny_csv):
+    p = run_cmd([*PY_TRAIN, "-m", "model.lr=0.01,-1", *tiny(tmp_path, tiny_csv)], cwd=tmp_path)
+    refused(p, "model.lr=-1 must be a number greater than 0")
     assert not (tmp_path / "saved").exists() or not any((tmp_path / "saved").iterdir())
 
 

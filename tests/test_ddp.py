@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 
-from helpers import ROOT, make_log, only_metrics, run_cmd
+from helpers import ROOT, free_port, make_log, only_metrics, run_cmd
 
 # 41 users: 2 processes score 21 and 20; Lightning's sampler would pad one with a duplicate
 USERS = 41
@@ -57,12 +56,6 @@ def two_processes(tmp_path, csv, entry: str, *overrides: str, config: str | None
 def same_numbers(a: dict, b: dict) -> None:
     assert a["val"] == b["val"] and a["test"] == b["test"]
     assert a["refit"]["test"] == b["refit"]["test"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -120,16 +113,3 @@ def test_two_machines_on_localhost(tmp_path, log41, one_process):
     for p in procs:
         assert p.wait(timeout=300) == 0, p.stderr.read()[-3000:]
     same_numbers(one_process, json.loads((run_dir / "metrics.json").read_text()))
-
-
-@pytest.mark.parametrize(
-    "entry, config", [("train_multi_vae.py", "multi_vae_v2"), ("train_recvae.py", "recvae")]
-)
-def test_gradient_models_train_on_two_processes(tmp_path, log41, entry, config):
-    p = two_processes(
-        tmp_path, log41, entry, "trainer.max_epochs=3", "data.batch_size=8", config=config
-    )
-    assert p.returncode == 0, p.stderr[-3000:]
-    m = only_metrics(tmp_path / "saved")
-    assert m["epochs_trained"] == 3 and m["refit"]["epochs"] == m["best_epoch"] + 1
-    assert 0.0 <= m["test"]["ndcg@10"] <= 1.0

@@ -83,3 +83,27 @@ def test_the_report_draws_each_models_validation_curve(tmp_path, tiny_csv):
     report.write_report(root, out, tmp_path / "r.png")
     assert (tmp_path / "r_curves.png").read_bytes()[:4] == b"\x89PNG"
     assert "![validation curves of those runs](r_curves.png)" in out.read_text()
+
+
+def test_the_table_alone_writes_nothing(tmp_path, tiny_csv, capsys, monkeypatch):
+    """`lightrec report` prints the table; docs/RESULTS.md and the charts are written only
+    with --out or --docs."""
+    from helpers import compose_cfg, cpu_overrides
+    from lightrec import train
+
+    root = tmp_path / "saved" / "hydra_logs"
+    ov = [*cpu_overrides(tmp_path, tiny_csv), "refit=false"]
+    train.fit(compose_cfg("ease", ov, root / "ease" / "d" / "t"))
+    work = tmp_path / "cwd"
+    (work / "docs").mkdir(parents=True)
+    monkeypatch.chdir(work)
+    capsys.readouterr()
+    assert main(["--log-root", str(root)]) == 0
+    assert "| ease |" in capsys.readouterr().out
+    assert list(work.rglob("*.*")) == []  # no file written
+    assert main(["--log-root", str(root), "--docs"]) == 0
+    assert sorted(p.name for p in (work / "docs").iterdir()) == [
+        "RESULTS.md",
+        "results.png",
+        "results_curves.png",
+    ]

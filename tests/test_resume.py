@@ -14,32 +14,21 @@ import time
 
 import numpy as np
 import pytest
-import pytorch_lightning as pl
 import torch
 
-from helpers import ROOT, compose_cfg, cpu_overrides, make_log, only_metrics, run_cmd
+from helpers import (
+    ROOT,
+    SignalAt,
+    compose_cfg,
+    cpu_overrides,
+    make_log,
+    only_metrics,
+    run_cmd,
+    same_numbers,
+)
 from lightrec import train
 from lightrec.errors import LightrecError
 from lightrec.resume import RunInterrupted, random_state, set_random_state
-from lightrec.utils.path_utils import RunDir
-
-# what must be equal between an interrupted-and-resumed run and an uninterrupted one
-COMPARED = ("best_epoch", "epochs_trained", "global_steps", "val", "test", "refit")
-TINY = {
-    "multi_vae_v2": [],
-    "recvae": ["model.hidden_dim=16", "model.latent_dim=4"],
-    "bert4rec_v2": ["data.max_len=8", "model.hidden_size=16", "trainer.min_epochs=1"],
-    "sasrec": ["data.max_len=8", "model.hidden_size=16"],
-}
-
-
-def same_numbers(a: dict, b: dict) -> None:
-    for key in COMPARED:
-        ra, rb = a.get(key), b.get(key)
-        if key == "refit" and ra is not None:  # its time differs, its results may not
-            ra = {k: v for k, v in ra.items() if k != "fit_time_s"}
-            rb = {k: v for k, v in rb.items() if k != "fit_time_s"}
-        assert ra == rb, key
 
 
 def test_random_states_round_trip():
@@ -52,40 +41,6 @@ def test_random_states_round_trip():
     torch.save(state, buf)
     buf.seek(0)
     torch.load(buf, weights_only=True)  # checkpoints must stay weights_only loadable
-
-
-class SignalAt(pl.Callback):
-    """Sends this process ``sig`` in the middle of epoch ``epoch`` (after its 2nd batch)."""
-
-    def __init__(self, epoch: int, sig: int = signal.SIGINT) -> None:
-        self.epoch, self.sig = epoch, sig
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.current_epoch == self.epoch and batch_idx == 1:
-            os.kill(os.getpid(), self.sig)
-
-
-@pytest.mark.parametrize("config", list(TINY))
-def test_interrupted_mid_epoch_and_resumed_is_the_same_run(tmp_path, tiny_csv, config):
-    ov = [
-        *cpu_overrides(tmp_path, tiny_csv),
-        "data.batch_size=8",
-        "trainer.max_epochs=5",
-        "data.holdout=valid_and_test",
-        *TINY[config],
-    ]
-    whole = train.fit(compose_cfg(config, ov, tmp_path / "whole")).metrics
-
-    cfg = compose_cfg(config, ov, tmp_path / "cut")
-    with pytest.raises(RunInterrupted) as stop:
-        train.fit(cfg, extra_callbacks=[SignalAt(epoch=2)])
-    run = RunDir(tmp_path / "cut")
-    assert stop.value.signal_name == "SIGINT" and stop.value.run == run
-    assert not run.metrics.exists() and run.last_ckpt.is_file()
-    assert torch.load(run.last_ckpt, weights_only=True)["epoch"] == 1  # the last whole epoch
-    resumed = train.fit(compose_cfg(config, [*ov, f"resume={run.root}"], tmp_path / "x")).metrics
-    assert resumed["resumed"] == 1
-    same_numbers(whole, resumed)
 
 
 def test_interrupted_in_the_first_epoch_starts_again_in_its_folder(tmp_path, tiny_csv):

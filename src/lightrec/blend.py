@@ -1,7 +1,7 @@
 """Blend finished runs into one submission:
 
-``python -m lightrec.blend RUN_DIR RUN_DIR [...]`` or, with the latest finished run of each
-config, ``python -m lightrec.blend --latest ease recvae sasrec [--log-root saved/hydra_logs]``.
+``python -m lightrec blend RUN_DIR RUN_DIR [...]`` or, with the latest finished run of each
+config, ``python -m lightrec blend --latest ease recvae sasrec [--log-root saved/hydra_logs]``.
 
 1. The runs must share the data file, the split and the item map (one sentence otherwise).
 2. Each run's *selected* model (``best.ckpt``) scores the validation users from their
@@ -36,18 +36,17 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from lightrec import submission
-from lightrec.data.batches import eval_collate
 from lightrec.data.datasets import data_file
 from lightrec.data.interactions import History
 from lightrec.data.splits import SplitSpec
 from lightrec.errors import LightrecError
 from lightrec.metrics import exclude_seen, topk_metric_sums
-from lightrec.models.base import RecommenderModule
-from lightrec.predict import load_config, load_history, load_model, pick_device
-from lightrec.recommend import check_enough_unseen
+from lightrec.predict import load_config, load_history, load_model
+from lightrec.recommend import Scorer, batches, check_enough_unseen, model_scorer, recommend_topk
 from lightrec.train import build_datamodule
+from lightrec.utils.device import compute_device
 from lightrec.utils.io import write_json
-from lightrec.utils.path_utils import RunDir, latest_finished_run
+from lightrec.utils.path_utils import RunDir, default_log_root, latest_finished_run
 
 log = logging.getLogger(__name__)
 
@@ -137,23 +136,12 @@ def normalise(scores: torch.Tensor, seen: torch.Tensor, method: str) -> torch.Te
     return out.masked_fill(~unseen, float("-inf"))
 
 
-@torch.no_grad()
-def member_scores(
-    model: RecommenderModule,
-    collate,
-    users: np.ndarray,
-    method: str,
-    batch_size: int,
-    device: torch.device,
-) -> torch.Tensor:
-    """Normalised scores (users, items) of one model, in half precision on the host."""
-    out = []
-    for start in range(0, len(users), batch_size):
-        batch = {
-            k: t.to(device) for k, t in collate(users[start : start + batch_size].tolist()).items()
-        }
-        scores, seen = model.score_batch(batch)
-        out.append(normalise(scores, seen, method).half().cpu())
+def member_scores(score: Scorer, users: np.ndarray, method: str, batch_size: int) -> torch.Tensor:
+    """Normalised scores (users, items) of one scorer, in half precision on the host."""
+    out = [
+        normalise(scores, seen, method).half().cpu()
+        for _, scores, seen in batches(score, users.tolist(), batch_size)
+    ]
     return torch.cat(out)
 
 
@@ -226,9 +214,13 @@ def validation_parts(
         users = np.flatnonzero(np.diff(dm.valid_csr.indptr) > 0)
         if len(users) > max_users:  # the same users for every member (same split)
             users = np.sort(np.random.default_rng(0).choice(users, max_users, replace=False))
-        collate = eval_collate(dm.view, dm.train_csr, None, dm.valid_seq)
         model = load_model(m.run.best_ckpt, m.cfg).to(device)
-        parts.append(member_scores(model, collate, users, method, batch_size, device))
+        collate = dm.scoring_collate("valid")
+        parts.append(
+            member_scores(
+                model_scorer(model.score_batch, collate, device), users, method, batch_size
+            )
+        )
         if targets is None:
             targets = torch.from_numpy(dm.valid_csr[users].toarray().astype(np.float32))
     assert targets is not None
@@ -249,7 +241,7 @@ def blend(
     if method not in METHODS:
         raise LightrecError(f"--method {method!r} is not one of {', '.join(METHODS)}")
     members = load_members(run_dirs, use_refit)
-    device = pick_device()
+    device = compute_device(members[0].cfg.trainer.accelerator)
     monitor = str(members[0].cfg.checkpoint.monitor).removeprefix("val/")
     metric_name, k_str = monitor.split("@")
     k_eval = int(k_str)
@@ -288,7 +280,6 @@ def blend(
     return Path(out), record
 
 
-@torch.no_grad()
 def _apply(
     members: list[Member],
     weights: np.ndarray,
@@ -300,32 +291,42 @@ def _apply(
     device: torch.device,
 ) -> np.ndarray:
     """Top-k of the weighted, normalised scores of every user's full history."""
-    active = []  # (model, collate, weight) of the runs with a weight
+    active = []  # (scorer, weight) of the runs with a weight
     for m, w in zip(members, weights, strict=True):
-        if w <= 0:
-            continue
-        ckpt = m.run.refit_ckpt if use_refit else m.run.best_ckpt
-        seqs = history.sequences(m.cfg.data.max_len) if m.cfg.data.view == "sequence" else None
-        collate = eval_collate(m.cfg.data.view, history.csr, None, seqs)
-        active.append((load_model(ckpt, m.cfg).to(device), collate, float(w)))
-    n_users = len(history.users)
-    out = np.empty((n_users, k), dtype=np.int64)
-    for start in range(0, n_users, batch_size):
-        rows = list(range(start, min(start + batch_size, n_users)))
-        total = None
-        for model, collate, w in active:
-            batch = {name: t.to(device) for name, t in collate(rows).items()}
-            scores, seen = model.score_batch(batch)
+        if w > 0:
+            model = load_model(m.run.refit_ckpt if use_refit else m.run.best_ckpt, m.cfg)
+            collate = history.collate(model.data_view, m.cfg.data.max_len)
+            active.append((model_scorer(model.to(device).score_batch, collate, device), float(w)))
+
+    def blended(rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        total, seen = None, None
+        for score, w in active:
+            scores, seen = score(rows)
             part = w * normalise(scores, seen, method)
             total = part if total is None else total + part
-        assert total is not None
-        out[rows[0] : rows[-1] + 1] = total.topk(k, dim=1).indices.cpu().numpy()
-    return out
+        assert total is not None and seen is not None
+        return total, seen
+
+    return recommend_topk(blended, len(history.users), k, batch_size)
+
+
+def report_blend(runs: list[str], **kw: Any) -> int:
+    """:func:`blend` for the command line: the weights, then the submission's path on the
+    last line; exit code 2 with one sentence on a user error."""
+    try:
+        path, record = blend(runs, **kw)
+    except LightrecError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for run, w in zip(record["runs"], record["weights"], strict=True):
+        print(f"weight {w:.2f}  {run}")
+    print(path)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="python -m lightrec.blend",
+        prog="python -m lightrec blend",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -337,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="blend the latest finished run of each of these configs",
     )
-    ap.add_argument("--log-root", default="saved/hydra_logs", help="where --latest looks")
+    ap.add_argument("--log-root", default=default_log_root(), help="where --latest looks")
     ap.add_argument("--out", type=Path, help="submission path (default saved/blends/<time>/)")
     ap.add_argument("--method", choices=METHODS, default="zscore")
     ap.add_argument("--no-refit", action="store_true", help="blend the selected models")
@@ -352,14 +353,17 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     try:
         runs = [*a.runs, *(str(latest_finished_run(a.log_root, c).root) for c in a.latest)]
-        path, record = blend(runs, a.out, a.method, not a.no_refit, a.max_users, top_k=a.top_k)
     except LightrecError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    for run, w in zip(record["runs"], record["weights"], strict=True):
-        print(f"weight {w:.2f}  {run}")
-    print(path)
-    return 0
+    return report_blend(
+        runs,
+        out=a.out,
+        method=a.method,
+        use_refit=not a.no_refit,
+        max_users=a.max_users,
+        top_k=a.top_k,
+    )
 
 
 if __name__ == "__main__":

@@ -1,20 +1,37 @@
-"""Entry-point guard: user errors become one sentence on stderr and exit code 2."""
+"""The one entry: ``python -m lightrec MODE [CONFIG] [-m] [key=value ...]``.
+
+Every stage of every config goes through :func:`main`; ``run.sh``, the named scripts
+(``train_multi_vae.py``, ``run_bert4rec.sh``, ...) and the ``lightrec`` command are thin
+aliases of it. A training or predict job runs in this order, and a refused job makes no
+folder:
+
+1. the command is parsed here (the stage is the mode, never guessed from a file name);
+2. every job it names is composed with Hydra's compose API and checked
+   (:func:`lightrec.config_check.check_config`), each value of a swept key in turn: a bad
+   one is one ``error:`` sentence and exit 2, before anything is written;
+3. only then is the job's folder claimed (:func:`lightrec.utils.path_utils.claim_job_dir`)
+   and Hydra runs the job in it;
+4. what only the job can find (a data file's rows) is refused by :func:`guarded`, which
+   also removes the job's folder when Hydra's own files are all it holds.
+"""
 
 from __future__ import annotations
 
 import logging
 import shutil
 import sys
-import warnings
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
 
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
+from hydra.errors import HydraException, InstantiationException
 from omegaconf import DictConfig, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from lightrec import quiet
 from lightrec.errors import LightrecError
 from lightrec.resume import RunInterrupted, resume_command
 
@@ -22,109 +39,340 @@ log = logging.getLogger("lightrec")
 T = TypeVar("T")
 EXIT_USER_ERROR = 2
 
+# the members of the best submission (docs/RESULTS.md): trained, then blended on validation
+BEST_MEMBERS = ("ease", "sasrec", "recvae")
 
-# Warnings a user cannot act on, silenced for the entry points (one list, here):
-# - a deprecation inside pytorch_lightning itself, printed on every run;
-# - Lightning's advice to sync logged metrics across processes: ours are sums reduced
-#   before dividing (models/base.py), syncing their means again would change nothing;
-# - data loading in the main process is by design (batches are cheap slices);
-# - tiny data with fewer steps per epoch than the logging interval;
-# - a resumed run writing into its own checkpoint folder, which is the point of resuming.
-for _message in (
-    ".*isinstance.treespec, LeafSpec.*",
-    ".*It is recommended to use .self.log.* sync_dist=True.*",
-    ".*does not have many workers.*",
-    ".*is smaller than the logging interval.*",
-    ".*Checkpoint directory .* exists and is not empty.*",
-):
-    warnings.filterwarnings("ignore", message=_message)
+CONFIG_MODES = {
+    "train": "train a config (a sweep or a search with -m)",
+    "predict": "submission.csv from the latest finished run of a config (or run_dir=...)",
+    "both": "train, then predict with the new run",
+    "clean": "remove this toolkit's cache entries (lightrec-* in data_cache.cache_dir)",
+    "clean-train": "clean, then train",
+    "clean-both": "clean, then train and predict",
+}
+STAGES = {"train": ("train",), "predict": ("predict",), "both": ("train", "predict")}
+TOOL_MODES = {
+    "best": "train the best blend's members (" + ", ".join(BEST_MEMBERS) + ") and blend them",
+    "blend": "blend finished runs: blend RUN_DIR RUN_DIR ... (blend --help)",
+    "report": "the results table from finished runs (report --help)",
+    "submission": "hide items of a log, or score a submission (submission --help)",
+}
+# Hydra's own commands, passed through without a pre-flight: the option and whether it
+# takes a value
+HYDRA_FLAGS = {
+    "--cfg": True,
+    "-c": True,
+    "--package": True,
+    "-p": True,
+    "--resolve": False,
+    "--info": False,
+    "-i": False,
+    "--hydra-help": False,
+}
+
+
+def usage(default_config: str | None = None) -> str:
+    width = max(map(len, {**CONFIG_MODES, **TOOL_MODES}))
+    lines = [
+        "usage: python -m lightrec MODE [CONFIG] [-m] [key=value ...]",
+        "       python -m lightrec best [key=value ...]",
+        "       python -m lightrec blend|report|submission ARGS (each has --help)",
+        "",
+        "modes:",
+        *(f"  {m:<{width}}  {what}" for m, what in {**CONFIG_MODES, **TOOL_MODES}.items()),
+        "",
+        "CONFIG   a file of configs/ without .yaml"
+        + (f" (default: {default_config})" if default_config else ""),
+        "-m       a Hydra sweep (key=a,b), or a search (hparams_search=<model>)",
+        "example  python -m lightrec both multi_vae_v3 data.path=my_log.csv seed=1",
+    ]
+    return "\n".join(lines)
+
+
+@dataclass
+class Command:
+    """A parsed command line of a config mode."""
+
+    mode: str
+    config: str
+    overrides: list[str] = field(default_factory=list)
+    multirun: bool = False
+    hydra_flags: list[str] = field(default_factory=list)  # --cfg job, --info, ...
+
+    @property
+    def given(self) -> set[str]:
+        """The keys the user's overrides set."""
+        return {o.split("=", 1)[0].lstrip("+~") for o in self.overrides}
+
+
+def parse(argv: list[str], default_config: str | None) -> Command:
+    """The mode, the config, ``-m``, Hydra's own flags and the overrides of a command line.
+
+    >>> c = parse(["train", "ease", "-m", "model.lam=1,2"], None)
+    >>> c.mode, c.config, c.multirun, c.overrides
+    ('train', 'ease', True, ['model.lam=1,2'])
+    >>> parse(["both", "--config-name", "pop", "seed=1"], "ease").config
+    'pop'
+    """
+    mode, *rest = argv
+    config: str | None = None
+    cmd = Command(mode, "")
+    i = 0
+    while i < len(rest):
+        arg = rest[i]
+        i += 1
+        if arg in ("-m", "--multirun"):
+            cmd.multirun = True
+        elif arg in ("--config-name", "-cn") or arg.startswith("--config-name="):
+            if "=" in arg:
+                config = arg.split("=", 1)[1]
+            elif i < len(rest):
+                config, i = rest[i], i + 1
+            else:
+                raise LightrecError(f"{arg} needs a config name")
+        elif arg in HYDRA_FLAGS:
+            cmd.hydra_flags.append(arg)
+            if HYDRA_FLAGS[arg] and i < len(rest):
+                cmd.hydra_flags.append(rest[i])
+                i += 1
+        elif arg.startswith("-"):
+            raise LightrecError(f"unknown option {arg!r} (see python -m lightrec --help)")
+        elif "=" in arg or arg.startswith(("+", "~")):
+            cmd.overrides.append(arg)
+        elif config is None and not cmd.overrides:
+            config = arg
+        else:
+            raise LightrecError(
+                f"unexpected argument {arg!r}: overrides are key=value (the config comes first)"
+            )
+    config = config or default_config
+    if not config:
+        raise LightrecError(f"{mode} needs a config, e.g. python -m lightrec {mode} ease")
+    from lightrec.utils.path_utils import CONFIG_DIR
+
+    if not (CONFIG_DIR / f"{config}.yaml").is_file():
+        raise LightrecError(f"no config {config!r} (configs/{config}.yaml does not exist)")
+    cmd.config = config
+    return cmd
+
+
+def main(argv: list[str] | None = None, default_config: str | None = None) -> int:
+    """Run a command line (``sys.argv[1:]`` by default); return the exit code. A user error
+    is one ``error:`` sentence on standard error and exit code 2."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--default-config"] and len(argv) >= 2:  # the named run scripts
+        default_config, argv = argv[1], argv[2:]
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage(default_config), file=sys.stderr if not argv else sys.stdout)
+        return 0 if argv else EXIT_USER_ERROR
+    mode, rest = argv[0], argv[1:]
+    if mode in TOOL_MODES and mode != "best":
+        return _tool(mode, rest)
+    if mode not in CONFIG_MODES and mode != "best":
+        print(f"error: unknown mode {mode!r}\n{usage(default_config)}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    if any(a in ("-h", "--help") for a in rest):
+        print(usage(default_config))
+        return 0
+    quiet.silence()
+    try:
+        if mode == "best":
+            return _best(rest)
+        cmd = parse(argv, default_config)
+        if cmd.mode.startswith("clean"):
+            _clean(cmd)
+        for stage in STAGES.get(cmd.mode.removeprefix("clean-"), ()):
+            _run_stage(cmd, stage)
+    except LightrecError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    return 0
+
+
+def _tool(mode: str, args: list[str]) -> int:
+    from lightrec import blend, report, submission
+
+    mains: dict[str, Callable[[list[str]], int]] = {
+        "blend": blend.main,
+        "report": report.main,
+        "submission": submission.main,
+    }
+    return mains[mode](args)
+
+
+def compose_job(config: str, overrides: list[str]) -> DictConfig:
+    """``configs/<config>.yaml`` with ``overrides``, composed by Hydra's compose API, without
+    Hydra's own node."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from lightrec.utils.path_utils import CONFIG_DIR
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose(config_name=config, overrides=overrides)
+    finally:
+        GlobalHydra.instance().clear()
+    with open_dict(cfg):
+        cfg.pop("hydra", None)
+    return cfg
+
+
+def jobs(cmd: Command) -> list[list[str]]:
+    """The overrides of each job a command runs, for the pre-flight: one job, or for a
+    sweep (``key=a,b``, ``choice(...)``, ``range(...)``) the first values of every swept
+    key plus each further value of each key in turn (each job checks its own again)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    fixed: list[str] = []
+    swept: list[list[str]] = []
+    for line in cmd.overrides:
+        try:
+            (o,) = parser.parse_overrides([line])
+        except HydraException as e:
+            why = str(e).splitlines()[0]
+            raise LightrecError(f"the override {line!r} cannot be parsed ({why})") from None
+        if not o.is_sweep_override():
+            fixed.append(line)
+            continue
+        if not cmd.multirun:
+            raise LightrecError(f"{line} sweeps several values: add -m to run them all")
+        kind = o.value_type.name if o.value_type is not None else ""
+        if kind.endswith(("CHOICE_SWEEP", "RANGE_SWEEP")) and not kind.startswith("GLOB"):
+            key = o.get_key_element()
+            swept.append([f"{key}={v}" for v in o.sweep_string_iterator()])
+        # interval() and glob() sweeps: the sweeper draws the values; each job checks its own
+    firsts = [values[0] for values in swept]
+    extra = [[*firsts[:i], v, *firsts[i + 1 :]] for i, vs in enumerate(swept) for v in vs[1:]]
+    return [[*fixed, *job] for job in [firsts, *extra]]
+
+
+def preflight(cmd: Command, stage: str) -> DictConfig:
+    """Compose and check every job of ``cmd`` for ``stage`` before anything is made; return
+    the first job's config."""
+    from lightrec.config_check import check_config
+    from lightrec.utils.io import unwritable
+    from lightrec.utils.path_utils import job_root, run_to_resume
+
+    first: DictConfig | None = None
+    try:
+        for overrides in jobs(cmd):
+            cfg = compose_job(cmd.config, overrides)
+            check_config(cfg)
+            first = first or cfg
+    except (HydraException, OmegaConfBaseException) as e:
+        msg = user_error_message(e) or str(e).splitlines()[0].strip()
+        if "not in struct" in msg and getattr(e.__cause__, "full_key", None):
+            msg = f"unknown config key {e.__cause__.full_key}"  # type: ignore[union-attr]
+        raise LightrecError(msg) from None
+    assert first is not None
+    root_key, root = job_root(first, stage)
+    if problem := unwritable(root):
+        raise LightrecError(f"{root_key}={root} cannot be written ({problem})")
+    if stage == "train" and first.resume not in (False, None):
+        if cmd.multirun:
+            raise LightrecError("resume continues one run; it cannot be combined with -m")
+        run_to_resume(first.resume, first.paths.log_root, first.model_name)
+    return first
+
+
+def _run_stage(cmd: Command, stage: str) -> None:
+    """Pre-flight, claim the job's folder, then let Hydra run the stage's job in it."""
+    from lightrec.utils.path_utils import claim_job_dir, quote_override, run_to_resume
+
+    if cmd.hydra_flags:  # Hydra's own commands (--cfg job, --info): nothing runs
+        _hydra_run(stage, cmd.config, [*cmd.hydra_flags, *cmd.overrides])
+        return
+    if cmd.multirun and cmd.mode in ("both", "clean-both"):
+        raise LightrecError("-m sweeps train alone: run the sweep with train, then predict a run")
+    cfg = preflight(cmd, stage)
+    extra = [] if "hydra.job.name" in cmd.given else [f"hydra.job.name={stage}"]
+    folder_key = "hydra.sweep.dir" if cmd.multirun else "hydra.run.dir"
+    if folder_key not in cmd.given:
+        if stage == "train" and not cmd.multirun and cfg.resume not in (False, None):
+            folder = run_to_resume(cfg.resume, cfg.paths.log_root, cfg.model_name).root
+        else:
+            stamp = datetime.now().strftime("%Y-%m-%d/%H-%M-%S")
+            folder = claim_job_dir(cfg, stage, stamp + ("-multirun" if cmd.multirun else ""))
+        extra.append(f"{folder_key}={quote_override(str(folder))}")
+    _hydra_run(stage, cmd.config, [*(["-m"] if cmd.multirun else []), *cmd.overrides, *extra])
+
+
+def _hydra_run(stage: str, config: str, args: list[str]) -> None:
+    """Hydra's main for one stage with ``args`` as its command line. The job sees the
+    user's own command line in ``sys.argv`` (data-parallel workers are started with it,
+    and an interrupted run prints it)."""
+    import hydra
+    from hydra.core.global_hydra import GlobalHydra
+
+    from lightrec import predict, train
+    from lightrec.utils.path_utils import CONFIG_DIR
+
+    work: Callable[[DictConfig], object] = train.run if stage == "train" else predict.run
+    users_argv = sys.argv
+
+    def task(cfg: DictConfig) -> object:
+        sys.argv = users_argv
+        return guarded(work, cfg)
+
+    entry = hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name=config)(task)
+    GlobalHydra.instance().clear()
+    sys.argv = [users_argv[0], *args]
+    try:
+        entry()
+    finally:
+        sys.argv = users_argv
+        GlobalHydra.instance().clear()
+
+
+def _clean(cmd: Command) -> None:
+    from lightrec.data import cache
+
+    try:
+        cache_dir = compose_job(cmd.config, cmd.overrides).data_cache.cache_dir
+    except (HydraException, OmegaConfBaseException) as e:
+        raise LightrecError(user_error_message(e) or str(e).splitlines()[0]) from None
+    removed = cache.clean(cache_dir)
+    print(f"removed {len(removed)} lightrec cache entries from {cache_dir}")
+
+
+def _best(overrides: list[str]) -> int:
+    """Train each member of the best blend (overrides reach every one), then blend their
+    latest finished runs; the submission's path is the last line printed."""
+    from lightrec import blend
+    from lightrec.utils.path_utils import latest_finished_run
+
+    members = [parse(["train", member, *overrides], None) for member in BEST_MEMBERS]
+    log_roots = [preflight(m, "train").paths.log_root for m in members]  # all, before any
+    for member in members:
+        _run_stage(member, "train")
+    runs = [
+        str(latest_finished_run(root, m.config).root)
+        for root, m in zip(log_roots, members, strict=True)
+    ]
+    return blend.report_blend(runs)
 
 
 def user_error_message(exc: BaseException) -> str | None:
     """The one-sentence message for an error caused by input, or None for a bug."""
+    chain: list[BaseException] = []
     seen: BaseException | None = exc
-    while seen is not None:  # instantiate() wraps errors raised in constructors
-        if isinstance(seen, LightrecError):
-            return str(seen)
-        if isinstance(seen, OmegaConfBaseException):
-            key = getattr(seen, "full_key", None)
-            first = str(getattr(seen, "msg", None) or seen).splitlines()[0]
-            return f"config key {key!r}: {first}" if key else f"config error: {first}"
+    while seen is not None and seen not in chain:  # instantiate() and resolvers wrap errors
+        chain.append(seen)
         seen = seen.__cause__
+    for e in chain:
+        if isinstance(e, LightrecError):
+            return str(e)
+    for e in chain:
+        if isinstance(e, OmegaConfBaseException):
+            key = getattr(e, "full_key", None)
+            first = str(getattr(e, "msg", None) or e).splitlines()[0]
+            return f"config key {key!r}: {first}" if key else f"config error: {first}"
     if isinstance(exc, InstantiationException):
         return f"config error: {str(exc).splitlines()[0]}"
     return None
-
-
-def preflight(config_name: str, entry_file: str, argv: list[str] | None = None) -> None:
-    """Before Hydra runs: compose the config the command asks for and check every value
-    (:func:`lightrec.config_check.check_config`); a config Hydra cannot compose or a bad
-    value is one ``error:`` sentence and exit 2, before any folder is made. For a sweep
-    the first value of each swept key is checked (each job checks its own again)."""
-    from hydra import compose, initialize_config_dir
-    from hydra._internal.utils import get_args_parser
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
-
-    from lightrec.config_check import check_config
-    from lightrec.utils.io import unwritable
-    from lightrec.utils.path_utils import run_to_resume
-
-    args = get_args_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    if args.help or args.hydra_help or args.cfg or args.info or args.shell_completion:
-        return  # Hydra's own commands
-    if args.config_path or args.config_dir:
-        return  # another config tree: Hydra reports its own errors
-    name = args.config_name or config_name
-    try:
-        fixed: list[str] = []  # the overrides of one job; swept keys get each value in turn
-        swept: list[list[str]] = []
-        parser = OverridesParser.create()
-        for line in args.overrides:
-            try:
-                (o,) = parser.parse_overrides([line])
-            except HydraException as e:
-                why = str(e).splitlines()[0]
-                raise LightrecError(f"the override {line!r} cannot be parsed ({why})") from None
-            if not o.is_sweep_override():
-                fixed.append(line)
-            elif o.value_type is not None and o.value_type.name.endswith(
-                ("CHOICE_SWEEP", "RANGE_SWEEP")
-            ):
-                key = o.get_key_element()
-                swept.append([f"{key}={v}" for v in o.sweep_string_iterator()])
-        config_dir = str(Path(entry_file).resolve().parent / "configs")
-        firsts = [values[0] for values in swept]
-        jobs = [firsts] + [
-            [*firsts[:i], v, *firsts[i + 1 :]] for i, vs in enumerate(swept) for v in vs[1:]
-        ]
-        for job in jobs:
-            GlobalHydra.instance().clear()
-            with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
-                cfg = compose(config_name=name, overrides=[*fixed, *job])
-            GlobalHydra.instance().clear()
-            with open_dict(cfg):
-                cfg.pop("hydra", None)
-            check_config(cfg)
-        predicting = Path(entry_file).stem.startswith("predict")
-        root_key = "paths.predict_log_root" if predicting else "paths.log_root"
-        folder = cfg.paths.predict_log_root if predicting else cfg.paths.log_root
-        if problem := unwritable(folder):
-            raise LightrecError(f"{root_key}={folder} cannot be written ({problem})")
-        if cfg.resume not in (False, None):
-            if args.multirun:
-                raise LightrecError("resume continues one run; it cannot be combined with -m")
-            run_to_resume(cfg.resume, cfg.paths.log_root, cfg.model_name)
-    except (HydraException, OmegaConfBaseException, LightrecError) as e:
-        GlobalHydra.instance().clear()
-        msg = user_error_message(e) or str(e).splitlines()[0].strip()
-        if isinstance(e, HydraException) and "primary config" in str(e):
-            msg = f"no config {name!r} (configs/{name}.yaml does not exist)"
-        elif "not in struct" in msg and getattr(e.__cause__, "full_key", None):
-            msg = f"unknown config key {e.__cause__.full_key}"  # type: ignore[union-attr]
-        print(f"error: {msg}", file=sys.stderr)
-        sys.exit(EXIT_USER_ERROR)
 
 
 def guarded(fn: Callable[[DictConfig], T], cfg: DictConfig) -> T:
@@ -154,8 +402,8 @@ def guarded(fn: Callable[[DictConfig], T], cfg: DictConfig) -> T:
 
 
 def _remove_unused_job_folder() -> None:
-    """Hydra makes a job's folder before the job starts; a job refused for its input leaves
-    nothing of its own there, and the folder goes (never one with a file of the run's)."""
+    """A job refused for its input leaves nothing of its own in its folder, and the folder
+    goes (never one with a file of the run's)."""
     if not HydraConfig.initialized():
         return
     folder = Path(HydraConfig.get().runtime.output_dir)

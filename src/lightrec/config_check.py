@@ -23,10 +23,13 @@ from dataclasses import dataclass, fields
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from hydra.utils import get_class
+from lightning_fabric.connector import _PRECISION_INPUT
 from omegaconf import DictConfig, OmegaConf
 
+from lightrec.data.recsys_data import RecSysDataModule
 from lightrec.errors import LightrecError
 from lightrec.metrics import METRICS
+from lightrec.models.base import RecommenderModule
 from lightrec.params import NonNegativeInt, PositiveInt, Range
 
 MISSING = "???"
@@ -60,6 +63,7 @@ class DataCache:
 @dataclass
 class Eval:
     exclude_seen: bool
+    ks: list[PositiveInt]
 
 
 @dataclass
@@ -91,21 +95,7 @@ class Trainer:
     devices: int | str | list[int]
     num_nodes: PositiveInt
     strategy: str
-    precision: (
-        Literal[
-            "32-true",
-            "32",
-            "16-mixed",
-            "bf16-mixed",
-            "bf16-true",
-            "16-true",
-            "64-true",
-            "64",
-            "16",
-            "bf16",
-        ]
-        | int
-    )
+    precision: _PRECISION_INPUT  # Lightning's own list of precision values
     log_every_n_steps: PositiveInt
     check_val_every_n_epoch: PositiveInt | None
     num_sanity_val_steps: int
@@ -136,13 +126,17 @@ def check_config(cfg: DictConfig) -> None:
             f"unknown config key {unknown[0]!r} (the top-level keys are: "
             f"{', '.join(sorted(TOP_LEVEL))})"
         )
+    classes = {
+        "model": target_class(cfg.model, "model.", RecommenderModule),  # before any resolving:
+        "data": target_class(cfg.data, "data.", RecSysDataModule),  # nothing else is imported
+    }
     plain: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     _check_schema(Top, {k: plain[k] for k in (f.name for f in fields(Top))}, "")
     for name, schema in SCHEMAS.items():
         _check_schema(schema, plain[name], f"{name}.")
     _check_trainer(plain["trainer"])
-    for name in ("model", "data"):
-        _check_target(plain[name], f"{name}.")
+    for name, cls in classes.items():
+        _check_arguments(plain[name], f"{name}.", cls)
     _check_consistency(plain)
 
 
@@ -172,7 +166,9 @@ def _check_trainer(values: Mapping[str, Any]) -> None:
             check_value(value, hints[key], f"trainer.{key}")
 
 
-def _check_target(block: Mapping[str, Any], prefix: str) -> None:
+def target_class(block: Mapping[str, Any], prefix: str, base: type) -> type:
+    """The class a ``_target_`` block names, which must be a subclass of ``base``: nothing
+    else is ever built from a config (or from a run folder's config.yaml)."""
     target = block.get("_target_")
     if not isinstance(target, str):
         raise LightrecError(f"config key {prefix}_target_ must name a class")
@@ -180,6 +176,13 @@ def _check_target(block: Mapping[str, Any], prefix: str) -> None:
         cls = get_class(target)
     except Exception:  # noqa: BLE001 - any import failure is a bad name for the user
         raise LightrecError(f"{prefix}_target_={target!r} is not an importable class") from None
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise LightrecError(f"{prefix}_target_={target!r} is not a lightrec {base.__name__}")
+    return cls
+
+
+def _check_arguments(block: Mapping[str, Any], prefix: str, cls: type) -> None:
+    """A ``_target_`` block's keys and values against its class's signature and annotations."""
     params = inspect.signature(cls).parameters
     hints = typing.get_type_hints(cls.__init__, include_extras=True)  # type: ignore[misc]
     args = {k: v for k, v in block.items() if k != "_target_"}
@@ -218,8 +221,12 @@ def _check_consistency(c: dict[str, Any]) -> None:
             f"model computes (model.eval_ks={ks}); one of: {', '.join(valid[:6])}"
         )
     d = c["data"]
-    if d.get("view") == "sequence" and d.get("max_len", 0) < 2:
-        raise LightrecError(f"data.max_len={d.get('max_len')} must be at least 2 for sequences")
+    model_cls: type[RecommenderModule] = get_class(c["model"]["_target_"])
+    if d["view"] != model_cls.data_view:
+        raise LightrecError(
+            f"data.view={d['view']!r} does not fit the model: {model_cls.__name__} reads the "
+            f"{model_cls.data_view!r} view (its class declares it); drop the data.view override"
+        )
     if c["resume"] not in (False, None) and (c["run_dir"] or c["ckpt_path"]):
         raise LightrecError(
             "resume continues a training run; run_dir and ckpt_path are for predict"

@@ -12,20 +12,16 @@ from omegaconf import DictConfig, OmegaConf
 
 from lightrec import submission
 from lightrec.config_check import check_config
-from lightrec.data.batches import eval_collate
 from lightrec.data.datasets import data_file
 from lightrec.data.interactions import History, full_history, read_interactions
 from lightrec.errors import LightrecError
 from lightrec.models.base import RecommenderModule
 from lightrec.progress import say
-from lightrec.recommend import check_enough_unseen, recommend_topk
+from lightrec.recommend import check_enough_unseen, model_scorer, recommend_topk
+from lightrec.utils.device import compute_device
 from lightrec.utils.path_utils import RunDir, get_directories, predict_checkpoint
 
 log = logging.getLogger(__name__)
-
-
-def pick_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def load_config(run: RunDir) -> DictConfig:
@@ -94,19 +90,17 @@ def run(cfg: DictConfig) -> Path:
         raise LightrecError(
             f"predict.top_k={k} is more than the {len(id_maps['item_ids']):,} items the model knows"
         )
-    device = pick_device()
+    device = compute_device(cfg.trainer.accelerator)
     model = load_model(ckpt, run_cfg).to(device)
     which = describe_checkpoint(run_dir, ckpt)
     log.info("predicting with %s", which)
 
     history = load_history(cfg.data, id_maps["item_ids"])  # this invocation's data file
     check_enough_unseen(history.csr, k, history.users)
-    seqs = history.sequences(run_cfg.data.max_len) if run_cfg.data.view == "sequence" else None
-    collate = eval_collate(run_cfg.data.view, history.csr, None, seqs)
+    collate = history.collate(model.data_view, run_cfg.data.max_len)
     n_users = len(history.users)
-    topk = recommend_topk(
-        model.score_batch, collate, n_users, k, cfg.predict.batch_size, device, cfg.progress
-    )
+    score = model_scorer(model.score_batch, collate, device)
+    topk = recommend_topk(score, n_users, k, cfg.predict.batch_size, cfg.progress)
     submission.write(run_dir.submission, history.users, id_maps["item_ids"], topk)
     log.info("wrote %s: %d users x %d items", run_dir.submission, n_users, k)
     say(f"wrote {run_dir.submission}: {n_users:,} users x {k} items, with {which}")

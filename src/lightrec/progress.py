@@ -6,6 +6,8 @@ terminal, lines otherwise: pipes, files, CI), ``bar``, ``lines`` or ``none``. Th
 Lightning's TQDM bar (epoch, step, time left, the training loss and the monitored
 validation metric); a line reads ``epoch 4/300  loss 512.3  val/ndcg@10 0.0712 (best
 0.0730)  1.9 s``, printed once per epoch with no carriage-return redraws.
+
+:func:`start_line` and :func:`finished_line` are the lines that open and close a training.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import TQDMProgressBar
 
-from lightrec.utils.divergence import step_loss
+from lightrec.callbacks import step_loss
+from lightrec.utils import device
+from lightrec.utils.path_utils import RunDir
 
 T = TypeVar("T")
 MODES = ("auto", "bar", "lines", "none")
@@ -119,3 +123,31 @@ def track(items: Iterable[T], total: int, progress: str, desc: str) -> Iterator[
     from tqdm import tqdm
 
     yield from tqdm(items, total=total, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def start_line(cfg: Any, model: pl.LightningModule, dm: Any, run: RunDir, resuming: bool) -> str:
+    """The line that opens a training: model, data, size, split, device, run folder."""
+    data = "MovieLens-100K (built-in)" if cfg.data.path is None else dm.data_path
+    return (
+        f"{'continuing' if resuming else 'training'} {cfg.model_name} ({type(model).__name__})"
+        f" on {data}: {dm.num_users:,} users x {dm.num_items:,} items, "
+        f"{dm.split.describe()}; {device.describe(cfg.trainer)}; run folder {run.root}"
+    )
+
+
+def finished_line(metrics: dict[str, Any], monitor: str | None, seconds: float, run: RunDir) -> str:
+    """The line that ends a training: best epoch, the monitored metric, the refit, where."""
+    parts = [f"finished in {seconds:.0f} s"]
+    if metrics["epochs_trained"]:
+        parts.append(f"best epoch {metrics['best_epoch'] + 1} of {metrics['epochs_trained']}")
+    name = monitor.removeprefix("val/") if monitor else "ndcg@10"
+    if monitor is not None:
+        parts.append(f"{monitor} {metrics['val'][name]:.4f}")
+    if "test" in metrics and name in metrics["test"]:
+        parts.append(f"test/{name} {metrics['test'][name]:.4f}")
+    if "refit" in metrics:
+        epochs = metrics["refit"]["epochs"]
+        parts.append(
+            "refit on training + validation rows" + (f" ({epochs} epochs)" if epochs else "")
+        )
+    return "; ".join(parts) + f"; run folder {run.root}"

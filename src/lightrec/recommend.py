@@ -1,8 +1,13 @@
-"""Top-K over unseen items for every user, in batches on the model's device."""
+"""Scoring users in batches on a device, and the top-K over unseen items.
+
+A *scorer* maps a list of user rows to ``(scores (B, I), seen (B, I))`` on its device: one
+model's (:func:`model_scorer`) or several models' blended (``lightrec.blend``). Predict, the
+blend's validation and its submission all run the one loop here (:func:`batches`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -13,28 +18,41 @@ from lightrec.metrics import exclude_seen
 from lightrec.progress import track
 
 Batch = dict[str, torch.Tensor]
+Scorer = Callable[[list[int]], tuple[torch.Tensor, torch.Tensor]]
+
+
+def model_scorer(
+    score_batch: Callable[[Batch], tuple[torch.Tensor, torch.Tensor]],
+    collate: Callable[[list[int]], Batch],
+    device: torch.device,
+) -> Scorer:
+    """A model's scorer: its ``score_batch`` on the batches ``collate`` builds, on ``device``."""
+
+    def score(rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        return score_batch({name: t.to(device) for name, t in collate(rows).items()})
+
+    return score
 
 
 @torch.no_grad()
-def recommend_topk(
-    score_batch: Callable[[Batch], tuple[torch.Tensor, torch.Tensor]],
-    collate: Callable[[list[int]], Batch],
-    n_users: int,
-    k: int,
-    batch_size: int,
-    device: torch.device,
-    progress: str = "none",
-) -> np.ndarray:
-    """``(n_users, k)`` item indices, best first, never an item the user has seen; a bar in
-    a terminal (``progress``, see :mod:`lightrec.progress`)."""
-    out = np.empty((n_users, k), dtype=np.int64)
-    starts = range(0, n_users, batch_size)
+def batches(
+    score: Scorer, rows: Sequence[int], batch_size: int, progress: str = "none"
+) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
+    """``(rows, scores, seen)`` for ``rows`` in batches of ``batch_size`` (a bar in a
+    terminal, see :mod:`lightrec.progress`)."""
+    starts = range(0, len(rows), batch_size)
     for start in track(starts, len(starts), progress, "scoring users"):
-        rows = list(range(start, min(start + batch_size, n_users)))
-        batch = {name: t.to(device) for name, t in collate(rows).items()}
-        scores, seen = score_batch(batch)
-        scores = exclude_seen(scores.float(), seen)
-        top = scores.topk(k, dim=1)
+        chunk = [int(r) for r in rows[start : start + batch_size]]
+        yield (chunk, *score(chunk))
+
+
+def recommend_topk(
+    score: Scorer, n_users: int, k: int, batch_size: int, progress: str = "none"
+) -> np.ndarray:
+    """``(n_users, k)`` item indices, best first, never an item the user has seen."""
+    out = np.empty((n_users, k), dtype=np.int64)
+    for rows, scores, seen in batches(score, range(n_users), batch_size, progress):
+        top = exclude_seen(scores.float(), seen).topk(k, dim=1)
         out[rows[0] : rows[-1] + 1] = top.indices.cpu().numpy()
         if torch.isinf(top.values).any():
             bad = rows[int(torch.isinf(top.values).any(dim=1).nonzero()[0])]

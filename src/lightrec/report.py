@@ -1,11 +1,13 @@
-"""Compare every model from its run folders: ``python -m lightrec.report``.
+"""Compare every model from its run folders: ``python -m lightrec report``.
 
-Reads the finished runs under ``--log-root`` (default ``saved/hydra_logs``), groups them by
+Reads the finished runs under ``--log-root`` (default: ``paths.log_root``), groups them by
 evaluation protocol (data file, split strategy, holdout), keeps the best run of each model
 config by its validation metric (the config's ``checkpoint.monitor``: test numbers never
-choose), and writes a markdown table plus a PNG bar chart. The table replaces the text
-between ``<!-- report:begin -->`` and ``<!-- report:end -->`` in ``--out`` (added at the end
-when the markers are missing), so the hand-written parts of docs/RESULTS.md stay.
+choose), and prints a markdown table. Nothing is written unless asked: ``--out FILE``
+writes the table into FILE, replacing the text between ``<!-- report:begin -->`` and
+``<!-- report:end -->`` (added at the end when the markers are missing, so hand-written
+parts stay), with a PNG bar chart and the validation curves beside it; ``--docs`` is
+``--out docs/RESULTS.md``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import yaml
 from lightrec.data.splits import SplitSpec
 from lightrec.errors import LightrecError
 from lightrec.utils.io import atomic_write
-from lightrec.utils.path_utils import FINISHED_MARKER, RunDir
+from lightrec.utils.path_utils import FINISHED_MARKER, RunDir, default_log_root
 
 BEGIN, END = "<!-- report:begin -->", "<!-- report:end -->"
 
@@ -182,12 +184,17 @@ def curves_chart(groups: dict[str, list[Run]], png: Path) -> None:
     plt.close(fig)
 
 
-def write_report(log_root: Path, out: Path, png: Path, curves_png: Path | None = None) -> str:
+def table(log_root: Path) -> tuple[str, dict[str, list[Run]]]:
+    """The markdown table of the best run of each config, and those runs by protocol."""
     runs = load_runs(log_root)
     if not runs:
         raise LightrecError(f"no finished runs under {log_root}: train some models first")
     groups = best_per_config(runs)
-    body = markdown(groups, log_root)
+    return markdown(groups, log_root), groups
+
+
+def write_report(log_root: Path, out: Path, png: Path, curves_png: Path | None = None) -> str:
+    body, groups = table(log_root)
     bar_chart(groups, png)
     curves_png = curves_png or png.with_name(f"{png.stem}_curves{png.suffix}")
     curves_chart(groups, curves_png)
@@ -212,15 +219,21 @@ def write_report(log_root: Path, out: Path, png: Path, curves_png: Path | None =
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m lightrec.report", description=__doc__)
-    ap.add_argument("--log-root", default="saved/hydra_logs")
-    ap.add_argument("--out", default="docs/RESULTS.md")
-    ap.add_argument("--png", default="docs/results.png")
+    ap = argparse.ArgumentParser(prog="python -m lightrec report", description=__doc__)
+    ap.add_argument("--log-root", default=default_log_root())
+    ap.add_argument("--out", help="write the table into this markdown file, charts beside it")
+    ap.add_argument("--docs", action="store_true", help="the same as --out docs/RESULTS.md")
+    ap.add_argument("--png", help="the bar chart (default: results.png beside --out)")
     ap.add_argument("--curves-png", help="default: <png>_curves.png beside --png")
     a = ap.parse_args(argv)
-    curves = Path(a.curves_png) if a.curves_png else None
+    out = Path("docs/RESULTS.md") if a.docs else Path(a.out) if a.out else None
     try:
-        print(write_report(Path(a.log_root), Path(a.out), Path(a.png), curves))
+        if out is None:
+            print(table(Path(a.log_root))[0])
+            return 0
+        png = Path(a.png) if a.png else out.with_name("results.png")
+        curves = Path(a.curves_png) if a.curves_png else None
+        print(write_report(Path(a.log_root), out, png, curves))
     except LightrecError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -9,6 +9,8 @@
   ``resume=true`` continues is :func:`lightrec.utils.path_utils.run_to_resume`).
 - :func:`on_signals`: Ctrl-C and SIGTERM both stop training at the next step, leave the run
   folder unfinished, and end in :class:`RunInterrupted`.
+- :func:`check_same_setup`: a resumed run is the same computation, or it is refused, naming
+  the key that differs.
 
 A run resumes from ``last.ckpt``, written at the end of every epoch (docs/CHECKPOINT_STRUCTURE.md):
 a run killed in the middle of an epoch does that epoch again from its start, with the same
@@ -33,9 +35,23 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
+from lightrec.errors import LightrecError
 from lightrec.utils.path_utils import RunDir
+
+# what must match for a run to be continued: everything that shapes its computation
+SAME_ON_RESUME = (
+    "seed",
+    "refit",
+    "model",
+    "data",
+    "eval",
+    "checkpoint",
+    "early_stopping",
+    "trainer",
+)
 
 
 class RunInterrupted(Exception):
@@ -128,8 +144,16 @@ def remove_partial_checkpoints(run: RunDir) -> None:
 
 def resume_command(run: RunDir, argv: list[str] | None = None) -> str:
     """The command that continues ``run``: this process's own, with ``resume=<run>``."""
-    args = [a for a in (sys.argv if argv is None else argv)[1:] if not a.startswith("resume=")]
-    return shlex.join([sys.executable, sys.argv[0], *args, f"resume={run.root}"])
+    import __main__
+
+    argv = sys.argv if argv is None else argv
+    args = [a for a in argv[1:] if not a.startswith("resume=")]
+    spec = getattr(__main__, "__spec__", None)
+    if spec is not None and spec.name:  # python -m lightrec ...
+        prog = ["-m", spec.name.removesuffix(".__main__")]
+    else:
+        prog = [argv[0]]
+    return shlex.join([sys.executable, *prog, *args, f"resume={run.root}"])
 
 
 @contextmanager
@@ -155,3 +179,35 @@ def on_signals(run: RunDir) -> Iterator[None]:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+def resuming(cfg: DictConfig) -> bool:
+    """Whether this training continues a run (``resume=true`` or ``resume=<run folder>``)."""
+    return cfg.resume not in (False, None)
+
+
+def check_same_setup(cfg: DictConfig, run: RunDir) -> None:
+    """A resumed run must be the same computation: refuse another setup, naming the key."""
+    saved = OmegaConf.to_container(OmegaConf.load(run.config), resolve=True)
+    now = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(saved, dict) and isinstance(now, dict)
+    for key in SAME_ON_RESUME:
+        for name, (a, b) in _diff(saved.get(key), now.get(key), key).items():
+            raise LightrecError(
+                f"resume: {name} is {b!r} here but {a!r} in {run.root}; a run continues "
+                "with the settings it started with (give the same overrides, or none)"
+            )
+
+
+def _diff(a: Any, b: Any, prefix: str) -> dict[str, tuple[Any, Any]]:
+    """The keys whose values differ between two plain configs, with both values.
+
+    >>> _diff({"lr": 1, "k": [1]}, {"lr": 2, "k": [1]}, "model")
+    {'model.lr': (1, 2)}
+    """
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: dict[str, tuple[Any, Any]] = {}
+        for k in sorted(set(a) | set(b), key=str):
+            out.update(_diff(a.get(k), b.get(k), f"{prefix}.{k}"))
+        return out
+    return {} if a == b else {prefix: (a, b)}

@@ -22,6 +22,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import TensorBoardLogger
 
+from lightrec.data.batches import SEQUENCE
 from lightrec.data.datasets import data_file, item_table
 from lightrec.data.splits import SplitSpec
 from lightrec.models.base import RecommenderModule
@@ -58,7 +59,7 @@ def hparams(cfg: DictConfig) -> dict[str, Any]:
         k: v for k, v in flat.items() if k.startswith("model.") and k not in NOT_HPARAMS
     }
     out.update({k: flat[k] for k in TRAINING_HPARAMS if k in flat})
-    if plain["data"]["view"] == "sequence":
+    if plain["data"]["view"] == SEQUENCE:
         out["data.max_len"] = plain["data"]["max_len"]
     out.update(
         model_name=plain["model_name"],

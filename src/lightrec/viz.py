@@ -19,12 +19,13 @@ import scipy.sparse as sp
 import torch
 from omegaconf import DictConfig
 
+from lightrec.data.batches import SEQUENCE
 from lightrec.data.datasets import data_file, item_table
 from lightrec.data.interactions import History
 from lightrec.errors import LightrecError
 from lightrec.models.base import RecommenderModule
 from lightrec.predict import load_config, load_history, load_model
-from lightrec.utils.path_utils import RunDir, latest_finished_run
+from lightrec.utils.path_utils import RunDir, default_log_root, latest_finished_run
 
 
 @dataclass
@@ -41,7 +42,7 @@ class LoadedRun:
 
     @property
     def is_sequence(self) -> bool:
-        return self.cfg.data.view == "sequence"
+        return self.model.data_view == SEQUENCE
 
     def item_label(self, index: int) -> str:
         """The title of an item index when known, else its original id."""
@@ -53,12 +54,15 @@ class LoadedRun:
 def load_run(
     run_dir: str | Path | None = None,
     model_name: str = "multi_vae_v2",
-    log_root: str | Path = "saved/hydra_logs",
+    log_root: str | Path | None = None,
 ) -> LoadedRun:
     """Load ``run_dir`` (default: the latest finished run of ``model_name``). Relative
     paths in the run's config (the data file) are read from the current directory, as the
     run scripts do: call it from the project root."""
-    run = RunDir(Path(run_dir)) if run_dir else latest_finished_run(log_root, model_name)
+    if run_dir:
+        run = RunDir(Path(run_dir))
+    else:
+        run = latest_finished_run(log_root or default_log_root(), model_name)
     if not run.finished:
         raise LightrecError(f"{run.root} is not a finished run folder (no metrics.json)")
     cfg = load_config(run)

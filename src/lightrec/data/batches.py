@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Literal, get_args
 
 import numpy as np
 import scipy.sparse as sp
 import torch
+
+# The data views a model can read (a model class declares its own: ``data_view``):
+# csr: user x item rows (the autoencoders, EASE); sequence: each user's most recent items as
+# left-padded tokens of lightrec.data.sequences (the sequence models).
+View = Literal["csr", "sequence"]
+VIEWS: tuple[str, ...] = get_args(View)
+SEQUENCE: View = "sequence"
 
 
 def csr_from_sorted(
@@ -98,20 +106,20 @@ class SequenceCollate(CSRCollate):
         return batch
 
 
-def train_collate(view: str, train: sp.csr_matrix, seqs: np.ndarray | None) -> CSRCollate:
+def train_collate(view: View, train: sp.csr_matrix, seqs: np.ndarray | None) -> CSRCollate:
     """Training batches of a view: CSR rows, or the sequences alone."""
-    if view == "sequence":
+    if view == SEQUENCE:
         assert seqs is not None
         return SequenceCollate(seqs)
     return CSRCollate(train)
 
 
 def eval_collate(
-    view: str, history: sp.csr_matrix, targets: sp.csr_matrix | None, seqs: np.ndarray | None
+    view: View, history: sp.csr_matrix, targets: sp.csr_matrix | None, seqs: np.ndarray | None
 ) -> CSRCollate:
     """Scoring batches of a view: the history to score from and to exclude, the targets
     when evaluating, and the history as sequences for the sequence view."""
-    if view == "sequence":
+    if view == SEQUENCE:
         assert seqs is not None
         return SequenceCollate(seqs, history, targets)
     return CSRCollate(history, targets)

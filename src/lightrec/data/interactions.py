@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from lightrec.data.batches import SEQUENCE, CSRCollate, View, eval_collate
 from lightrec.data.sequences import sequence_matrix
 from lightrec.errors import LightrecError
 from lightrec.utils.parallel import cores, in_parallel
@@ -286,6 +287,12 @@ class History:
         kept = first_rows(self._user, self._item, self._time)
         everything = np.ones(len(kept.user), dtype=bool)
         return sequence_matrix(kept.user, kept.item, everything, len(self.users), max_len)
+
+    def collate(self, view: View, max_len: int) -> CSRCollate:
+        """Scoring batches of these histories for a model reading ``view`` (row r is user
+        ``users[r]``): what predict, blend and the Python API score from."""
+        seqs = self.sequences(max_len) if view == SEQUENCE else None
+        return eval_collate(view, self.csr, None, seqs)
 
 
 def full_history(log_: Interactions, item_ids: list) -> History:

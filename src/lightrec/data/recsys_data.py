@@ -13,7 +13,7 @@ import logging
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import numpy as np
 import pytorch_lightning as pl
@@ -22,8 +22,10 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from lightrec.data import cache
 from lightrec.data.batches import (
+    SEQUENCE,
     CSRCollate,
     DeviceBatches,
+    View,
     csr_from_sorted,
     eval_collate,
     train_collate,
@@ -39,9 +41,6 @@ from lightrec.utils.memory import available_bytes
 from lightrec.utils.parallel import in_parallel
 
 log = logging.getLogger(__name__)
-
-View = Literal["csr", "sequence"]
-VIEWS: tuple[str, ...] = get_args(View)
 
 
 def encode_and_split(
@@ -125,8 +124,9 @@ class RecSysDataModule(pl.LightningDataModule):
         min_interactions: users with fewer distinct items are dropped.
         split_strategy, holdout, valid_ratio, split_seed, last_n, random_m: the split
             (:class:`~lightrec.data.splits.SplitSpec`).
-        view: ``csr`` (user x item rows: the autoencoders, EASE) or ``sequence`` (each
-            user's most recent ``max_len`` items as tokens, left-padded: the sequence models).
+        view: the view the model reads (its class declares it, the config resolves it):
+            ``csr`` (user x item rows) or ``sequence`` (each user's most recent ``max_len``
+            items as tokens, left-padded); see :data:`~lightrec.data.batches.View`.
         batch_size, eval_batch_size, num_workers: data loading.
         on_device: keep the training data on the model's device and build training batches
             there (:class:`~lightrec.data.batches.DeviceBatches`): ``auto`` on a CUDA device
@@ -165,10 +165,6 @@ class RecSysDataModule(pl.LightningDataModule):
             int(last_n),
             int(random_m),
         )
-        if view not in VIEWS:
-            raise LightrecError(f"data.view={view!r} is not one of {', '.join(VIEWS)}")
-        if view == "sequence" and max_len < 2:
-            raise LightrecError(f"data.max_len={max_len} must be at least 2 for sequences")
         self.path = path
         self.data_dir = data_dir
         self.columns = {role: columns[role] for role in ROLES}
@@ -272,7 +268,7 @@ class RecSysDataModule(pl.LightningDataModule):
         self.valid_csr = csr_from_sorted(u, i, s == VALID, *shape)
         self.test_csr = csr_from_sorted(u, i, s == TEST, *shape)
         self.train_seq = self.valid_seq = self.test_seq = None
-        if self.view == "sequence":
+        if self.view == SEQUENCE:
             # what each stage may read: training rows; for test, training and validation rows
             self.train_seq = sequence_matrix(u, i, s == TRAIN, self.num_users, self.max_len)
             self.valid_seq = self.train_seq
@@ -329,7 +325,7 @@ class RecSysDataModule(pl.LightningDataModule):
         users = np.flatnonzero(np.diff(self.train_csr.indptr) > 0)
         device = self.trainer.strategy.root_device if self.trainer is not None else None
         if device is not None and self._training_data_fits(device):
-            if self.view == "sequence":
+            if self.view == SEQUENCE:
                 assert self.train_seq is not None
                 rows, key = torch.from_numpy(self.train_seq).to(device), "seq"
             else:
@@ -351,20 +347,29 @@ class RecSysDataModule(pl.LightningDataModule):
             return True
         if device.type != "cuda":
             return False
-        width = self.max_len * 8 if self.view == "sequence" else self.num_items
+        width = self.max_len * 8 if self.view == SEQUENCE else self.num_items
         need = self.num_users * width
         free = available_bytes(device)
         return free is not None and need <= free // 2  # half: the model needs room too
 
+    def scoring_collate(
+        self, stage: Literal["valid", "test"], with_targets: bool = False
+    ) -> CSRCollate:
+        """Scoring batches of a stage's users from what each may read: for validation the
+        training rows, for test the training *and* validation rows (the selected model is
+        judged on what follows everything it could have seen); with the stage's held-out
+        items as targets when evaluating."""
+        if stage == "valid":
+            history, targets, seqs = self.train_csr, self.valid_csr, self.valid_seq
+        else:
+            history = (self.train_csr + self.valid_csr).tocsr()
+            targets, seqs = self.test_csr, self.test_seq
+        return eval_collate(self.view, history, targets if with_targets else None, seqs)
+
     def val_dataloader(self) -> DataLoader:
         users = np.flatnonzero(np.diff(self.valid_csr.indptr) > 0)
-        collate = eval_collate(self.view, self.train_csr, self.valid_csr, self.valid_seq)
-        return self._loader(users, collate, train=False)
+        return self._loader(users, self.scoring_collate("valid", with_targets=True), train=False)
 
     def test_dataloader(self) -> DataLoader:
-        """Test users' input is their train *and* validation items (the selected model is
-        judged on what follows everything it could have seen)."""
         users = np.flatnonzero(np.diff(self.test_csr.indptr) > 0)
-        history = (self.train_csr + self.valid_csr).tocsr()
-        collate = eval_collate(self.view, history, self.test_csr, self.test_seq)
-        return self._loader(users, collate, train=False)
+        return self._loader(users, self.scoring_collate("test", with_targets=True), train=False)

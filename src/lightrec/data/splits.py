@@ -46,12 +46,10 @@ def leave_one_out(user: np.ndarray, holdout: str) -> np.ndarray:
     split = np.zeros(len(user), dtype=np.int8)
     if holdout == "valid":
         split[(from_end == 0) & (length >= 2)] = VALID
-    elif holdout == "valid_and_test":
+    else:  # valid_and_test (SplitSpec validates the choice)
         enough = length >= 3
         split[(from_end == 0) & enough] = TEST
         split[(from_end == 1) & enough] = VALID
-    else:
-        raise ValueError(f"holdout must be 'valid' or 'valid_and_test', got {holdout!r}")
     return split
 
 
@@ -66,9 +64,7 @@ def random_holdout(user: np.ndarray, valid_ratio: float, seed: int) -> np.ndarra
     >>> bool((random_holdout(user, 0.4, seed=0) == split).all())   # same seed, same split
     True
     """
-    if not 0.0 < valid_ratio < 1.0:
-        raise ValueError(f"valid_ratio must be in (0, 1), got {valid_ratio}")
-    n = len(user)
+    n = len(user)  # (SplitSpec validates valid_ratio)
     pos, length = _positions(user)
     k = np.minimum(np.maximum(np.floor(valid_ratio * length), 1), length - 1)
     rng = np.random.default_rng(seed)

@@ -15,18 +15,22 @@ division, so the numbers are exact under data parallelism.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import ClassVar
 
 import pytorch_lightning as pl
 import scipy.sparse as sp
 import torch
 
-from lightrec.data.batches import dense_rows, history_rows
+from lightrec.data.batches import View, dense_rows, history_rows
 from lightrec.metrics import MetricAccumulator, exclude_seen
 
 Batch = dict[str, torch.Tensor]
 
 
 class RecommenderModule(pl.LightningModule, ABC):
+    # the data view the model reads (lightrec.data.batches.View); the config's data.view
+    # resolves to it, and the config check refuses another
+    data_view: ClassVar[View] = "csr"
     # every parameter gets a gradient at every step (what DDP's default assumes); a model
     # that updates a part at a time says False, and trains with find_unused_parameters
     updates_every_parameter_each_step = True

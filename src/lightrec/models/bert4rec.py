@@ -13,14 +13,13 @@ on the device), not part of the network.
 
 from __future__ import annotations
 
-import warnings
 from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightrec.data.batches import dense_rows
+from lightrec.data.batches import SEQUENCE, dense_rows
 from lightrec.data.sequences import PAD, append_mask, item_rows, mask_token, to_items, vocab_size
 from lightrec.models.base import RecommenderModule
 from lightrec.models.transformer import Block, dropout, init_weights
@@ -32,10 +31,6 @@ from lightrec.params import (
     Probability,
     Range,
 )
-
-# Masking runs in BERT4Rec.on_after_batch_transfer on purpose (on the device, after the copy);
-# Lightning warns whenever a module overrides that hook while a DataModule is in use.
-warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")
 
 IGNORE = -100
 
@@ -169,6 +164,8 @@ class BERT4Rec(RecommenderModule):
         exclude_seen: rank only unseen items in validation/test (``eval.exclude_seen``).
     """
 
+    data_view = SEQUENCE
+
     def __init__(
         self,
         num_items: PositiveInt,
@@ -196,6 +193,8 @@ class BERT4Rec(RecommenderModule):
         self.lr = lr
         self.weight_decay = weight_decay
 
+    # (Lightning warns whenever a module overrides this hook while a DataModule is in use:
+    # masking here, on the device after the copy, is on purpose; lightrec.quiet silences it)
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         """Batch preparation on the device: Cloze masking of training batches."""
         if self.trainer is not None and self.trainer.training:

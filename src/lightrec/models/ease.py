@@ -84,8 +84,6 @@ class EASE(ClosedFormModule):
         exclude_seen: bool,
     ) -> None:
         super().__init__(num_items, list(eval_ks), exclude_seen)
-        if dtype not in ("auto", *DTYPES):
-            raise LightrecError(f"model.dtype={dtype!r} is not one of auto, float32, float64")
         self.save_hyperparameters()
         self.lam = lam
         self.dtype_name = dtype

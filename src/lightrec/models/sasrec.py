@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightrec.data.batches import dense_rows
+from lightrec.data.batches import SEQUENCE, dense_rows
 from lightrec.data.sequences import PAD, item_rows, to_items, vocab_size
 from lightrec.models.base import Batch, RecommenderModule
 from lightrec.models.transformer import Block, dropout, init_weights
@@ -97,6 +97,8 @@ class SASRec(RecommenderModule):
         eval_ks: cut-offs of the validation/test metrics.
         exclude_seen: rank only unseen items in validation/test (``eval.exclude_seen``).
     """
+
+    data_view = SEQUENCE
 
     def __init__(
         self,

@@ -15,7 +15,6 @@ import os
 import sys
 from functools import cache
 
-import pytorch_lightning as pl
 import torch
 
 
@@ -55,13 +54,3 @@ def release_free_memory() -> bool:
         return False
     trim(0)
     return True
-
-
-class ReleaseHostMemory(pl.Callback):
-    """Calls :func:`release_free_memory` after every training epoch and validation."""
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        release_free_memory()
-
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        release_free_memory()

@@ -1,5 +1,6 @@
-"""Two things at once on a small machine: numpy's sorts, pandas' hashing, hashlib and the
-CSV parser release the GIL, so threads use both cores of a laptop without copying data."""
+"""Parallel work: two things at once on a small machine (numpy's sorts, pandas' hashing,
+hashlib and the CSV parser release the GIL, so threads use both cores of a laptop without
+copying data), and which process of a data-parallel job writes the files."""
 
 from __future__ import annotations
 
@@ -25,3 +26,10 @@ def in_parallel(tasks: list[Callable[[], Any]]) -> list[Any]:
     with ThreadPoolExecutor(len(tasks)) as pool:
         futures = [pool.submit(task) for task in tasks]
         return [f.result() for f in futures]
+
+
+def is_rank_zero() -> bool:
+    """The process that writes a run's files (the only one without data parallelism)."""
+    from pytorch_lightning.utilities import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0

@@ -13,7 +13,7 @@ or ``.../<time>-multirun/<n>`` for sweeps) holds::
 :class:`RunDir` names these paths; ``get_directories(cfg, "predict")`` picks the latest
 finished run of ``cfg.model_name``, or the one named by ``run_dir=...`` or ``ckpt_path=...``;
 ``run_to_resume`` the unfinished run that ``resume=true`` (or ``resume=<run folder>``)
-continues.
+continues; :func:`job_root` and :func:`claim_job_dir` where a stage's job folder goes.
 """
 
 from __future__ import annotations
@@ -25,6 +25,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from lightrec.errors import LightrecError
+
+# the shipped configs (the one source of defaults), beside src/ in the project
+CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
 
 FINISHED_MARKER = "metrics.json"
 BEST_CKPT = "best.ckpt"
@@ -204,3 +207,46 @@ def _no_run_message(log_root: str | Path, model_name: str) -> str:
         f"no finished training run of {model_name!r} under {root}: train one first "
         f"(or pass run_dir=... or ckpt_path=...){hint}"
     )
+
+
+def default_log_root() -> str:
+    """``paths.log_root`` as the shipped configs set it (the tools' ``--log-root`` default)."""
+    setup = OmegaConf.load(CONFIG_DIR / "common" / "default_setup.yaml")
+    return str(setup.paths.log_root)
+
+
+def job_root(cfg: DictConfig, stage: str) -> tuple[str, str]:
+    """The config key and the folder under which a stage's jobs go: training runs under
+    ``paths.log_root``; predict jobs (which write their submission into a training run's
+    folder) keep their logs under ``paths.predict_log_root``, so that only training runs
+    live under ``paths.log_root``."""
+    if stage == "train":
+        return "paths.log_root", str(cfg.paths.log_root)
+    if stage == "predict":
+        return "paths.predict_log_root", str(cfg.paths.predict_log_root)
+    raise ValueError(f"stage must be 'train' or 'predict', got {stage!r}")
+
+
+def claim_job_dir(cfg: DictConfig, stage: str, stamp: str) -> Path:
+    """A new job folder ``<root>/<model_name>/<stamp>`` for ``stage``, or ``<stamp>-1``,
+    ``-2``, ...: the first this process could create itself (an atomic ``mkdir``), so jobs
+    started in the same second never share a folder."""
+    path = Path(job_root(cfg, stage)[1]).expanduser() / str(cfg.model_name) / stamp
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for n in range(1000):
+        candidate = path if n == 0 else path.with_name(f"{path.name}-{n}")
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        return candidate
+    raise LightrecError(f"{path.parent} holds 1000 folders named {path.name}-N: clean it up")
+
+
+def quote_override(value: str) -> str:
+    """A value as one quoted Hydra override value (paths with commas or spaces stay one).
+
+    >>> quote_override("/runs/a,b")
+    "'/runs/a,b'"
+    """
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
