@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from helpers import ROOT, compose_cfg, cpu_overrides, dm_for, make_log, run_cmd
 from lightrec import cli, predict, train
@@ -338,6 +339,30 @@ def test_predict_refuses_a_corrupt_checkpoint_in_one_sentence(tmp_path, tiny_csv
     p = run_cmd([*PY_PREDICT, *tiny(tmp_path, tiny_csv)], cwd=tmp_path)
     refused(p, str(ckpt), "corrupt or truncated")
     assert not list(tmp_path.rglob("submission.csv"))
+
+
+def test_a_hostile_run_folder_runs_nothing(tmp_path, tiny_csv):
+    """A run folder is untrusted input: a config.yaml whose model (predict) or data (blend)
+    names another class than lightrec's is one sentence, and that class is never built."""
+    from lightrec import blend
+
+    runs = []
+    for name in ("a", "b"):
+        cfg = compose_cfg("ease", cpu_overrides(tmp_path, tiny_csv), tmp_path / name)
+        runs.append(train.fit(cfg).run)
+    proof = tmp_path / "pwned"
+    for key, run in (("model", runs[0]), ("data", runs[1])):
+        saved = OmegaConf.load(run.config)
+        saved[key] = {"_target_": "subprocess.Popen", "args": ["touch", str(proof)]}
+        saved.data.update({"path": str(tiny_csv)} if key == "data" else {})
+        OmegaConf.save(saved, run.config)
+    with pytest.raises(LightrecError) as e:
+        predict.load_model(runs[0].best_ckpt, predict.load_config(runs[0]))
+    one_sentence(e.value, str(runs[0].root), "model._target_='subprocess.Popen' is not a lightrec")
+    with pytest.raises(LightrecError) as e:
+        blend.blend([str(runs[1].root), str(runs[1].root)], out=tmp_path / "s.csv")
+    one_sentence(e.value, str(runs[1].root), "data._target_='subprocess.Popen' is not a lightrec")
+    assert not proof.exists()
 
 
 # ---------------------------------------------------------------- awkward but valid

@@ -36,11 +36,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from lightrec import submission
+from lightrec.config_check import target_class
 from lightrec.data.datasets import data_file
 from lightrec.data.interactions import History
+from lightrec.data.recsys_data import RecSysDataModule
 from lightrec.data.splits import SplitSpec
 from lightrec.errors import LightrecError
 from lightrec.metrics import exclude_seen, topk_metric_sums
+from lightrec.models.base import RecommenderModule
 from lightrec.predict import load_config, load_history, load_model
 from lightrec.recommend import Scorer, batches, check_enough_unseen, model_scorer, recommend_topk
 from lightrec.train import build_datamodule
@@ -76,7 +79,13 @@ def load_members(run_dirs: list[str], use_refit: bool) -> list[Member]:
                 "that all have one, or pass --no-refit to blend the selected models"
             )
         ids = json.loads(run.id_maps.read_text())["item_ids"]
-        members.append(Member(run, load_config(run), ids))
+        cfg = load_config(run)
+        try:  # a run folder is untrusted: only lightrec's classes are built from it
+            target_class(cfg.model, "model.", RecommenderModule)
+            target_class(cfg.data, "data.", RecSysDataModule)
+        except LightrecError as e:
+            raise LightrecError(f"run folder {run.root}: {e}") from None
+        members.append(Member(run, cfg, ids))
     _check_same_data(members)
     return members
 

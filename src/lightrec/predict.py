@@ -7,11 +7,10 @@ import logging
 from pathlib import Path
 
 import torch
-from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from lightrec import submission
-from lightrec.config_check import check_config
+from lightrec.config_check import check_config, target_class
 from lightrec.data.datasets import data_file
 from lightrec.data.interactions import History, full_history, read_interactions
 from lightrec.errors import LightrecError
@@ -32,7 +31,8 @@ def load_config(run: RunDir) -> DictConfig:
 
 def load_model(ckpt_path: Path, run_cfg: DictConfig) -> RecommenderModule:
     """Rebuild the run's model class from the checkpoint's plain hyper-parameters; one
-    sentence when the file is unreadable or holds another model."""
+    sentence when the file is unreadable or holds another model. A run folder is untrusted
+    input: only a lightrec model class is ever built from its config.yaml."""
     try:
         state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - truncated zip, garbage, not a checkpoint at all
@@ -40,7 +40,10 @@ def load_model(ckpt_path: Path, run_cfg: DictConfig) -> RecommenderModule:
             f"checkpoint {ckpt_path} cannot be read ({type(e).__name__}): it is corrupt or "
             "truncated; train the run again"
         ) from None
-    cls = get_class(run_cfg.model._target_)
+    try:
+        cls = target_class(run_cfg.model, "model.", RecommenderModule)
+    except LightrecError as e:
+        raise LightrecError(f"run folder {Path(ckpt_path).parent.parent}: {e}") from None
     try:
         model = cls(**state["hyper_parameters"])
         model.load_state_dict(state["state_dict"])
