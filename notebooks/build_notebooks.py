@@ -33,7 +33,7 @@ def params(model: str) -> str:
 # Parameters: the run folder to show (None = the latest finished {model} run under LOG_ROOT).
 # The tests and `scripts/render_notebooks.sh` set them through these variables.
 RUN_DIR = os.environ.get("LIGHTREC_RUN_DIR") or None
-LOG_ROOT = os.environ.get("LIGHTREC_LOG_ROOT", "saved/hydra_logs")
+LOG_ROOT = os.environ.get("LIGHTREC_LOG_ROOT")  # None: the configs' paths.log_root
 MODEL = "{model}"
 USER_ROW = 0  # which user to look at (row of the encoded user list)
 '''

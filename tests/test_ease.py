@@ -150,3 +150,17 @@ def test_test_items_never_influence_model_selection(tmp_path, tiny_csv, config):
     for k in wa["state_dict"]:
         assert torch.equal(wa["state_dict"][k], wb["state_dict"][k]), k
     assert ma["test"] != mb["test"]  # the swap did change what test sees
+
+
+def test_the_gpu_gram_by_row_blocks_is_exactly_scipys():
+    """The GPU fit's X^T X (dense products of user blocks, run here on the CPU) is the exact
+    co-occurrence count matrix, whatever the block size."""
+    from lightrec.models.ease import gram_by_row_blocks
+
+    rng = np.random.default_rng(0)
+    x = sp.random(103, 37, density=0.2, format="csr", random_state=rng, dtype=np.float32)
+    x.data[:] = 1.0
+    want = (x.T @ x).toarray()
+    for rows in (1, 10, 103, None):
+        got = gram_by_row_blocks(x, torch.device("cpu"), rows=rows)
+        assert np.array_equal(got.numpy(), want), rows

@@ -4,10 +4,10 @@ A submission is a CSV with the header ``user,item`` and, for every user, ``predi
 distinct items the user has not interacted with, best first, in original ids.
 
 To score one on items hidden from the training file:
-``python -m lightrec.submission hide LOG.csv TRAIN.csv HIDDEN.csv [--n 1]`` moves each
+``python -m lightrec submission hide LOG.csv TRAIN.csv HIDDEN.csv [--n 1]`` moves each
 user's last ``n`` interactions (by time, ties in file order; after keeping each (user, item)
 pair's earliest row) from the log into HIDDEN.csv. Train on TRAIN.csv as a user would, then
-``python -m lightrec.submission score SUBMISSION.csv HIDDEN.csv [--k 10]`` prints one JSON
+``python -m lightrec submission score SUBMISSION.csv HIDDEN.csv [--k 10]`` prints one JSON
 line with Recall@K (hits / min(K, |hidden|)), NDCG@K and HitRate@K over the hidden users.
 """
 
@@ -116,7 +116,7 @@ def read(path: str, what: str, columns: Sequence[str]) -> pd.DataFrame:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="python -m lightrec.submission",
+        prog="python -m lightrec submission",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
