@@ -282,6 +282,7 @@ def tiny(tmp_path, csv) -> list[str]:
         (["resume=true"], ["no unfinished training run"]),
         (["--bogus"], ["unknown option '--bogus'"]),
         (["model.lr=0.01,0.1"], ["model.lr=0.01,0.1 sweeps several values: add -m"]),
+        (["model_name=../../../outside"], ["model_name='../../../outside' must be a string made"]),
         # every sweep form the entry expands: a bad value anywhere refuses the whole sweep
         (["-m", "model.lr=0.01,-1"], ["model.lr=-1 must be a number greater than 0"]),
         (["-m", "model.dropout=choice(0.1,0.2,1.5)"], ["model.dropout=1.5 must be a number"]),

@@ -34,6 +34,7 @@ from omegaconf.errors import OmegaConfBaseException
 from lightrec import quiet
 from lightrec.errors import LightrecError
 from lightrec.resume import RunInterrupted, resume_command
+from lightrec.utils.path_utils import resuming
 
 log = logging.getLogger("lightrec")
 T = TypeVar("T")
@@ -271,7 +272,7 @@ def preflight(cmd: Command, stage: str) -> DictConfig:
     root_key, root = job_root(first, stage)
     if problem := unwritable(root):
         raise LightrecError(f"{root_key}={root} cannot be written ({problem})")
-    if stage == "train" and first.resume not in (False, None):
+    if stage == "train" and resuming(first):
         if cmd.multirun:
             raise LightrecError("resume continues one run; it cannot be combined with -m")
         run_to_resume(first.resume, first.paths.log_root, first.model_name)
@@ -291,7 +292,7 @@ def _run_stage(cmd: Command, stage: str) -> None:
     extra = [] if "hydra.job.name" in cmd.given else [f"hydra.job.name={stage}"]
     folder_key = "hydra.sweep.dir" if cmd.multirun else "hydra.run.dir"
     if folder_key not in cmd.given:
-        if stage == "train" and not cmd.multirun and cfg.resume not in (False, None):
+        if stage == "train" and not cmd.multirun and resuming(cfg):
             folder = run_to_resume(cfg.resume, cfg.paths.log_root, cfg.model_name).root
         else:
             stamp = datetime.now().strftime("%Y-%m-%d/%H-%M-%S")

@@ -30,7 +30,7 @@ from lightrec.data.recsys_data import RecSysDataModule
 from lightrec.errors import LightrecError
 from lightrec.metrics import METRICS
 from lightrec.models.base import RecommenderModule
-from lightrec.params import NonNegativeInt, PositiveInt, Range
+from lightrec.params import FolderName, Name, NonNegativeInt, PositiveInt, Range
 
 MISSING = "???"
 UNIONS = (Union, types.UnionType)  # Optional[int] and int | None
@@ -38,7 +38,7 @@ UNIONS = (Union, types.UnionType)  # Optional[int] and int | None
 
 @dataclass
 class Top:
-    model_name: str
+    model_name: FolderName
     seed: NonNegativeInt
     refit: bool
     refit_average_epochs: NonNegativeInt
@@ -245,7 +245,7 @@ def _fits(value: Any, annotation: Any) -> bool:
         base, *meta = get_args(annotation)
         if not _fits(value, base):
             return False
-        return all(r.contains(value) for r in meta if isinstance(r, Range))
+        return all(r.contains(value) for r in meta if isinstance(r, Range | Name))
     if origin in UNIONS:
         return any(_fits(value, a) for a in get_args(annotation))
     if origin is Literal:
@@ -280,7 +280,7 @@ def describe(annotation: Any) -> str:
     origin = get_origin(annotation)
     if origin is Annotated:
         base, *meta = get_args(annotation)
-        ranges = [r.describe() for r in meta if isinstance(r, Range)]
+        ranges = [r.describe() for r in meta if isinstance(r, Range | Name)]
         return " ".join([describe(base), *ranges])
     if origin in UNIONS:
         parts = [describe(a) for a in get_args(annotation) if a is not type(None)]

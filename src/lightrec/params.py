@@ -8,6 +8,7 @@ checkers and readers see ``float`` / ``int``.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -42,9 +43,26 @@ class Range:
         return f"{'less than' if self.hi_open else 'at most'} {self.hi:g}"
 
 
+@dataclass(frozen=True)
+class Name:
+    """A string that becomes one folder name: letters, digits, ``_``, ``.`` and ``-``, no
+    path separator and no ``..``, so the folder stays inside its root."""
+
+    def contains(self, s: str) -> bool:
+        """
+        >>> Name().contains("multi_vae_v3"), Name().contains("../../x"), Name().contains("a/b")
+        (True, False, False)
+        """
+        return re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", s) is not None and ".." not in s
+
+    def describe(self) -> str:
+        return "made of letters, digits, _ . - (one folder name: no / and no ..)"
+
+
 Probability = Annotated[float, Range(0.0, 1.0, hi_open=True)]  # a rate: dropout, masking
 OpenFraction = Annotated[float, Range(0.0, 1.0, lo_open=True, hi_open=True)]
 PositiveInt = Annotated[int, Range(1)]
 NonNegativeInt = Annotated[int, Range(0)]
 PositiveFloat = Annotated[float, Range(0.0, lo_open=True)]
 NonNegativeFloat = Annotated[float, Range(0.0)]
+FolderName = Annotated[str, Name()]  # model_name: the runs' folder under the log root

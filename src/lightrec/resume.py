@@ -181,11 +181,6 @@ def on_signals(run: RunDir) -> Iterator[None]:
             signal.signal(s, h)
 
 
-def resuming(cfg: DictConfig) -> bool:
-    """Whether this training continues a run (``resume=true`` or ``resume=<run folder>``)."""
-    return cfg.resume not in (False, None)
-
-
 def check_same_setup(cfg: DictConfig, run: RunDir) -> None:
     """A resumed run must be the same computation: refuse another setup, naming the key."""
     saved = OmegaConf.to_container(OmegaConf.load(run.config), resolve=True)

@@ -28,7 +28,7 @@ from lightrec.progress import say
 from lightrec.tb import RunLogger, write_summary
 from lightrec.utils.io import write_json
 from lightrec.utils.parallel import is_rank_zero
-from lightrec.utils.path_utils import RunDir, get_directories
+from lightrec.utils.path_utils import RunDir, get_directories, resuming
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def fit(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> Tr
     dm.setup("fit")
     model = build_model(cfg, dm.num_items)
     run_dir = get_directories(cfg, "fit")  # bad input fails above, before anything is written
-    continuing = resume.resuming(cfg)
+    continuing = resuming(cfg)
     if continuing:
         resume.check_same_setup(cfg, run_dir)
         resume.remove_partial_checkpoints(run_dir)
@@ -233,7 +233,7 @@ def _fit_sgd(
         enable_version_counter=False,
     )
     # a run stopped before its first epoch ended starts again from its seed (no checkpoint)
-    continuing = resume.resuming(cfg)
+    continuing = resuming(cfg)
     ckpt_path = run_dir.last_ckpt if continuing and run_dir.last_ckpt.is_file() else None
     state = resume.ResumeState(resumes=int(continuing))
     shown, bar = progress.callbacks(cfg.progress, monitor, cfg.checkpoint.mode)

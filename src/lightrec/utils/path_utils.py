@@ -125,6 +125,11 @@ def unfinished_runs(log_root: str | Path, model_name: str) -> list[RunDir]:
     return sorted(runs, key=progress)
 
 
+def resuming(cfg: DictConfig) -> bool:
+    """Whether a training continues a run (``resume=true`` or ``resume=<run folder>``)."""
+    return cfg.resume not in (False, None)
+
+
 def run_to_resume(resume: bool | str, log_root: str | Path, model_name: str) -> RunDir:
     """The run ``resume=true`` (the most recent unfinished run of the model) or
     ``resume=<run folder>`` names; one sentence when there is none."""
@@ -149,7 +154,7 @@ def get_directories(cfg: DictConfig, stage: str) -> RunDir:
     checkpoint folder made), for ``predict`` a finished run's (``ckpt_path=``, ``run_dir=``
     or the latest finished run of ``cfg.model_name``), checked to hold what predict reads."""
     if stage == "fit":
-        if cfg.resume not in (False, None):  # the run's own folder (Hydra's, via the resolver)
+        if resuming(cfg):  # the run's own folder (the entry made it Hydra's run dir too)
             return run_to_resume(cfg.resume, cfg.paths.log_root, cfg.model_name)
         run = RunDir(Path(HydraConfig.get().runtime.output_dir))
         run.checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -231,7 +236,10 @@ def claim_job_dir(cfg: DictConfig, stage: str, stamp: str) -> Path:
     """A new job folder ``<root>/<model_name>/<stamp>`` for ``stage``, or ``<stamp>-1``,
     ``-2``, ...: the first this process could create itself (an atomic ``mkdir``), so jobs
     started in the same second never share a folder."""
-    path = Path(job_root(cfg, stage)[1]).expanduser() / str(cfg.model_name) / stamp
+    root = Path(job_root(cfg, stage)[1]).expanduser()
+    path = root / str(cfg.model_name) / stamp
+    if not path.resolve().is_relative_to(root.resolve()):  # model_name is checked; be sure
+        raise LightrecError(f"model_name={cfg.model_name!r} would put runs outside {root}")
     path.parent.mkdir(parents=True, exist_ok=True)
     for n in range(1000):
         candidate = path if n == 0 else path.with_name(f"{path.name}-{n}")
