@@ -1,4 +1,4 @@
-"""Predict EASE (or Popularity, --config-name pop): `python predict_ease.py [--config-name X] [key=value ...]`.
+"""Predict EASE (or Popularity: --config-name pop): `python predict_ease.py [key=value ...]`.
 
 An alias of `python -m lightrec predict ease [key=value ...]` (lightrec.cli)."""
 

@@ -1,4 +1,4 @@
-"""Train EASE (or Popularity, --config-name pop): `python train_ease.py [--config-name X] [key=value ...]`.
+"""Train EASE (or Popularity: --config-name pop): `python train_ease.py [key=value ...]`.
 
 An alias of `python -m lightrec train ease [key=value ...]` (lightrec.cli)."""
 
