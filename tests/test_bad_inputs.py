@@ -16,6 +16,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 import torch
 from omegaconf import OmegaConf
 
@@ -125,6 +126,10 @@ CONFIG_CASES = {
     "seed": ("seed=-1", "seed=-1 must be an integer at least 0"),
     "list item": ("model.hidden_dims=[600,abc]", "model.hidden_dims=[600, 'abc'] must be a list"),
     "unknown trainer key": ("+trainer.bogus=1", "unknown config key trainer.bogus"),
+    "no epoch validated": (
+        "+trainer.check_val_every_n_epoch=5",  # max_epochs=3 in the test's overrides
+        "trainer.max_epochs=3 is less than trainer.check_val_every_n_epoch=5",
+    ),
 }
 
 
@@ -132,7 +137,7 @@ CONFIG_CASES = {
 def test_bad_config_values(case):
     override, fragment = CONFIG_CASES[case]
     with pytest.raises(LightrecError) as e:
-        check_config(compose_cfg("multi_vae_v2", [override]))
+        check_config(compose_cfg("multi_vae_v2", ["trainer.max_epochs=3", override]))
     one_sentence(e.value, fragment)
 
 
@@ -364,6 +369,46 @@ def test_a_hostile_run_folder_runs_nothing(tmp_path, tiny_csv):
         blend.blend([str(runs[1].root), str(runs[1].root)], out=tmp_path / "s.csv")
     one_sentence(e.value, str(runs[1].root), "data._target_='subprocess.Popen' is not a lightrec")
     assert not proof.exists()
+
+
+def test_a_finished_run_is_never_overwritten(tmp_path, tiny_csv):
+    """A new training pointed at a finished run's folder (hydra.run.dir=<run>) is refused
+    before it writes anything there; an unfinished one is pointed to resume."""
+    cfg = compose_cfg("ease", cpu_overrides(tmp_path, tiny_csv), tmp_path / "run")
+    run = train.fit(cfg).run
+    before = {p: p.read_bytes() for p in (run.config, run.metrics, run.best_ckpt, run.refit_ckpt)}
+    again = compose_cfg("ease", [*cpu_overrides(tmp_path, tiny_csv), "model.lam=5"], run.root)
+    with pytest.raises(LightrecError) as e:
+        train.fit(again)
+    one_sentence(e.value, f"{run.root} already holds a finished training run")
+    assert {p: p.read_bytes() for p in before} == before
+    run.metrics.unlink()
+    with pytest.raises(LightrecError) as e:
+        train.fit(again)
+    one_sentence(e.value, "an unfinished training run", f"resume={run.root}")
+
+
+def test_blend_refuses_an_empty_list_and_a_folder_as_output(tmp_path, tiny_csv, capsys):
+    from lightrec import blend
+
+    runs = [
+        str(train.fit(compose_cfg(c, cpu_overrides(tmp_path, tiny_csv), tmp_path / c)).run.root)
+        for c in ("ease", "pop")
+    ]
+    assert blend.main([*runs, "--top-k", "0", "--out", str(tmp_path / "s.csv")]) == 2
+    assert "error: --top-k=0 must be at least 1" in capsys.readouterr().err
+    assert blend.main([*runs, "--out", str(tmp_path)]) == 2
+    assert f"error: --out {tmp_path} is a folder" in capsys.readouterr().err
+    assert not list(tmp_path.rglob("submission.csv"))
+
+
+def test_a_user_who_has_seen_everything_is_named_by_the_id():
+    from lightrec.recommend import check_enough_unseen
+
+    history = sp.csr_matrix(np.ones((2, 3), dtype=np.float32))
+    with pytest.raises(LightrecError) as e:
+        check_enough_unseen(history, 1, np.array([999, 7], dtype=np.int64))
+    one_sentence(e.value, "user '999' has only 0 unseen items")
 
 
 # ---------------------------------------------------------------- awkward but valid

@@ -45,10 +45,17 @@ from lightrec.errors import LightrecError
 from lightrec.metrics import exclude_seen, topk_metric_sums
 from lightrec.models.base import RecommenderModule
 from lightrec.predict import load_config, load_history, load_model
-from lightrec.recommend import Scorer, batches, check_enough_unseen, model_scorer, recommend_topk
+from lightrec.recommend import (
+    Scorer,
+    batches,
+    check_enough_unseen,
+    check_top_k,
+    model_scorer,
+    recommend_topk,
+)
 from lightrec.train import build_datamodule
 from lightrec.utils.device import compute_device
-from lightrec.utils.io import write_json
+from lightrec.utils.io import unwritable, write_json
 from lightrec.utils.path_utils import RunDir, default_log_root, latest_finished_run
 
 log = logging.getLogger(__name__)
@@ -249,7 +256,18 @@ def blend(
     submission; return its path and what ``blend.json`` records."""
     if method not in METHODS:
         raise LightrecError(f"--method {method!r} is not one of {', '.join(METHODS)}")
+    if out is None:
+        out = Path("saved/blends") / datetime.now().strftime("%Y-%m-%d/%H-%M-%S") / "submission.csv"
+    out = Path(out)
+    if out.is_dir():
+        raise LightrecError(
+            f"--out {out} is a folder: name the file, e.g. {out / 'submission.csv'}"
+        )
+    if problem := unwritable(out.parent):
+        raise LightrecError(f"--out {out}: its folder cannot be written ({problem})")
     members = load_members(run_dirs, use_refit)
+    k = top_k if top_k is not None else int(members[0].cfg.predict.top_k)
+    check_top_k(k, len(members[0].item_ids), "--top-k" if top_k is not None else "predict.top_k")
     device = compute_device(members[0].cfg.trainer.accelerator)
     monitor = str(members[0].cfg.checkpoint.monitor).removeprefix("val/")
     metric_name, k_str = monitor.split("@")
@@ -261,12 +279,9 @@ def blend(
     ]
     weights, best = choose_weights(parts, targets, monitor, k_eval)
 
-    k = top_k if top_k is not None else int(members[0].cfg.predict.top_k)
     history = load_history(members[0].cfg.data, members[0].item_ids)
     check_enough_unseen(history.csr, k, history.users)
     topk = _apply(members, weights, history, method, use_refit, k, batch_size, device)
-    if out is None:
-        out = Path("saved/blends") / datetime.now().strftime("%Y-%m-%d/%H-%M-%S") / "submission.csv"
     submission.write(out, history.users, members[0].item_ids, topk)
     record = {
         "runs": [str(m.run.root) for m in members],

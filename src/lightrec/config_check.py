@@ -211,6 +211,13 @@ def _check_consistency(c: dict[str, Any]) -> None:
             f"trainer.min_epochs={t['min_epochs']} is more than trainer.max_epochs="
             f"{t['max_epochs']}: lower trainer.min_epochs too"
         )
+    every = t.get("check_val_every_n_epoch") or 1
+    if c["data"]["split_strategy"] != "none" and t["max_epochs"] < every:
+        raise LightrecError(
+            f"trainer.max_epochs={t['max_epochs']} is less than trainer.check_val_every_n_epoch="
+            f"{every}: no epoch would be validated, so none could be selected; raise "
+            "trainer.max_epochs or lower the cadence"
+        )
     monitor = c["checkpoint"]["monitor"]
     ks = c["model"].get("eval_ks", [])
     name, _, k = monitor.removeprefix("val/").partition("@")

@@ -16,7 +16,7 @@ from lightrec.data.interactions import History, full_history, read_interactions
 from lightrec.errors import LightrecError
 from lightrec.models.base import RecommenderModule
 from lightrec.progress import say
-from lightrec.recommend import check_enough_unseen, model_scorer, recommend_topk
+from lightrec.recommend import check_enough_unseen, check_top_k, model_scorer, recommend_topk
 from lightrec.utils.device import compute_device
 from lightrec.utils.path_utils import RunDir, get_directories, predict_checkpoint
 
@@ -89,10 +89,7 @@ def run(cfg: DictConfig) -> Path:
     run_cfg = load_config(run_dir)
     id_maps = json.loads(run_dir.id_maps.read_text())
     k = cfg.predict.top_k
-    if k > len(id_maps["item_ids"]):
-        raise LightrecError(
-            f"predict.top_k={k} is more than the {len(id_maps['item_ids']):,} items the model knows"
-        )
+    check_top_k(k, len(id_maps["item_ids"]))
     device = compute_device(cfg.trainer.accelerator)
     model = load_model(ckpt, run_cfg).to(device)
     which = describe_checkpoint(run_dir, ckpt)

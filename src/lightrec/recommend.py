@@ -66,6 +66,14 @@ def check_enough_unseen(history: sp.csr_matrix, k: int, user_ids: Sequence | np.
     short = np.flatnonzero(unseen < k)
     if len(short):
         raise LightrecError(
-            f"user {user_ids[short[0]]!r} has only {unseen[short[0]]} unseen items, "
+            f"user {str(user_ids[short[0]])!r} has only {unseen[short[0]]} unseen items, "
             f"fewer than predict.top_k={k}"
         )
+
+
+def check_top_k(k: int, n_items: int, key: str = "predict.top_k") -> None:
+    """Refuse a list length no catalogue can fill: at least 1, at most the items known."""
+    if k < 1:
+        raise LightrecError(f"{key}={k} must be at least 1")
+    if k > n_items:
+        raise LightrecError(f"{key}={k} is more than the {n_items:,} items the model knows")

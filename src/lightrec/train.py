@@ -23,6 +23,7 @@ from lightrec import closed_form, progress, resume
 from lightrec.callbacks import DivergenceGuard, EpochAverage, ReleaseHostMemory, SameRunFolder
 from lightrec.config_check import check_config
 from lightrec.data.recsys_data import RecSysDataModule
+from lightrec.errors import LightrecError
 from lightrec.models.base import ClosedFormModule, RecommenderModule
 from lightrec.progress import say
 from lightrec.tb import RunLogger, write_summary
@@ -79,6 +80,13 @@ def fit(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> Tr
         resume.check_same_setup(cfg, run_dir)
         resume.remove_partial_checkpoints(run_dir)
     elif is_rank_zero():
+        if run_dir.config.exists():  # e.g. hydra.run.dir=<a run>: never overwrite a run
+            state = "a finished" if run_dir.finished else "an unfinished"
+            raise LightrecError(
+                f"{run_dir.root} already holds {state} training run: train into a new "
+                f"folder"
+                + ("" if run_dir.finished else f", or continue it with resume={run_dir.root}")
+            )
         OmegaConf.save(cfg, run_dir.config, resolve=True)
         write_json(run_dir.id_maps, dm.id_maps())
     logger = RunLogger(
