@@ -28,8 +28,18 @@ def in_parallel(tasks: list[Callable[[], Any]]) -> list[Any]:
         return [f.result() for f in futures]
 
 
+# what launchers set in every process but a job's first: a later machine's (NODE_RANK,
+# torchrun's GROUP_RANK), a later process of a machine (LOCAL_RANK), a global rank
+RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")
+
+
 def is_rank_zero() -> bool:
-    """The process that writes a run's files (the only one without data parallelism)."""
+    """The process that writes a run's files (the only one without data parallelism).
+    Before Lightning has set up the job, a later machine's first process looks like rank 0
+    to Lightning (it reads RANK and LOCAL_RANK only), so the launchers' variables decide too.
+    """
     from pytorch_lightning.utilities import rank_zero_only
 
+    if any(os.environ.get(v, "0") != "0" for v in RANK_VARIABLES):
+        return False
     return getattr(rank_zero_only, "rank", 0) == 0
