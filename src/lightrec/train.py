@@ -97,9 +97,12 @@ def fit(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> Tr
     if is_rank_zero():
         say(progress.start_line(cfg, model, dm, run_dir, continuing))
     with resume.on_signals(run_dir):
-        selection = _select(cfg, dm, model, logger, run_dir, monitor, extra_callbacks or [])
+        selection, in_memory = _select(
+            cfg, dm, model, logger, run_dir, monitor, extra_callbacks or []
+        )
         metrics: dict[str, Any] = {"model": cfg.model_name, **selection, "data": dm.meta["stats"]}
-        metrics.update(_evaluate(cfg, dm, model, run_dir.root / selection["best_checkpoint"]))
+        best = None if in_memory else run_dir.root / selection["best_checkpoint"]
+        metrics.update(_evaluate(cfg, dm, model, best))
         if cfg.refit and dm.has_validation:
             metrics["refit"] = _refit(cfg, dm, metrics["best_epoch"], run_dir)
         elif cfg.refit:
@@ -121,28 +124,32 @@ def _select(
     run_dir: RunDir,
     monitor: str | None,
     extra_callbacks: list[pl.Callback],
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], bool]:
     """The training stage: what it selected (``selection.json``), trained now or, for a run
-    resumed after its training had finished, read back."""
+    resumed after its training had finished, read back; and whether ``model`` already holds
+    the selected weights (a closed-form fit of this process: every process of a job fits
+    the same model, so none waits for another's checkpoint file)."""
     if run_dir.selection.is_file():
-        return json.loads(run_dir.selection.read_text())
+        return json.loads(run_dir.selection.read_text()), False
+    in_memory = isinstance(model, ClosedFormModule)
     if isinstance(model, ClosedFormModule):
         selection = closed_form.fit_run(model, dm.train_csr, cfg.trainer.accelerator, run_dir)
     else:
         selection = _fit_sgd(cfg, dm, model, logger, run_dir, monitor, extra_callbacks)
     if is_rank_zero():
         write_json(run_dir.selection, selection)
-    return selection
+    return selection, in_memory
 
 
 def _evaluate(
-    cfg: DictConfig, dm: RecSysDataModule, model: RecommenderModule, ckpt: Path
+    cfg: DictConfig, dm: RecSysDataModule, model: RecommenderModule, ckpt: Path | None
 ) -> dict[str, Any]:
-    """The selected checkpoint's metrics: validation, then test once (history = training and
-    validation rows). They reach TensorBoard as final/* with HPARAMS, not as one more point
-    on the training curves."""
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    model.load_state_dict(state["state_dict"])
+    """The selected model's metrics (loaded from ``ckpt``, unless the model holds them
+    already): validation, then test once (history = training and validation rows). They
+    reach TensorBoard as final/* with HPARAMS, not as one more point on the curves."""
+    if ckpt is not None:
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["state_dict"])
     evaluator = _trainer(cfg, logger=False, enable_checkpointing=False, enable_progress_bar=False)
     out: dict[str, Any] = {}
     if dm.has_validation:
