@@ -1,9 +1,12 @@
-"""Accuracy under the hidden-last-item protocol, as a user would run it.
+"""Accuracy on a hidden set of MovieLens-100K, as a user would run it.
 
 ``python benchmarks/eval_protocol.py --configs ease multi_vae_v2 sasrec --seeds 1 2 3
---blend ease sasrec``
+--blend ease sasrec``: the hidden-last-item protocol. With ``--random-m 4 recipe=competition``
+the competition-style protocol: each user's last item plus 4 random earlier ones hidden, the
+runs validating the same way (docs/RESULTS.md has both tables and their commands).
 
-1. Hide each user's last MovieLens-100K interaction (``lightrec.submission hide``).
+1. Hide each user's last MovieLens-100K interaction, plus ``--random-m`` random earlier ones
+   (``lightrec submission hide --n 1 --m M --seed 0``).
 2. For each seed and config: ``./run.sh both CONFIG data.path=TRAIN seed=N`` (the
    run selects on each user's last remaining item, then refits on everything, as shipped),
    and score its submission on the hidden items. From the same run, a second predict with
@@ -12,7 +15,8 @@
 3. ``--blend``: for each seed, ``python -m lightrec blend`` over that seed's runs of the
    named configs (weights on validation, applied to the refit models), scored the same way.
 4. In the same invocation, the reference: EASE (Steck 2019) in plain numpy on the same file,
-   lambda chosen on each user's last training item, then refit on the whole file.
+   lambda chosen on a validation set hidden from the training file the same way (seed 1),
+   then refit on the whole file.
 
 Prints one JSON line per submission and a markdown table (means over seeds).
 """
@@ -33,7 +37,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from lightrec.data.datasets import movielens_100k
-from lightrec.submission import hide_last, score
+from lightrec.submission import hide, score
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = [str(ROOT / "run.sh")]  # ./run.sh MODE CONFIG ..., as a user runs every config
@@ -56,18 +60,18 @@ def ease_topk(train: pd.DataFrame, lam: float, k: int = 10) -> pd.DataFrame:
 
 
 def ease_reference(
-    train: pd.DataFrame, grid=(50, 100, 200, 300, 500, 800)
+    train: pd.DataFrame, random_m: int, grid=(50, 100, 200, 300, 500, 800)
 ) -> tuple[float, pd.DataFrame]:
-    inner, val = hide_last(train)
+    inner, val = hide(train, n=1, m=random_m, seed=1)
     best = max(grid, key=lambda lam: score(ease_topk(inner, lam), val)["ndcg@10"])
     return best, ease_topk(train, best)
 
 
-def protocol_files(work: Path) -> tuple[Path, pd.DataFrame, pd.DataFrame]:
-    """The protocol's training file (each user's last interaction removed) and the hidden
-    rows; the file is written once into ``work``."""
+def protocol_files(work: Path, random_m: int) -> tuple[Path, pd.DataFrame, pd.DataFrame]:
+    """The protocol's training file (each user's last interaction and ``random_m`` random
+    earlier ones removed) and the hidden rows; the file is written once into ``work``."""
     log = pd.read_csv(movielens_100k(ROOT / "data"))
-    train, hidden = hide_last(log)
+    train, hidden = hide(log, n=1, m=random_m, seed=0)
     train_csv = work / "train.csv"
     if not train_csv.exists():
         work.mkdir(parents=True, exist_ok=True)
@@ -93,7 +97,13 @@ def main() -> None:
     ap.add_argument("--configs", nargs="+", default=["multi_vae_v2"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--blend", nargs="*", default=[], help="configs to blend, per seed")
-    ap.add_argument("--work", default="benchmarks/.work/protocol")
+    ap.add_argument(
+        "--random-m",
+        type=int,
+        default=0,
+        help="random earlier items hidden per user beside the last (0: the last item only)",
+    )
+    ap.add_argument("--work", help="default benchmarks/.work/protocol[-m<M>]")
     ap.add_argument(
         "--files-only",
         action="store_true",
@@ -101,14 +111,15 @@ def main() -> None:
     )
     ap.add_argument("overrides", nargs="*", help="extra hydra overrides for the runs")
     a = ap.parse_args()
-    work = Path(a.work).resolve()
-    train_csv, train, hidden = protocol_files(work)
+    default_work = "benchmarks/.work/protocol" + (f"-m{a.random_m}" if a.random_m else "")
+    work = Path(a.work or default_work).resolve()
+    train_csv, train, hidden = protocol_files(work, a.random_m)
     if a.files_only:
         print(train_csv)
         return
 
     t = time.perf_counter()
-    lam, ease_sub = ease_reference(train)
+    lam, ease_sub = ease_reference(train, a.random_m)
     reference = {"model": f"EASE numpy reference, lambda {lam}", **score(ease_sub, hidden)}
     reference["wall_s"] = round(time.perf_counter() - t, 2)
     print(json.dumps(reference), flush=True)

@@ -4,9 +4,10 @@ A submission is a CSV with the header ``user,item`` and, for every user, ``predi
 distinct items the user has not interacted with, best first, in original ids.
 
 To score one on items hidden from the training file:
-``python -m lightrec submission hide LOG.csv TRAIN.csv HIDDEN.csv [--n 1]`` moves each
-user's last ``n`` interactions (by time, ties in file order; after keeping each (user, item)
-pair's earliest row) from the log into HIDDEN.csv. Train on TRAIN.csv as a user would, then
+``python -m lightrec submission hide LOG.csv TRAIN.csv HIDDEN.csv [--n 1] [--m 0] [--seed 0]``
+moves each user's last ``n`` interactions plus ``m`` random earlier ones (by time as training
+orders it, ties in file order; after keeping each (user, item) pair's earliest row) from the
+log into HIDDEN.csv: ``--n 1 --m 4`` is a competition-style hidden set. Train on TRAIN.csv as a user would, then
 ``python -m lightrec submission score SUBMISSION.csv HIDDEN.csv [--k 10]`` prints one JSON
 line with Recall@K (hits / min(K, |hidden|)), NDCG@K and HitRate@K over the hidden users.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,9 +24,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lightrec.data.interactions import first_rows
+from lightrec.data.interactions import first_rows, parse_times
+from lightrec.data.splits import last_n_random_m
 from lightrec.errors import LightrecError
 from lightrec.utils.io import atomic_write
+
+logger = logging.getLogger(__name__)
 
 
 def write(
@@ -40,23 +45,40 @@ def write(
     return frame
 
 
-def hide_last(log: pd.DataFrame, n: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(remaining rows, hidden rows): each user's last ``n`` distinct items by time.
+def hide(
+    log: pd.DataFrame, n: int = 1, m: int = 0, seed: int = 0, source: str = "the log"
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(remaining rows, hidden rows): each user's last ``n`` distinct items by time plus
+    ``m`` random earlier ones (seeded), the competition's kind of hidden set. The rules are
+    training's own: rows missing a user, item or time are dropped (counted in the log),
+    times are numbers or dates compared as instants (``M/D/YYYY`` included), a repeated
+    (user, item) counts at its earliest row, ties keep file order, and every user keeps at
+    least one row (:func:`lightrec.data.splits.last_n_random_m`, the draw validation uses).
 
     >>> log = pd.DataFrame({"user": [1, 1, 1, 2, 2], "item": [5, 6, 5, 7, 8],
     ...                     "time": [1, 2, 3, 1, 1]})
-    >>> train, hidden = hide_last(log)
+    >>> train, hidden = hide(log)
     >>> hidden.values.tolist()       # user 1's repeat of item 5 is not new; user 2: file order
     [[1, 6, 2], [2, 8, 1]]
     >>> train.values.tolist()
     [[1, 5, 1], [1, 5, 3], [2, 7, 1]]
+    >>> dates = pd.DataFrame({"user": [1, 1], "item": [5, 6], "time": ["12/1/2020", "2/1/2021"]})
+    >>> hide(dates)[1]["item"].tolist()      # February 2021 is later, though "1" < "2" as text
+    [6]
     """
+    if n < 1 or m < 0:
+        raise LightrecError(f"--n {n} must be at least 1 and --m {m} at least 0")
+    complete = ~log[["user", "item", "time"]].isna().any(axis=1).to_numpy()
+    if not complete.all():
+        logger.warning(
+            "%s: dropped %d rows with a missing user, item or time", source, (~complete).sum()
+        )
+        log = log.loc[complete]
+    time = parse_times(log["time"], source, "time")
     user = pd.factorize(log["user"])[0]
-    kept = first_rows(user, pd.factorize(log["item"])[0], log["time"].to_numpy())
-    rows, kept_user = kept.rows, kept.user
-    from_end = pd.Series(kept_user).groupby(kept_user).cumcount(ascending=False).to_numpy()
+    kept = first_rows(user, pd.factorize(log["item"])[0], time)
     is_hidden = np.zeros(len(log), dtype=bool)
-    is_hidden[rows[from_end < n]] = True
+    is_hidden[kept.rows[last_n_random_m(kept.user, n, m, seed)]] = True
     # later repeats of a hidden item would reveal it: drop them from the training file
     pairs = set(
         zip(log["user"].to_numpy()[is_hidden], log["item"].to_numpy()[is_hidden], strict=True)
@@ -121,11 +143,15 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = ap.add_subparsers(dest="cmd", required=True)
-    sp = sub.add_parser("hide", help="hide each user's last n interactions")
+    sp = sub.add_parser(
+        "hide", help="hide each user's last n interactions and m random earlier ones"
+    )
     sp.add_argument("log")
     sp.add_argument("train_out")
     sp.add_argument("hidden_out")
-    sp.add_argument("--n", type=int, default=1)
+    sp.add_argument("--n", type=int, default=1, help="last items hidden per user")
+    sp.add_argument("--m", type=int, default=0, help="random earlier items hidden per user")
+    sp.add_argument("--seed", type=int, default=0, help="seed of the random draw")
     sc = sub.add_parser("score", help="score a submission on the hidden interactions")
     sc.add_argument("submission")
     sc.add_argument("hidden")
@@ -134,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     pair = ("user", "item")
     try:
         if a.cmd == "hide":
-            train, hidden = hide_last(read(a.log, "log", (*pair, "time")), a.n)
+            log_ = read(a.log, "log", (*pair, "time"))
+            train, hidden = hide(log_, a.n, a.m, a.seed, source=a.log)
             atomic_write(a.train_out, lambda f: train.to_csv(f, index=False))
             atomic_write(a.hidden_out, lambda f: hidden.to_csv(f, index=False))
             print(json.dumps({"train_rows": len(train), "hidden_rows": len(hidden)}))

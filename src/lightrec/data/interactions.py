@@ -97,7 +97,7 @@ def read_interactions(path: str | Path, columns: Mapping[str, str | None]) -> In
     if names["time"] is None:
         time = np.arange(len(df), dtype=np.int64)
     else:
-        time = _times(df[names["time"]], path, names["time"])
+        time = parse_times(df[names["time"]], path, names["time"])
     return Interactions(user, item, time, {"rows_read": n_read, "dropped_missing": n_missing})
 
 
@@ -115,7 +115,9 @@ def _ids(s: pd.Series) -> pd.Series:
     return s.astype(str)
 
 
-def _times(s: pd.Series, path: Path, name: str) -> np.ndarray:
+def parse_times(s: pd.Series, path: str | Path, name: str) -> np.ndarray:
+    """A time column as numbers: numbers as they are, dates as nanosecond instants; a
+    value that is neither is one sentence naming the file, row and column."""
     if pd.api.types.is_numeric_dtype(s):
         return s.to_numpy()
     parsed = pd.to_datetime(s, errors="coerce", format="mixed", utc=True)
