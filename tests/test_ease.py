@@ -58,14 +58,14 @@ def test_the_budget_key_is_an_optional_cap():
 def test_a_27k_item_catalogue_fits_an_80_gb_gpu(monkeypatch):
     """MovieLens-20M's 26,744 items in float32 need 5.7 GB: the guard asks the GPU what is
     free (the old guard assumed float64 and a fixed 8 GB budget, and refused)."""
-    from lightrec.models import ease
+    from lightrec.models import item_item
 
-    monkeypatch.setattr(ease, "available_bytes", lambda device: 80 * 10**9)
+    monkeypatch.setattr(item_item, "available_bytes", lambda device: 80 * 10**9)
     model = build_model("ease", num_items=26_744)
-    model.check_memory(torch.device("cuda"), torch.float32)  # no error
-    monkeypatch.setattr(ease, "available_bytes", lambda device: 4 * 10**9)
+    model.check_fit_memory(torch.device("cuda"), torch.float32)  # no error
+    monkeypatch.setattr(item_item, "available_bytes", lambda device: 4 * 10**9)
     with pytest.raises(LightrecError, match="5.7 GB .* over 4.0 GB free on the CUDA"):
-        model.check_memory(torch.device("cuda"), torch.float32)
+        model.check_fit_memory(torch.device("cuda"), torch.float32)
 
 
 def test_popularity_ranks_by_training_users():

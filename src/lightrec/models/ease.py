@@ -8,10 +8,10 @@ https://arxiv.org/abs/1905.03375. With the binary user x item matrix X,
 i.e. ``B_ij = -P_ij / P_jj`` off the diagonal and ``B_jj = 0``: the ridge regression of
 every item on all the others, with self-similarity forbidden. Scores are ``x_u B``.
 
-Precision: on the GPU float32 (with TF32 off, so the inverse is true fp32); on the CPU
-float64 by default, because the Gram matrix of a popular catalogue is badly conditioned
-(diagonal entries from lambda to tens of thousands) and the inverse loses several digits
-in float32, while float64 costs only about twice the time there. ``dtype`` overrides.
+Precision (lightrec.models.item_item.fit_dtype): on the GPU float32 (with TF32 off, so the
+inverse is true fp32); on the CPU float64 by default, because the Gram matrix of a popular
+catalogue is badly conditioned (diagonal entries from lambda to tens of thousands) and the
+inverse loses several digits in float32. ``dtype`` overrides.
 Before allocating, the fit checks that its two items x items matrices fit in the memory
 free on its device (and under ``memory_budget_gb`` when set).
 """
@@ -19,21 +19,16 @@ free on its device (and under ``memory_budget_gb`` when set).
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
 from lightrec.data.batches import dense_rows
-from lightrec.errors import LightrecError
-from lightrec.models.base import ClosedFormModule
+from lightrec.models.item_item import FitDtype, ItemItemModule, binary, fit_dtype
 from lightrec.params import PositiveFloat, PositiveInt
-from lightrec.utils.memory import available_bytes
 
 log = logging.getLogger(__name__)
-
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 def ease_memory_gb(num_items: int, dtype: torch.dtype) -> float:
@@ -94,7 +89,16 @@ def gram_by_row_blocks(
     return gram
 
 
-class EASE(ClosedFormModule):
+def gram_matrix(train: sp.csr_matrix, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``X^T X`` of the binary training matrix, dense in ``dtype`` on ``device`` (the one
+    dense copy): scipy's sparse product on the CPU, blocks of dense products on a GPU."""
+    x = binary(train, np.float64 if dtype == torch.float64 else np.float32)
+    if device.type == "cpu":
+        return torch.from_numpy((x.T @ x).toarray())
+    return gram_by_row_blocks(x, device).to(dtype)
+
+
+class EASE(ItemItemModule):
     """Args:
     num_items: filled in from the data module.
     lam: L2 regularisation (lambda); larger for bigger, denser data.
@@ -105,76 +109,43 @@ class EASE(ClosedFormModule):
     exclude_seen: rank only unseen items in validation/test (``eval.exclude_seen``).
     """
 
-    B: torch.Tensor
-
     def __init__(
         self,
         num_items: PositiveInt,
         lam: PositiveFloat,
-        dtype: Literal["auto", "float32", "float64"],
+        dtype: FitDtype,
         memory_budget_gb: PositiveFloat | None,
         eval_ks: list[PositiveInt],
         exclude_seen: bool,
     ) -> None:
-        super().__init__(num_items, list(eval_ks), exclude_seen)
+        super().__init__(num_items, list(eval_ks), exclude_seen, memory_budget_gb)
         self.save_hyperparameters()
         self.lam = lam
         self.dtype_name = dtype
-        self.memory_budget_gb = memory_budget_gb
-        # B is made by the fit (or by loading a checkpoint): no n x n zeros beside it
-        self.register_buffer("B", torch.zeros(0, 0))
 
-    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kw: Any) -> None:
-        weights = state_dict.get(prefix + "B")
-        if weights is not None and weights.shape != self.B.shape:
-            self.B = torch.empty_like(weights, device=self.B.device)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kw)
-
-    def check_memory(self, device: torch.device, dtype: torch.dtype) -> None:
-        """Refuse, before allocating, a fit the device cannot hold: the memory free there
-        (a GPU's free memory, the host's available RAM), or model.memory_budget_gb if set."""
-        need = ease_memory_gb(self.num_items, dtype)
-        free = available_bytes(device)
-        limits = []
-        if free is not None:
-            limits.append((free / 1e9, f"{free / 1e9:.1f} GB free on the {device.type.upper()}"))
-        if self.memory_budget_gb is not None:
-            limits.append(
-                (self.memory_budget_gb, f"model.memory_budget_gb={self.memory_budget_gb}")
-            )
-        for limit, what in limits:
-            if need > limit:
-                smaller = " use model.dtype=float32," if dtype == torch.float64 else ""
-                raise LightrecError(
-                    f"EASE on {self.num_items:,} items needs about {need:.1f} GB for its item x "
-                    f"item matrices ({str(dtype).removeprefix('torch.')}), over {what}:{smaller}"
-                    " drop rare items (data.min_interactions), or use a bigger device"
-                )
+    def check_fit_memory(self, device: torch.device, dtype: torch.dtype) -> None:
+        """Refuse, before allocating, a fit in ``dtype`` that ``device`` cannot hold."""
+        self.check_memory(
+            device,
+            ease_memory_gb(self.num_items, dtype),
+            f"its item x item matrices ({str(dtype).removeprefix('torch.')})",
+            " use model.dtype=float32," if dtype == torch.float64 else "",
+        )
 
     def fit_closed_form(self, train: sp.csr_matrix) -> None:
         device = self.B.device
-        dtype = DTYPES.get(
-            self.dtype_name, torch.float64 if device.type == "cpu" else torch.float32
-        )
-        self.check_memory(device, dtype)
-        x = train.astype(np.float64 if dtype == torch.float64 else np.float32)
-        x.data[:] = 1.0
-        if device.type == "cpu":
-            gram = torch.from_numpy((x.T @ x).toarray())  # the one dense copy, in its dtype
-        else:
-            gram = gram_by_row_blocks(x, device).to(dtype)
+        dtype = fit_dtype(self.dtype_name, device)
+        self.check_fit_memory(device, dtype)
+        gram = gram_matrix(train, device, dtype)
         tf32 = torch.backends.cuda.matmul.allow_tf32
         torch.backends.cuda.matmul.allow_tf32 = False
         try:
             weights = ease_weights(gram, self.lam)
             del gram
-            self.B = weights.to(torch.float32)  # stored and scored in float32, as always
+            self.set_weights(weights)  # stored and scored in float32, as always
             del weights
         finally:
             torch.backends.cuda.matmul.allow_tf32 = tf32
         log.info(
             "EASE fit on %d items, lambda %s, %s on %s", self.num_items, self.lam, dtype, device
         )
-
-    def scores(self, x: torch.Tensor) -> torch.Tensor:
-        return x @ self.B  # (B, I)

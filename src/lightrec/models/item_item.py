@@ -1,0 +1,108 @@
+"""What the item x item models share (EASE, ADMM-SLIM, ItemKNN, RP3beta): a closed-form fit
+that makes one matrix ``B`` (items x items), and scores ``x_u B`` for a user's history row.
+
+``B`` is stored and scored in float32. It is made by the fit or read from a checkpoint, so
+a model built for loading holds no n x n zeros; before a fit allocates its matrices it
+checks they fit in the memory free on its device (and under ``memory_budget_gb``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from lightrec.errors import LightrecError
+from lightrec.models.base import ClosedFormModule
+from lightrec.utils.memory import available_bytes
+
+FitDtype = Literal["auto", "float32", "float64"]
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def fit_dtype(name: str, device: torch.device) -> torch.dtype:
+    """A closed-form fit's precision: ``name``, where ``auto`` is float64 on the CPU (a
+    popular catalogue's Gram matrix is badly conditioned and float64 costs only about twice
+    the time there) and float32 on a GPU.
+
+    >>> fit_dtype("auto", torch.device("cpu")), fit_dtype("float32", torch.device("cpu"))
+    (torch.float64, torch.float32)
+    """
+    return DTYPES.get(name, torch.float64 if device.type == "cpu" else torch.float32)
+
+
+class ItemItemModule(ClosedFormModule):
+    """A :class:`ClosedFormModule` whose scores are ``x @ B``."""
+
+    B: torch.Tensor
+
+    def __init__(
+        self,
+        num_items: int,
+        eval_ks: list[int],
+        exclude_seen: bool,
+        memory_budget_gb: float | None = None,
+    ) -> None:
+        super().__init__(num_items, list(eval_ks), exclude_seen)
+        self.memory_budget_gb = memory_budget_gb
+        self.register_buffer("B", torch.zeros(0, 0))
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kw: Any) -> None:
+        weights = state_dict.get(prefix + "B")
+        if weights is not None and weights.shape != self.B.shape:
+            self.B = torch.empty_like(weights, device=self.B.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kw)
+
+    def check_memory(self, device: torch.device, need_gb: float, what: str, hint: str) -> None:
+        """Refuse, before allocating, a fit that needs ``need_gb`` for ``what`` beyond the
+        memory free on ``device`` or beyond ``memory_budget_gb``; ``hint`` says what to do."""
+        free = available_bytes(device)
+        limits = []
+        if free is not None:
+            limits.append((free / 1e9, f"{free / 1e9:.1f} GB free on the {device.type.upper()}"))
+        if self.memory_budget_gb is not None:
+            limits.append(
+                (self.memory_budget_gb, f"model.memory_budget_gb={self.memory_budget_gb}")
+            )
+        for limit, where in limits:
+            if need_gb > limit:
+                raise LightrecError(
+                    f"{type(self).__name__} on {self.num_items:,} items needs about "
+                    f"{need_gb:.1f} GB for {what}, over {where}:{hint} drop rare items "
+                    "(data.min_interactions), or use a bigger device"
+                )
+
+    def set_weights(self, weights: np.ndarray | torch.Tensor) -> None:
+        """Keep ``weights`` as ``B`` (float32, on this module's device)."""
+        w = torch.as_tensor(weights)
+        self.B = w.to(device=self.B.device, dtype=torch.float32)
+
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.B  # (B, I)
+
+
+def binary(train: sp.csr_matrix, dtype: type = np.float32) -> sp.csr_matrix:
+    """The training matrix with every stored entry 1 (a repeat is one interaction)."""
+    x = train.astype(dtype)
+    x.data[:] = 1.0
+    return x
+
+
+def keep_top_k(w: np.ndarray, k: int, axis: int) -> np.ndarray:
+    """``w`` with all but the ``k`` largest entries of each row (``axis=1``) or column
+    (``axis=0``) set to 0, in place; ``k >= n`` keeps everything.
+
+    >>> keep_top_k(np.array([[3.0, 1.0, 2.0], [0.5, 4.0, 1.0]]), 2, axis=1).tolist()
+    [[3.0, 0.0, 2.0], [0.0, 4.0, 1.0]]
+    """
+    n = w.shape[axis]
+    if k >= n:
+        return w
+    drop = np.argpartition(w, n - k, axis=axis)
+    if axis == 1:
+        np.put_along_axis(w, drop[:, : n - k], 0.0, axis=1)
+    else:
+        np.put_along_axis(w, drop[: n - k, :], 0.0, axis=0)
+    return w

@@ -1,0 +1,114 @@
+"""The linear family (ItemKNN, RP3beta, ADMM-SLIM), each against an independent computation
+in plain numpy/scipy on tiny data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.optimize
+import scipy.sparse as sp
+import torch
+
+from helpers import build_model
+
+
+def _matrix(n_users: int = 50, n_items: int = 12, density: float = 0.3, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = (rng.random((n_users, n_items)) < density).astype(np.float64)
+    x[0] = 1.0  # every item has a user
+    return x
+
+
+def _top_values(w: np.ndarray, k: int, axis: int) -> np.ndarray:
+    """The k largest values of each row/column, sorted (ties cannot change these)."""
+    return np.sort(np.sort(w, axis=axis).take(range(w.shape[axis] - k, w.shape[axis]), axis), 0)
+
+
+def test_item_knn_is_the_shrunk_cosine_of_item_columns():
+    x = _matrix()
+    n = x.shape[1]
+    shrink = 3.0
+    expected = np.zeros((n, n))
+    for i in range(n):
+        for j in range(n):
+            if i != j:
+                co = float(x[:, i] @ x[:, j])
+                expected[i, j] = co / (np.sqrt(x[:, i].sum() * x[:, j].sum()) + shrink)
+    full = build_model("item_knn", num_items=n, k=n, shrink=shrink)
+    full.fit_closed_form(sp.csr_matrix(x))
+    assert np.allclose(full.B.numpy(), expected, atol=1e-6)
+    pruned = build_model("item_knn", num_items=n, k=4, shrink=shrink)
+    pruned.fit_closed_form(sp.csr_matrix(x))
+    b = pruned.B.numpy()
+    assert ((b != 0).sum(axis=0) <= 4).all()  # each target item keeps 4 neighbours
+    assert np.allclose(_top_values(b, 4, 0), _top_values(expected, 4, 0), atol=1e-6)
+    scores = pruned.scores(torch.from_numpy(x[:3].astype(np.float32)))
+    assert np.allclose(scores.numpy(), x[:3] @ b, atol=1e-5)
+
+
+def test_rp3beta_is_the_penalised_two_step_walk():
+    x = _matrix(seed=1)
+    n_users, n = x.shape
+    alpha, beta = 0.8, 0.4
+    item_deg, user_deg = x.sum(axis=0), x.sum(axis=1)
+    expected = np.zeros((n, n))
+    for i in range(n):
+        for j in range(n):
+            if i == j:
+                continue
+            walk = 0.0
+            for u in range(n_users):
+                if x[u, i] and x[u, j]:
+                    walk += (1.0 / item_deg[i]) ** alpha * (1.0 / user_deg[u]) ** alpha
+            expected[i, j] = walk / item_deg[j] ** beta
+    full = build_model("rp3beta", num_items=n, k=n, alpha=alpha, beta=beta)
+    full.fit_closed_form(sp.csr_matrix(x))
+    assert np.allclose(full.B.numpy(), expected, rtol=1e-5, atol=1e-7)
+    pruned = build_model("rp3beta", num_items=n, k=3, alpha=alpha, beta=beta)
+    pruned.fit_closed_form(sp.csr_matrix(x))
+    b = pruned.B.numpy()
+    assert ((b != 0).sum(axis=1) <= 3).all()  # each source item keeps 3 links
+    assert np.allclose(_top_values(b, 3, 1), _top_values(expected, 3, 1), rtol=1e-5)
+
+
+def test_admm_slim_without_l1_or_sign_is_ease():
+    """lambda_1 = 0 and no sign constraint: the ADMM iterates converge to EASE's B."""
+    x = _matrix(seed=2)
+    n = x.shape[1]
+    lam = 5.0
+    p = np.linalg.inv(x.T @ x + lam * np.eye(n))
+    ease = -p / np.diag(p)
+    np.fill_diagonal(ease, 0.0)
+    model = build_model(
+        "admm_slim", num_items=n, l1=0.0, l2=lam, rho=50.0, iterations=300, positive=False
+    )
+    model.fit_closed_form(sp.csr_matrix(x))
+    assert np.allclose(model.B.numpy(), ease, atol=1e-4)
+
+
+def test_admm_slim_solves_the_non_negative_l1_problem():
+    """Against L-BFGS-B on SLIM's objective (1/2 ||X - XB||^2 + l1 |B|_1 + l2/2 ||B||^2), one
+    item (column) at a time: with B >= 0 the L1 norm is a sum, so the bounded problem is
+    smooth."""
+    x = _matrix(n_users=80, n_items=8, seed=3)
+    n = x.shape[1]
+    l1, l2 = 2.0, 3.0
+    model = build_model(
+        "admm_slim", num_items=n, l1=l1, l2=l2, rho=20.0, iterations=800, positive=True
+    )
+    model.fit_closed_form(sp.csr_matrix(x))
+    b = model.B.numpy()
+    assert (b >= 0).all() and np.allclose(np.diag(b), 0.0)
+    for j in range(n):
+        others = [i for i in range(n) if i != j]
+        a, y = x[:, others], x[:, j]
+
+        def objective(w, a=a, y=y):
+            r = y - a @ w
+            return r @ r / 2 + l1 * w.sum() + l2 * w @ w / 2, -a.T @ r + l1 + l2 * w
+
+        best = scipy.optimize.minimize(
+            objective, np.zeros(n - 1), jac=True, method="L-BFGS-B", bounds=[(0, None)] * (n - 1)
+        )
+        assert objective(b[others, j].astype(np.float64))[0] == pytest.approx(best.fun, rel=1e-4)
+        assert np.allclose(b[others, j], best.x, atol=2e-3)
