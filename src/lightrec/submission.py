@@ -7,7 +7,8 @@ To score one on items hidden from the training file:
 ``python -m lightrec submission hide LOG.csv TRAIN.csv HIDDEN.csv [--n 1] [--m 0] [--seed 0]``
 moves each user's last ``n`` interactions plus ``m`` random earlier ones (by time as training
 orders it, ties in file order; after keeping each (user, item) pair's earliest row) from the
-log into HIDDEN.csv: ``--n 1 --m 4`` is a competition-style hidden set. Train on TRAIN.csv as a user would, then
+log into HIDDEN.csv: ``--n 1 --m 4`` is a competition-style hidden set. Train on TRAIN.csv
+as a user would, then
 ``python -m lightrec submission score SUBMISSION.csv HIDDEN.csv [--k 10]`` prints one JSON
 line with Recall@K (hits / min(K, |hidden|)), NDCG@K and HitRate@K over the hidden users.
 """
