@@ -23,9 +23,19 @@ from lightrec.utils.path_utils import RunDir, get_directories, predict_checkpoin
 log = logging.getLogger(__name__)
 
 
+# keys added to the configs since a run folder may have been written, with the value that
+# reproduces what such a run had
+ADDED_KEYS = {"data.item_features": None}
+
+
 def load_config(run: RunDir) -> DictConfig:
+    """A run folder's config.yaml (a run written before a key existed gets the value that
+    reproduces it, :data:`ADDED_KEYS`)."""
     cfg = OmegaConf.load(run.config)
     assert isinstance(cfg, DictConfig)
+    for key, value in ADDED_KEYS.items():
+        if OmegaConf.select(cfg, key, default="???") == "???":
+            OmegaConf.update(cfg, key, value, force_add=True)
     return cfg
 
 

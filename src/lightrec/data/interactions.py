@@ -115,6 +115,19 @@ def _ids(s: pd.Series) -> pd.Series:
     return s.astype(str)
 
 
+def ids_as_read(s: pd.Series) -> np.ndarray:
+    """Ids read as text (a side file), typed as :func:`read_interactions` types the ids of a
+    data file, so the two match: integral numbers become ints, anything else strings.
+
+    >>> ids_as_read(pd.Series(["7", "12"])).tolist(), ids_as_read(pd.Series(["7", "x"])).tolist()
+    ([7, 12], ['7', 'x'])
+    """
+    numbers = pd.to_numeric(s, errors="coerce")
+    if len(s) and not numbers.isna().any():
+        return _ids(numbers).to_numpy()
+    return s.astype(str).to_numpy()
+
+
 def parse_times(s: pd.Series, path: str | Path, name: str) -> np.ndarray:
     """A time column as numbers: numbers as they are, dates as nanosecond instants; a
     value that is neither is one sentence naming the file, row and column."""
@@ -283,6 +296,10 @@ class History:
         csr.sum_duplicates()
         csr.data[:] = 1.0
         self.csr = csr
+
+    def rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(user row, item index, time)`` of every row read (repeats included)."""
+        return self._user, self._item, self._time
 
     def sequences(self, max_len: int) -> np.ndarray:
         """Each user's most recent ``max_len`` items as tokens (the sequence view)."""

@@ -32,6 +32,7 @@ from lightrec.data.batches import (
 )
 from lightrec.data.datasets import data_file
 from lightrec.data.interactions import ROLES, Interactions, encode, first_rows, read_interactions
+from lightrec.data.item_features import ItemFeatures, feature_source, read_item_features
 from lightrec.data.sequences import sequence_matrix
 from lightrec.data.splits import TEST, TRAIN, VALID, Holdout, SplitSpec, Strategy
 from lightrec.errors import LightrecError
@@ -133,6 +134,10 @@ class RecSysDataModule(pl.LightningDataModule):
             with room for it in a single-process run, ``True`` anywhere (the CPU too),
             ``False`` never (batches are sliced on the host).
         use_cache, cache_dir: the disk cache (see lightrec.data.cache).
+        item_features: item side information (:mod:`lightrec.data.item_features`): ``auto``
+            (an ``items.csv`` beside the data file, as the built-in MovieLens-100K has),
+            a folder of ``<field>.tsv`` files or a CSV, or None; read when a stage asks
+            (:meth:`side_features`), with the item map.
     """
 
     def __init__(
@@ -155,6 +160,7 @@ class RecSysDataModule(pl.LightningDataModule):
         on_device: Literal["auto", True, False],
         use_cache: bool,
         cache_dir: str,
+        item_features: str | None,
     ) -> None:
         super().__init__()
         self.split = SplitSpec(
@@ -177,6 +183,8 @@ class RecSysDataModule(pl.LightningDataModule):
         self.on_device = on_device
         self.use_cache = bool(use_cache)
         self.cache_dir = str(Path(cache_dir).expanduser())
+        self.item_features = item_features
+        self._side: ItemFeatures | None = None
         self.arrays: dict[str, np.ndarray] | None = None
         self.meta: dict[str, Any] = {}
         self.from_cache = False
@@ -293,6 +301,18 @@ class RecSysDataModule(pl.LightningDataModule):
     @property
     def has_test(self) -> bool:
         return self.test_csr.nnz > 0
+
+    def side_features(self) -> ItemFeatures:
+        """The item side information over this data's item map (empty when there is none)."""
+        if self._side is None:
+            self.load()
+            source = feature_source(self.item_features, self.data_path)
+            self._side = (
+                ItemFeatures()
+                if source is None
+                else read_item_features(source, self.meta["item_ids"])
+            )
+        return self._side
 
     def id_maps(self) -> dict[str, list]:
         return {"user_ids": self.meta["user_ids"], "item_ids": self.meta["item_ids"]}

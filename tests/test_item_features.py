@@ -1,0 +1,113 @@
+"""Item side information: the competition's folder of <field>.tsv files, a CSV with an item
+column (the built-in MovieLens-100K's items.csv), encoded with the item map; bad files are
+one sentence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers import ROOT, dm_for, make_log
+from lightrec.data.item_features import feature_source, read_item_features, time_to_year
+from lightrec.errors import LightrecError
+
+
+def _competition_folder(tmp_path):
+    folder = tmp_path / "side"
+    folder.mkdir()
+    (folder / "genres.tsv").write_text("item\tgenres\n1\tDrama\n1\tComedy\n2\tDrama\n99\tWar\n")
+    (folder / "directors.tsv").write_text("item\tdirectors\n1\td7\n3\td7\n")
+    years = "".join(f"{i}\t{1990 + i}\n" for i in range(1, 30))
+    (folder / "years.tsv").write_text("item\tyears\n" + years + "30\tunknown\n")
+    return folder
+
+
+def test_the_competition_layout_is_multi_hot_and_numeric(tmp_path):
+    f = read_item_features(_competition_folder(tmp_path), [1, 2, 3, 30])
+    assert f.vocab["genres"] == ["Comedy", "Drama"]
+    assert f.categorical["genres"].toarray().tolist() == [[1, 1], [0, 1], [0, 0], [0, 0]]
+    assert f.categorical["directors"].toarray().tolist() == [[1], [0], [1], [0]]
+    years = f.numeric["years"]  # numbers (a stray "unknown" is a missing value)
+    assert years[:3].tolist() == [1991.0, 1992.0, 1993.0] and np.isnan(years[3])
+    assert f.unknown_items == 27  # item 99 and the years of items 4-29 are not in the data
+
+
+def test_a_csv_with_an_item_column_splits_cells_on_bars(tmp_path):
+    csv = tmp_path / "items.csv"
+    titles = "".join(f"{i},Film {i},{1990 + i % 5},Drama|War\n" for i in range(30))
+    csv.write_text("item,title,year,genres\n" + titles)
+    f = read_item_features(csv, list(range(30)))
+    assert f.text == ["title"]  # one value per item: display only, not a feature
+    assert f.vocab["genres"] == ["Drama", "War"] and f.categorical["genres"].sum() == 60
+    assert f.numeric["year"][:3].tolist() == [1990.0, 1991.0, 1992.0]
+
+
+def test_string_item_ids_match_the_item_map(tmp_path):
+    folder = tmp_path / "side"
+    folder.mkdir()
+    (folder / "genres.tsv").write_text("item\tgenres\nmovie-1\tDrama\nmovie-2\tWar\n")
+    f = read_item_features(folder, ["movie-1", "movie-2"])
+    assert f.categorical["genres"].toarray().tolist() == [[1, 0], [0, 1]]
+
+
+@pytest.mark.slow
+def test_the_built_in_movielens_has_genres_and_years(tmp_path):
+    """The default run reads them: items.csv beside the prepared MovieLens-100K."""
+    dm = dm_for(None, tmp_path, path=None, data_dir=str(ROOT / "data"), item_features="auto")
+    f = dm.side_features()
+    assert f.categorical["genres"].shape == (1682, 19)
+    assert np.isnan(f.numeric["year"]).sum() <= 2 and np.nanmax(f.numeric["year"]) == 1998
+    assert "title" in f.text
+
+
+def test_bad_side_files_are_one_sentence(tmp_path):
+    folder = tmp_path / "side"
+    folder.mkdir()
+    (folder / "genres.tsv").write_text("movie\tgenres\n1\tDrama\n")
+    with pytest.raises(LightrecError, match=r"genres.tsv must have the header item<TAB>genres"):
+        read_item_features(folder, [1])
+    csv = tmp_path / "items.csv"
+    csv.write_text("id,genre\n1,Drama\n")
+    with pytest.raises(LightrecError, match=r"items.csv has no column 'item'"):
+        read_item_features(csv, [1])
+    with pytest.raises(LightrecError, match=r"data.item_features: .*nope does not exist"):
+        feature_source(str(tmp_path / "nope"), tmp_path / "log.csv")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(LightrecError, match="holds no field"):
+        read_item_features(empty, [1])
+
+
+def test_auto_is_items_csv_beside_the_data_file(tmp_path):
+    log = tmp_path / "log.csv"
+    make_log().to_csv(log, index=False)
+    assert feature_source("auto", log) is None
+    (tmp_path / "items.csv").write_text("item,genres\n1,Drama\n")
+    assert feature_source("auto", log) == tmp_path / "items.csv"
+    assert feature_source(None, log) is None
+
+
+def test_times_become_years_whatever_the_clock():
+    seconds = pd.Timestamp("1997-09-20").timestamp()
+    got = time_to_year(np.array([seconds, seconds * 1e3, seconds * 1e9, 5.0]))
+    assert got[:3].tolist() == [1997.0] * 3 and np.isnan(got[3])
+
+
+def test_a_run_folder_from_before_side_information_loads_without_it(tmp_path):
+    """A config.yaml written before data.item_features existed builds its data module with
+    no side information (what that run had), not a missing-argument error."""
+    from omegaconf import OmegaConf
+
+    from helpers import compose_cfg
+    from lightrec.predict import load_config
+    from lightrec.train import build_datamodule
+    from lightrec.utils.path_utils import RunDir
+
+    cfg = compose_cfg("ease", [f"data.data_dir={ROOT / 'data'}"])
+    old = OmegaConf.to_container(cfg)
+    del old["data"]["item_features"]
+    (tmp_path / "config.yaml").write_text(OmegaConf.to_yaml(old))
+    loaded = load_config(RunDir(tmp_path))
+    assert loaded.data.item_features is None
+    assert build_datamodule(loaded).item_features is None
