@@ -7,7 +7,7 @@
 #
 # The submission's path is the last line printed; the run folders stay under
 # paths.log_root (default saved/hydra_logs), the blend under saved/blends/. The members are
-# lightrec.cli.BEST_MEMBERS. An alias of ./run.sh best.
+# the recipe's best.members (configs/recipe/). An alias of ./run.sh best.
 case "${1:-}" in -h|--help|help)
     sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 0 ;;
 esac

@@ -14,6 +14,9 @@ runs validating the same way (docs/RESULTS.md has both tables and their commands
    same training run under the two conditions.
 3. ``--blend``: for each seed, ``python -m lightrec blend`` over that seed's runs of the
    named configs (weights on validation, applied to the refit models), scored the same way.
+   ``--rerank``: the same runs re-ranked (``python -m lightrec rerank``), with and without
+   ``--available-only``. ``--best``: the shipped one-command pipeline
+   (``./run.sh best <overrides>``, e.g. ``recipe=competition``), trained and scored per seed.
 4. In the same invocation, the reference: EASE (Steck 2019) in plain numpy on the same file,
    lambda chosen on a validation set hidden from the training file the same way (seed 1),
    then refit on the whole file.
@@ -41,6 +44,7 @@ from lightrec.submission import hide, score
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = [str(ROOT / "run.sh")]  # ./run.sh MODE CONFIG ..., as a user runs every config
+ITEMS = ROOT / "data" / "ml-100k" / "items.csv"  # side information: genres, release year
 
 
 def ease_topk(train: pd.DataFrame, lam: float, k: int = 10) -> pd.DataFrame:
@@ -98,6 +102,12 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--blend", nargs="*", default=[], help="configs to blend, per seed")
     ap.add_argument(
+        "--rerank", action="store_true", help="also re-rank the --blend configs' runs, per seed"
+    )
+    ap.add_argument(
+        "--best", action="store_true", help="also run ./run.sh best with the overrides, per seed"
+    )
+    ap.add_argument(
         "--random-m",
         type=int,
         default=0,
@@ -135,6 +145,7 @@ def main() -> None:
                 f"data.data_dir={ROOT / 'data'}",
                 f"paths.log_root={log_root}",
                 f"paths.predict_log_root={work / 'predict_logs'}",
+                f"data.item_features={ITEMS}",
                 *a.overrides,
             ]
             wall = call([*RUN, "both", config, *common], work)
@@ -172,6 +183,54 @@ def main() -> None:
                 **score(pd.read_csv(out), hidden),
                 "weights": record["weights"],
                 "wall_s": round(wall, 1),
+            }
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+        if a.rerank:
+            runs = [str(latest_run(seed_root / c)) for c in a.blend]
+            for extra in ([], ["--available-only"]):
+                out = work / "reranks" / f"seed{seed}{''.join(extra)}" / "submission.csv"
+                wall = call([*RUN, "rerank", *runs, "--out", str(out), *extra], work)
+                record = json.loads((out.parent / "rerank.json").read_text())
+                row = {
+                    "model": "rerank of " + " + ".join(a.blend) + " ".join(["", *extra]),
+                    "condition": "refit",
+                    "seed": seed,
+                    **score(pd.read_csv(out), hidden),
+                    "cv": record["cross_validated_recall@10"],
+                    "wall_s": round(wall, 1),
+                }
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+        if a.best:
+            best_root = seed_root / "best"
+            common = [
+                f"data.path={train_csv}",
+                f"seed={seed}",
+                f"data.data_dir={ROOT / 'data'}",
+                f"paths.log_root={best_root}",
+                f"data.item_features={ITEMS}",
+                *a.overrides,
+            ]
+            t0 = time.perf_counter()
+            done = subprocess.run(
+                [*RUN, "best", *common],
+                cwd=work,
+                env={**os.environ, "LIGHTREC_VENV": sys.prefix},
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if done.returncode != 0:
+                raise SystemExit(f"failed: ./run.sh best\n{done.stderr[-3000:]}")
+            sub_path = Path(done.stdout.strip().splitlines()[-1])
+            sub_path = sub_path if sub_path.is_absolute() else work / sub_path
+            row = {
+                "model": "./run.sh best " + " ".join(a.overrides),
+                "condition": "refit",
+                "seed": seed,
+                **score(pd.read_csv(sub_path), hidden),
+                "wall_s": round(time.perf_counter() - t0, 1),
             }
             rows.append(row)
             print(json.dumps(row), flush=True)

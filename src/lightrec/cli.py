@@ -28,7 +28,7 @@ from typing import TypeVar
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException, InstantiationException
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from lightrec import quiet
@@ -40,9 +40,6 @@ log = logging.getLogger("lightrec")
 T = TypeVar("T")
 EXIT_USER_ERROR = 2
 
-# the members of the best submission (docs/RESULTS.md): trained, then blended on validation
-BEST_MEMBERS = ("ease", "sasrec", "recvae")
-
 CONFIG_MODES = {
     "train": "train a config (a sweep or a search with -m)",
     "predict": "submission.csv from the latest finished run of a config (or run_dir=...)",
@@ -53,8 +50,9 @@ CONFIG_MODES = {
 }
 STAGES = {"train": ("train",), "predict": ("predict",), "both": ("train", "predict")}
 TOOL_MODES = {
-    "best": "train the best blend's members (" + ", ".join(BEST_MEMBERS) + ") and blend them",
+    "best": "train the recipe's members (best.members) and blend or re-rank them",
     "blend": "blend finished runs: blend RUN_DIR RUN_DIR ... (blend --help)",
+    "rerank": "re-rank finished runs' candidates with a GBDT ranker (rerank --help)",
     "report": "the results table from finished runs (report --help)",
     "submission": "hide items of a log, or score a submission (submission --help)",
 }
@@ -77,7 +75,7 @@ def usage(default_config: str | None = None) -> str:
     lines = [
         "usage: python -m lightrec MODE [CONFIG] [-m] [key=value ...]",
         "       python -m lightrec best [key=value ...]",
-        "       python -m lightrec blend|report|submission ARGS (each has --help)",
+        "       python -m lightrec blend|rerank|report|submission ARGS (each has --help)",
         "",
         "modes:",
         *(f"  {m:<{width}}  {what}" for m, what in {**CONFIG_MODES, **TOOL_MODES}.items()),
@@ -191,10 +189,11 @@ def main(argv: list[str] | None = None, default_config: str | None = None) -> in
 
 
 def _tool(mode: str, args: list[str]) -> int:
-    from lightrec import blend, report, submission
+    from lightrec import blend, report, rerank, submission
 
     mains: dict[str, Callable[[list[str]], int]] = {
         "blend": blend.main,
+        "rerank": rerank.main,
         "report": report.main,
         "submission": submission.main,
     }
@@ -340,12 +339,28 @@ def _clean(cmd: Command) -> None:
 
 
 def _best(overrides: list[str]) -> int:
-    """Train each member of the best blend (overrides reach every one), then blend their
-    latest finished runs; the submission's path is the last line printed."""
-    from lightrec import blend
+    """Train each member the recipe names (``best.members``; overrides reach every one, after
+    the recipe's own ``best.overrides`` for that member), then combine their latest finished
+    runs (``best.combine``); the submission's path is the last line printed."""
+    from lightrec import blend, rerank
     from lightrec.utils.path_utils import latest_finished_run
 
-    members = [parse(["train", member, *overrides], None) for member in BEST_MEMBERS]
+    try:
+        plan = compose_job("pop", overrides).best  # the recipe's plan, read from any config
+    except (HydraException, OmegaConfBaseException) as e:
+        raise LightrecError(user_error_message(e) or str(e).splitlines()[0]) from None
+    names = list(plan.members)
+    if len(names) < 2 or plan.combine not in ("blend", "rerank"):
+        raise LightrecError(
+            f"best.members={names} and best.combine={plan.combine!r}: name two configs or more "
+            "(for one: python -m lightrec both CONFIG) and combine with blend or rerank"
+        )
+    extra = OmegaConf.to_container(plan.overrides) or {}
+    if not isinstance(extra, dict) or not all(isinstance(v, list) for v in extra.values()):
+        raise LightrecError("best.overrides must map a member to a list of key=value overrides")
+    members = [
+        parse(["train", name, *map(str, extra.get(name, [])), *overrides], None) for name in names
+    ]
     log_roots = [preflight(m, "train").paths.log_root for m in members]  # all, before any
     for member in members:
         _run_stage(member, "train")
@@ -353,6 +368,9 @@ def _best(overrides: list[str]) -> int:
         str(latest_finished_run(root, m.config).root)
         for root, m in zip(log_roots, members, strict=True)
     ]
+    if plan.combine == "rerank":
+        args = [*runs, *(["--available-only"] if plan.available_only else [])]
+        return rerank.main(args)
     return blend.report_blend(runs)
 
 

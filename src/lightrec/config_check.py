@@ -104,7 +104,18 @@ class Trainer:
     deterministic: bool | Literal["warn"]
 
 
+@dataclass
+class Best:
+    """``python -m lightrec best``: the recipe's members and how they are combined."""
+
+    members: list[FolderName]
+    combine: Literal["blend", "rerank"]
+    available_only: bool
+    overrides: dict[str, list[str]]
+
+
 SCHEMAS: dict[str, type] = {
+    "best": Best,
     "paths": Paths,
     "data_cache": DataCache,
     "eval": Eval,

@@ -1,0 +1,139 @@
+"""The re-ranker: trained on validation only (a leak test), the availability filter, the
+submission contract, refusals in one sentence."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers import check_submission, compose_cfg, cpu_overrides, make_log, run_cmd
+from lightrec import rerank, train
+from lightrec.errors import LightrecError
+
+MEMBERS = ("ease", "item_knn")
+
+
+def _items_csv(folder, n_items=30):
+    rows = [
+        f"{i},Film {i},{1990 + i % 8},{'Drama|War' if i % 3 else 'Comedy'}" for i in range(n_items)
+    ]
+    (folder / "items.csv").write_text("item,title,year,genres\n" + "\n".join(rows) + "\n")
+
+
+def _runs(tmp_path, log: pd.DataFrame, name: str, holdout: str = "valid_and_test") -> list[str]:
+    """The members trained on ``log`` (with an items.csv beside it), in their own folders."""
+    folder = tmp_path / name
+    folder.mkdir()
+    csv = folder / "log.csv"
+    log.to_csv(csv, index=False)
+    _items_csv(folder)
+    runs = []
+    for config in MEMBERS:
+        run_dir = folder / "saved" / config
+        overrides = [*cpu_overrides(folder, csv), f"data.holdout={holdout}"]
+        train.fit(compose_cfg(config, overrides, run_dir))
+        runs.append(str(run_dir))
+    return runs
+
+
+def _last_rows_changed(log: pd.DataFrame, from_end: int) -> pd.DataFrame:
+    """Each user's ``from_end``-th latest row (0: the last) names another item, one the user
+    never had (the same items exist in the file, so the item map is the same)."""
+    log = log.copy()
+    n_items = log["item"].max() + 1
+    for _, rows in log.groupby("user"):
+        row = rows.sort_values("time").index[-1 - from_end]
+        have = set(rows["item"])
+        log.loc[row, "item"] = next(i for i in range(n_items) if i not in have)
+    return log
+
+
+def test_the_ranker_never_sees_a_test_item(tmp_path):
+    """Changing every user's test item changes nothing the ranker learns; changing the
+    validation items does (the check is sensitive)."""
+    log = make_log(n_users=60)
+    outs = {}
+    for name, changed in (
+        ("base", log),
+        ("test_changed", _last_rows_changed(log, 0)),
+        ("valid_changed", _last_rows_changed(log, 1)),
+    ):
+        out = tmp_path / name / "submission.csv"
+        rerank.rerank(_runs(tmp_path, changed, name), out=out, n_candidates=10)
+        outs[name] = (out.parent / "ranker.txt").read_text()
+    assert outs["test_changed"] == outs["base"]
+    assert outs["valid_changed"] != outs["base"]
+
+
+def test_rerank_writes_the_submission_contract(tmp_path):
+    runs = _runs(tmp_path, make_log(n_users=60), "data", holdout="valid")
+    out = tmp_path / "rr" / "submission.csv"
+    p = run_cmd(
+        [sys.executable, "-m", "lightrec", "rerank", *runs, "--out", str(out), "--candidates", "8"],
+        cwd=tmp_path,
+    )
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.strip().splitlines()[-1] == str(out)
+    log = pd.read_csv(tmp_path / "data" / "log.csv")
+    check_submission(out, log, k=10)
+    record = json.loads((out.parent / "rerank.json").read_text())
+    assert {"genres_share", "genres_seen", "year", "m0_z", "m1_rank"} <= set(record["features"])
+    assert "title" not in " ".join(record["features"])  # text is for display only
+    cv = record["cross_validated_recall@10"]
+    assert {"ranker", "mean_z", "ease", "item_knn", "trees"} <= set(cv)
+
+
+def test_the_availability_filter_drops_films_released_after_the_users_last_year():
+    items = pd.DataFrame({"item": ["a", "b", "c", "d"], "year": [1990, 1997, 1999, np.nan]})
+    users = pd.DataFrame({"user": ["u1", "u2"], "last_year": [1997, 2001]})
+    mask = rerank.available(items["year"].to_numpy(float), users["last_year"].to_numpy(float))
+    kept = {u: items["item"][m].tolist() for u, m in zip(users["user"], mask, strict=True)}
+    assert kept == {"u1": ["a", "b", "d"], "u2": ["a", "b", "c", "d"]}
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--candidates", "0"], "--candidates 0 must be at least 1"),
+        (["--top-k", "0"], "--top-k=0 must be at least 1"),
+        (["--out", "{tmp}"], "is a folder: name the file"),
+    ],
+)
+def test_bad_rerank_options_are_one_sentence(tmp_path, capsys, args, message):
+    runs = [str(tmp_path / "a"), str(tmp_path / "b")]
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    assert rerank.main([*runs, *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_runs_that_are_not_finished_are_refused(tmp_path, capsys):
+    assert rerank.main([str(tmp_path / "a"), str(tmp_path / "b")]) == 2
+    assert "is not a finished training run" in capsys.readouterr().err
+
+
+def test_the_ranker_learns_from_features(tmp_path):
+    """A planted signal: the validation item is always the candidate with the largest value
+    of one feature; the ranker finds it (the cross-validated recall beats the members')."""
+    rng = np.random.default_rng(0)
+    n_users, per = 200, 40  # 10 of 40 candidates: chance is 0.25
+    x = rng.normal(size=(n_users * per, 4)).astype(np.float32)
+    y = np.zeros(n_users * per, dtype=bool)
+    for u in range(n_users):
+        block = slice(u * per, (u + 1) * per)
+        y[u * per + int(np.argmax(x[block, 2]))] = True
+    data = {
+        "x": x,
+        "y": y,
+        "group": np.full(n_users, per),
+        "user": np.repeat(np.arange(n_users), per),
+        "item": np.tile(np.arange(per), n_users),
+    }
+    _, check = rerank.fit_ranker(data, seed=0, compare={"noise": 0})
+    assert check["ranker"] > 0.9 and check["noise"] < 0.4
+    with pytest.raises(LightrecError):
+        rerank.rerank([], out=tmp_path / "s.csv")
