@@ -526,3 +526,38 @@ def test_scoring_a_bad_submission_is_one_sentence(tmp_path, capsys, what):
     err = capsys.readouterr().err
     assert err.startswith("error: the submission ") and str(sub) in err
     assert "Traceback" not in err and err.count("\n") == 1
+
+
+def test_predict_uses_the_runs_own_data_unless_told(tmp_path, tiny_csv):
+    """Trained on one file, predicted with the shipped default data.path: the run's file is
+    scored (it used to be MovieLens-100K's users with a model of another file)."""
+    base = cpu_overrides(tmp_path, tiny_csv)
+    run_dir = tmp_path / "saved" / "hydra_logs" / "ease" / "d" / "t"
+    train.fit(compose_cfg("ease", base, run_dir))
+    no_path = [o for o in base if not o.startswith("data.path=")]
+    predict.run(compose_cfg("ease", [*no_path, f"run_dir={run_dir}"], tmp_path / "p1"))
+    users = set(pd.read_csv(run_dir / "submission.csv")["user"])
+    assert users == set(pd.read_csv(tiny_csv)["user"])
+    other = tmp_path / "other.csv"  # named explicitly: scored, new users served
+    log = make_log(n_users=45, seed=3)
+    log.to_csv(other, index=False)
+    predict.run(
+        compose_cfg("ease", [*no_path, f"data.path={other}", f"run_dir={run_dir}"], tmp_path / "p2")
+    )
+    assert set(pd.read_csv(run_dir / "submission.csv")["user"]) == set(log["user"])
+
+
+def test_blend_refuses_runs_trained_on_different_contents_of_one_file(tmp_path):
+    from lightrec import blend
+
+    csv = tmp_path / "log.csv"
+    make_log().to_csv(csv, index=False)
+    runs = []
+    for i, config in enumerate(("ease", "item_knn")):
+        if i == 1:
+            make_log(seed=5).to_csv(csv, index=False)  # the file was edited in between
+        run_dir = tmp_path / "saved" / config
+        train.fit(compose_cfg(config, cpu_overrides(tmp_path, csv), run_dir))
+        runs.append(str(run_dir))
+    with pytest.raises(LightrecError, match="differ in their data file's content when trained"):
+        blend.blend(runs, out=tmp_path / "b" / "submission.csv")

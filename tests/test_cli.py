@@ -204,3 +204,40 @@ def test_a_bad_best_plan_is_one_sentence(tmp_path, tiny_csv):
     p = run_cmd([str(ROOT / "run_best.sh"), *ov], cwd=tmp_path)
     assert p.returncode == 2 and p.stderr.startswith("error: ")
     assert "best.combine='vote'" in p.stderr and not (tmp_path / "saved").exists()
+
+
+def _unfinish(run_dir: Path) -> None:
+    """A run killed before it finished: everything but metrics.json."""
+    (run_dir / "metrics.json").unlink()
+
+
+def test_both_with_resume_resumes_then_predicts(tmp_path, tiny_csv):
+    ov = [*tiny_overrides(tmp_path, tiny_csv), f"paths.log_root={tmp_path / 'logs'}"]
+    assert run_cmd([str(ROOT / "run.sh"), "train", "ease", *ov], cwd=tmp_path).returncode == 0
+    (run,) = [m.parent for m in (tmp_path / "logs").rglob("metrics.json")]
+    _unfinish(run)
+    p = run_cmd([str(ROOT / "run.sh"), "both", "ease", *ov, "resume=true"], cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert (run / "metrics.json").is_file() and (run / "submission.csv").is_file()
+
+
+def test_run_best_with_resume_keeps_finished_members_and_resumes_the_rest(tmp_path, tiny_csv):
+    ov = [
+        *tiny_overrides(tmp_path, tiny_csv),
+        f"paths.log_root={tmp_path / 'logs'}",
+        "best.members=[ease,item_knn,rp3beta]",
+    ]
+    for config in ("ease", "item_knn"):
+        done = run_cmd([str(ROOT / "run.sh"), "train", config, *ov[:-1]], cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-2000:]
+    (knn,) = [m.parent for m in (tmp_path / "logs" / "item_knn").rglob("metrics.json")]
+    (ease,) = [m.parent for m in (tmp_path / "logs" / "ease").rglob("metrics.json")]
+    _unfinish(knn)  # killed; rp3beta never started
+    p = run_cmd([str(ROOT / "run_best.sh"), *ov, "resume=true"], cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "ease already finished" in p.stderr
+    blend = json.loads(
+        (tmp_path / p.stdout.strip().splitlines()[-1]).parent.joinpath("blend.json").read_text()
+    )
+    assert blend["runs"][:2] == [str(ease), str(knn)]  # kept, and resumed in its own folder
+    assert len(list((tmp_path / "logs" / "rp3beta").rglob("metrics.json"))) == 1

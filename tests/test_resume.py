@@ -13,8 +13,10 @@ import sys
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from helpers import (
     ROOT,
@@ -91,6 +93,74 @@ def test_resume_with_other_settings_is_refused(tmp_path, tiny_csv):
     other = compose_cfg("multi_vae_v2", [*ov, "model.lr=0.5", "resume=true"])
     with pytest.raises(LightrecError, match=r"resume: model\.lr is 0\.5 here but 0\.005"):
         train.fit(other)
+
+
+def test_a_second_resume_of_a_run_being_trained_is_refused(tmp_path, tiny_csv):
+    """Another process holds the run (a resume in progress): this one refuses, naming it,
+    and trains nothing into it."""
+    import fcntl
+
+    ov = [*cpu_overrides(tmp_path, tiny_csv), "refit=false"]
+    run_dir = tmp_path / "saved" / "hydra_logs" / "ease" / "d" / "t"
+    train.fit(compose_cfg("ease", ov, run_dir))
+    (run_dir / "metrics.json").unlink()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDONLY); "
+            "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)",
+            str(run_dir),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(LightrecError, match="is being trained by another process"):
+            train.fit(compose_cfg("ease", [*ov, "resume=true"]))
+        assert not (run_dir / "metrics.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert fcntl  # (the lock is fcntl's: Linux and macOS)
+    train.fit(compose_cfg("ease", [*ov, "resume=true"]))  # free again: it resumes
+    assert (run_dir / "metrics.json").is_file()
+
+
+class NotWeights:
+    """A pickled object: what a weights-only load refuses to build."""
+
+
+def test_resume_from_a_bad_or_foreign_checkpoint_is_one_sentence(tmp_path, tiny_csv):
+    ov = [*cpu_overrides(tmp_path, tiny_csv), "trainer.max_epochs=4", "refit=false"]
+    cut = tmp_path / "saved" / "hydra_logs" / "multi_vae_v2" / "d" / "cut"
+    with pytest.raises(RunInterrupted):
+        train.fit(compose_cfg("multi_vae_v2", ov, cut), [SignalAt(epoch=1)])
+    last = cut / "checkpoints" / "last.ckpt"
+    good = last.read_bytes()
+    torch.save({"state_dict": {}, "payload": NotWeights()}, last)
+    with pytest.raises(LightrecError, match="cannot be loaded as plain weights"):
+        train.fit(compose_cfg("multi_vae_v2", [*ov, "resume=true"]))
+    last.write_bytes(good)
+    log = pd.read_csv(tiny_csv)  # the data file changed: a new item appears
+    pd.concat([log, log.head(5).assign(item=999)]).to_csv(tiny_csv, index=False)
+    with pytest.raises(LightrecError, match="the data or the model changed since the run"):
+        train.fit(compose_cfg("multi_vae_v2", [*ov, "resume=true"]))
+
+
+def test_a_run_from_before_side_information_resumes(tmp_path, tiny_csv):
+    """data.item_features does not shape the training: a run whose config.yaml predates it
+    resumes (it is not "another setup")."""
+    ov = [*cpu_overrides(tmp_path, tiny_csv), "refit=false"]
+    run_dir = tmp_path / "saved" / "hydra_logs" / "ease" / "d" / "t"
+    train.fit(compose_cfg("ease", ov, run_dir))
+    (run_dir / "metrics.json").unlink()
+    config = OmegaConf.load(run_dir / "config.yaml")
+    del config.data["item_features"]
+    OmegaConf.save(config, run_dir / "config.yaml")
+    train.fit(compose_cfg("ease", [*ov, "resume=true"]))
+    assert (run_dir / "metrics.json").is_file()
 
 
 # ---------------------------------------------------------------- real processes

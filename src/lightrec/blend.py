@@ -99,8 +99,10 @@ def load_members(run_dirs: list[str], use_refit: bool) -> list[Member]:
 
 def _data_identity(m: Member) -> dict[str, Any]:
     d = m.cfg.data
+    trained_on = json.loads(m.run.metrics.read_text()).get("data", {}).get("file_md5")
     return {
         "data file": str(data_file(d.path, d.data_dir).resolve()),
+        "data file's content when trained (MD5)": trained_on,
         "columns": OmegaConf.to_container(d.columns),
         "min_interactions": d.min_interactions,
         "split": SplitSpec.from_data_config(d),
@@ -112,6 +114,8 @@ def _check_same_data(members: list[Member]) -> None:
     for m in members[1:]:
         other = _data_identity(m)
         for key, value in first.items():
+            if None in (value, other[key]) and "MD5" in key:
+                continue  # a run trained without the cache did not hash its file
             if other[key] != value:
                 raise LightrecError(
                     f"runs {members[0].run.root} and {m.run.root} differ in their {key} "
@@ -122,6 +126,21 @@ def _check_same_data(members: list[Member]) -> None:
                 f"runs {members[0].run.root} and {m.run.root} have different item maps: "
                 "blend only runs of the same data file and split"
             )
+
+
+def member_datamodule(m: Member) -> RecSysDataModule:
+    """A member's data as it was trained: prepared and set up, refused in one sentence when
+    the file's content changed since (its validation rows would not be the run's)."""
+    dm = build_datamodule(m.cfg)
+    dm.prepare_data()
+    dm.setup("fit")
+    trained_on = json.loads(m.run.metrics.read_text()).get("data", {}).get("file_md5")
+    if trained_on and dm.data_md5 and trained_on != dm.data_md5:
+        raise LightrecError(
+            f"the data file {dm.data_path} changed since run {m.run.root} was trained on it "
+            "(its content MD5 differs): train the runs again on the file as it is"
+        )
+    return dm
 
 
 def normalise(scores: torch.Tensor, seen: torch.Tensor, method: str) -> torch.Tensor:
@@ -222,9 +241,7 @@ def validation_parts(
     """Each member's normalised validation scores, and the validation targets (dense)."""
     parts, targets = [], None
     for m in members:
-        dm = build_datamodule(m.cfg)
-        dm.prepare_data()
-        dm.setup("fit")
+        dm = member_datamodule(m)
         if not dm.has_validation:
             raise LightrecError(f"run {m.run.root} has no validation split to choose weights on")
         users = np.flatnonzero(np.diff(dm.valid_csr.indptr) > 0)

@@ -17,6 +17,7 @@ folder:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import sys
@@ -181,11 +182,18 @@ def main(argv: list[str] | None = None, default_config: str | None = None) -> in
         if cmd.mode.startswith("clean"):
             _clean(cmd)
         for stage in STAGES.get(cmd.mode.removeprefix("clean-"), ()):
-            _run_stage(cmd, stage)
+            _run_stage(cmd if stage == "train" else _without_resume(cmd), stage)
     except LightrecError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
     return 0
+
+
+def _without_resume(cmd: Command) -> Command:
+    """The command with its ``resume=`` override dropped: in ``both``, the training stage
+    resumes the run, and predict then uses it like any finished run."""
+    kept = [o for o in cmd.overrides if o.split("=", 1)[0].lstrip("+~") != "resume"]
+    return dataclasses.replace(cmd, overrides=kept)
 
 
 def _tool(mode: str, args: list[str]) -> int:
@@ -361,9 +369,16 @@ def _best(overrides: list[str]) -> int:
     members = [
         parse(["train", name, *map(str, extra.get(name, [])), *overrides], None) for name in names
     ]
-    log_roots = [preflight(m, "train").paths.log_root for m in members]  # all, before any
-    for member in members:
-        _run_stage(member, "train")
+    done = _resume_plan(members) if "resume" in members[0].given else set()
+    log_roots = [  # every member checked before any trains
+        compose_job(m.config, m.overrides).paths.log_root
+        if i in done
+        else preflight(m, "train").paths.log_root
+        for i, m in enumerate(members)
+    ]
+    for i, member in enumerate(members):
+        if i not in done:
+            _run_stage(member, "train")
     runs = [
         str(latest_finished_run(root, m.config).root)
         for root, m in zip(log_roots, members, strict=True)
@@ -372,6 +387,30 @@ def _best(overrides: list[str]) -> int:
         args = [*runs, *(["--available-only"] if plan.available_only else [])]
         return rerank.main(args)
     return blend.report_blend(runs)
+
+
+def _resume_plan(members: list[Command]) -> set[int]:
+    """``best ... resume=true`` after an interruption: a member with an unfinished run
+    resumes it, one that already finished is kept (its latest finished run is blended), one
+    that never started trains afresh. Returns the members kept as they are."""
+    from lightrec.utils.path_utils import finished_runs, unfinished_runs
+
+    kept: set[int] = set()
+    for i, member in enumerate(members):
+        cfg = compose_job(member.config, member.overrides)
+        if cfg.resume in (False, None):
+            return kept
+        if cfg.resume is not True:
+            raise LightrecError("best resumes with resume=true (each member finds its own run)")
+        root, name = cfg.paths.log_root, cfg.model_name
+        if unfinished_runs(root, name):
+            continue
+        if finished := finished_runs(root, name):
+            print(f"best: {name} already finished ({finished[-1].root}); kept", file=sys.stderr)
+            kept.add(i)
+        else:
+            member.overrides.append("resume=false")  # it never started: train it
+    return kept
 
 
 def user_error_message(exc: BaseException) -> str | None:

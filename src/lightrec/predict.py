@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 import torch
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from lightrec import submission
@@ -18,6 +19,7 @@ from lightrec.models.base import RecommenderModule
 from lightrec.progress import say
 from lightrec.recommend import check_enough_unseen, check_top_k, model_scorer, recommend_topk
 from lightrec.utils.device import compute_device
+from lightrec.utils.io import remove_stale_temps
 from lightrec.utils.path_utils import RunDir, get_directories, predict_checkpoint
 
 log = logging.getLogger(__name__)
@@ -76,6 +78,22 @@ def load_history(data_cfg: DictConfig, item_ids: list) -> History:
     return history
 
 
+def predict_data(cfg: DictConfig, run_cfg: DictConfig) -> tuple[DictConfig, str]:
+    """The data a predict scores: the run's own data file, unless this command names
+    ``data.path`` (then that file, and the returned block is ``cfg.data``)."""
+    named = HydraConfig.initialized() and any(
+        str(o).split("=", 1)[0].lstrip("+~") == "data.path"
+        for o in HydraConfig.get().overrides.task
+    )
+    run_file = data_file(run_cfg.data.path, run_cfg.data.data_dir)
+    if not named:
+        return run_cfg.data, f"the run's own data file {run_file}"
+    mine = data_file(cfg.data.path, cfg.data.data_dir)
+    if mine.resolve() == run_file.resolve():
+        return run_cfg.data, f"the run's own data file {run_file}"
+    return cfg.data, f"data file {mine} (the run was trained on {run_file})"
+
+
 def describe_checkpoint(run: RunDir, ckpt: Path) -> str:
     """Which model a checkpoint is, in words (predict says which one it used)."""
     if ckpt == run.refit_ckpt:
@@ -105,13 +123,22 @@ def run(cfg: DictConfig) -> Path:
     which = describe_checkpoint(run_dir, ckpt)
     log.info("predicting with %s", which)
 
-    history = load_history(cfg.data, id_maps["item_ids"])  # this invocation's data file
+    data_cfg, which_data = predict_data(cfg, run_cfg)
+    history = load_history(data_cfg, id_maps["item_ids"])
+    if data_cfg is cfg.data:  # another file than the run's: say what differs
+        new_users = len(set(history.users.tolist()) - set(id_maps["user_ids"]))
+        say(
+            f"predicting for {which_data}: {new_users:,} of its {len(history.users):,} users "
+            f"were not in the run's training data; {history.n_unknown:,} rows name items the "
+            "model does not know (ignored)"
+        )
     check_enough_unseen(history.csr, k, history.users)
     collate = history.collate(model.data_view, run_cfg.data.max_len)
     n_users = len(history.users)
     score = model_scorer(model.score_batch, collate, device)
     topk = recommend_topk(score, n_users, k, cfg.predict.batch_size, cfg.progress)
+    remove_stale_temps(run_dir.root)  # a killed predict's .submission.csv.*.tmp
     submission.write(run_dir.submission, history.users, id_maps["item_ids"], topk)
     log.info("wrote %s: %d users x %d items", run_dir.submission, n_users, k)
-    say(f"wrote {run_dir.submission}: {n_users:,} users x {k} items, with {which}")
+    say(f"wrote {run_dir.submission}: {n_users:,} users x {k} items of {which_data}, with {which}")
     return run_dir.submission

@@ -43,14 +43,13 @@ import scipy.sparse as sp
 import torch
 
 from lightrec import submission
-from lightrec.blend import Member, load_members, normalise
+from lightrec.blend import Member, load_members, member_datamodule, normalise
 from lightrec.data.item_features import ItemFeatures, time_to_year
 from lightrec.data.recsys_data import RecSysDataModule
 from lightrec.data.splits import TRAIN
 from lightrec.errors import LightrecError
 from lightrec.predict import load_history, load_model
 from lightrec.recommend import Scorer, check_top_k, model_scorer
-from lightrec.train import build_datamodule
 from lightrec.utils.device import compute_device
 from lightrec.utils.io import atomic_write, unwritable, write_json
 from lightrec.utils.parallel import cores
@@ -323,9 +322,7 @@ def validation_context(
     first: RecSysDataModule | None = None
     scorers = []
     for m in members:
-        dm = build_datamodule(m.cfg)
-        dm.prepare_data()
-        dm.setup("fit")
+        dm = member_datamodule(m)
         first = first or dm
         if not dm.has_validation:
             raise LightrecError(f"run {m.run.root} has no validation split to train a ranker on")

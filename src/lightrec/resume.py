@@ -25,7 +25,6 @@ import random
 import shlex
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,9 +38,12 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from lightrec.errors import LightrecError
+from lightrec.utils.io import remove_stale_temps, temp_beside
 from lightrec.utils.path_utils import RunDir
 
 # what must match for a run to be continued: everything that shapes its computation
+# keys inside those that do not shape the training (a run may predate them)
+NOT_TRAINING = ("data.item_features",)
 SAME_ON_RESUME = (
     "seed",
     "refit",
@@ -125,8 +127,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def save_checkpoint(self, checkpoint: dict, path: Any, storage_options: Any = None) -> None:
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = temp_beside(path)
         try:
             with os.fdopen(fd, "wb") as f:
                 torch.save(checkpoint, f)
@@ -137,9 +138,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def remove_partial_checkpoints(run: RunDir) -> None:
-    """Temporary checkpoint files a kill left behind (never a finished one)."""
-    for tmp in run.checkpoint_dir.glob(".*.tmp"):
-        tmp.unlink(missing_ok=True)
+    """Temporary checkpoint files a kill left behind (never a finished one): the run is
+    resumed by one process, so any age counts."""
+    remove_stale_temps(run.checkpoint_dir, older_than_s=-1.0)
 
 
 def resume_command(run: RunDir, argv: list[str] | None = None) -> str:
@@ -181,6 +182,56 @@ def on_signals(run: RunDir) -> Iterator[None]:
             signal.signal(s, h)
 
 
+_HELD: dict[str, int] = {}  # run folders this process holds, and the descriptor holding each
+
+
+def hold_run(run: RunDir) -> None:
+    """An exclusive lock on the run folder for this process's lifetime (it goes when the
+    process ends): two resumes of one run at once would both train into it, so another
+    process's is refused in one sentence. Without ``fcntl`` (Windows) nothing is held."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on Linux or macOS
+        return
+    key = str(run.root.resolve())
+    if key in _HELD:
+        return
+    fd = os.open(run.root, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise LightrecError(
+            f"resume: {run.root} is being trained by another process right now; wait for it "
+            "to end (or stop it), then resume"
+        ) from None
+    _HELD[key] = fd
+
+
+def check_loadable(ckpt: Path, model: torch.nn.Module) -> None:
+    """A checkpoint to resume from must load as plain weights (``weights_only``: nothing in
+    it runs) and fit the model; one sentence otherwise, before training starts."""
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - pickled objects, truncated zip, garbage
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
+        raise LightrecError(
+            f"resume: {ckpt} cannot be loaded as plain weights ({type(e).__name__}: {first}); "
+            "it is not a checkpoint this toolkit wrote: train a new run"
+        ) from None
+    weights = state.get("state_dict") if isinstance(state, dict) else None
+    if not isinstance(weights, dict):
+        raise LightrecError(f"resume: {ckpt} holds no model weights: train a new run")
+    own = model.state_dict()
+    for name, tensor in weights.items():
+        if name in own and tuple(own[name].shape) != tuple(tensor.shape):
+            raise LightrecError(
+                f"resume: {ckpt} holds {name} of shape {tuple(tensor.shape)}, the model "
+                f"{tuple(own[name].shape)}: the data or the model changed since the run "
+                "started (a resumed run must be the same computation)"
+            )
+
+
 def check_same_setup(cfg: DictConfig, run: RunDir) -> None:
     """A resumed run must be the same computation: refuse another setup, naming the key."""
     saved = OmegaConf.to_container(OmegaConf.load(run.config), resolve=True)
@@ -188,6 +239,8 @@ def check_same_setup(cfg: DictConfig, run: RunDir) -> None:
     assert isinstance(saved, dict) and isinstance(now, dict)
     for key in SAME_ON_RESUME:
         for name, (a, b) in _diff(saved.get(key), now.get(key), key).items():
+            if name in NOT_TRAINING:
+                continue
             raise LightrecError(
                 f"resume: {name} is {b!r} here but {a!r} in {run.root}; a run continues "
                 "with the settings it started with (give the same overrides, or none)"

@@ -77,6 +77,8 @@ def fit(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> Tr
     run_dir = get_directories(cfg, "fit")  # bad input fails above, before anything is written
     continuing = resuming(cfg)
     if continuing:
+        if is_rank_zero():
+            resume.hold_run(run_dir)  # held until this process ends
         resume.check_same_setup(cfg, run_dir)
         resume.remove_partial_checkpoints(run_dir)
     elif is_rank_zero():
@@ -100,7 +102,8 @@ def fit(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> Tr
         selection, in_memory = _select(
             cfg, dm, model, logger, run_dir, monitor, extra_callbacks or []
         )
-        metrics: dict[str, Any] = {"model": cfg.model_name, **selection, "data": dm.meta["stats"]}
+        data = {**dm.meta["stats"], "file_md5": dm.data_md5}  # blend compares contents
+        metrics: dict[str, Any] = {"model": cfg.model_name, **selection, "data": data}
         best = None if in_memory else run_dir.root / selection["best_checkpoint"]
         metrics.update(_evaluate(cfg, dm, model, best))
         if cfg.refit and dm.has_validation:
@@ -250,6 +253,8 @@ def _fit_sgd(
     # a run stopped before its first epoch ended starts again from its seed (no checkpoint)
     continuing = resuming(cfg)
     ckpt_path = run_dir.last_ckpt if continuing and run_dir.last_ckpt.is_file() else None
+    if ckpt_path is not None:
+        resume.check_loadable(ckpt_path, model)
     state = resume.ResumeState(resumes=int(continuing))
     shown, bar = progress.callbacks(cfg.progress, monitor, cfg.checkpoint.mode)
     callbacks = [

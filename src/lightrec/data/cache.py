@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import zipfile
 from collections.abc import Iterator
@@ -33,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from lightrec.utils.io import write_json
+from lightrec.utils.io import remove_stale_temps, write_json
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +57,10 @@ def _memo(cache_dir: str | Path | None) -> tuple[Path | None, dict[str, Any]]:
     if memo_path is None or not memo_path.exists():
         return memo_path, {}
     try:
-        return memo_path, json.loads(memo_path.read_text())
+        memo = json.loads(memo_path.read_text())
     except (OSError, ValueError):
         return memo_path, {}
+    return memo_path, memo if isinstance(memo, dict) else {}  # a garbage memo is rebuilt
 
 
 def remembered_md5(path: str | Path, cache_dir: str | Path | None) -> str | None:
@@ -163,6 +165,21 @@ def locked(cache_dir: str | Path) -> Iterator[None]:
         os.close(fd)  # closing releases the lock
 
 
+def remove_leftovers(cache_dir: str | Path) -> list[Path]:
+    """Remove what killed writers left in ``cache_dir``: half-written entries
+    (``.tmp-lightrec-*``; call this holding :func:`locked`, so no entry is being written)
+    and stale temporary files of the fingerprint memo."""
+    root = Path(cache_dir).expanduser()
+    removed = remove_stale_temps(root)
+    for tmp in root.glob(f".tmp-{PREFIX}*"):
+        if tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+    if removed:
+        log.info("removed %d leftovers of killed writes from %s", len(removed), root)
+    return removed
+
+
 def remove(cache_dir: str | Path, key: str) -> None:
     shutil.rmtree(entry_dir(cache_dir, key), ignore_errors=True)
 
@@ -174,6 +191,9 @@ def clean(cache_dir: str | Path) -> list[Path]:
     if root.is_dir():
         for p in sorted(root.iterdir()):
             if p.name.startswith((PREFIX, f".tmp-{PREFIX}")):
+                if p.is_symlink():  # not ours to follow: what it points to may be anything
+                    print(f"skipped {p}: a symbolic link, not a cache entry", file=sys.stderr)
+                    continue
                 if p.is_dir():
                     shutil.rmtree(p)
                 else:

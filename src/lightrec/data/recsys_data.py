@@ -187,6 +187,7 @@ class RecSysDataModule(pl.LightningDataModule):
         self._side: ItemFeatures | None = None
         self.arrays: dict[str, np.ndarray] | None = None
         self.meta: dict[str, Any] = {}
+        self.data_md5: str | None = None  # the file's content MD5, when the cache computed it
         self.from_cache = False
         self._views_built = False
 
@@ -213,6 +214,11 @@ class RecSysDataModule(pl.LightningDataModule):
         path = self.data_path
         if path.is_dir():
             raise LightrecError(f"data file {path} is a directory (set data.path to a CSV file)")
+        if path.exists() and not path.is_file():
+            raise LightrecError(
+                f"data file {path} is not a regular file (a pipe or a device, as a shell's "
+                "<(...) makes): it is read more than once, so save it to a file first"
+            )
         if not path.is_file():
             raise LightrecError(f"data file {path} does not exist (set data.path to a CSV file)")
         if self.use_cache and (why := unwritable(self.cache_dir)):
@@ -234,8 +240,10 @@ class RecSysDataModule(pl.LightningDataModule):
                     lambda: cache.file_md5(path, self.cache_dir),
                 ]
             )
+        self.data_md5 = md5
         key = cache.cache_key(self.split_params(), md5)
         with cache.locked(self.cache_dir):  # one process builds; the others then find it
+            cache.remove_leftovers(self.cache_dir)
             try:
                 hit = cache.load(self.cache_dir, key)
             except cache.CorruptEntry as e:
