@@ -36,6 +36,7 @@ CONFIGS = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
 CONTRACT: dict[str, list[str]] = {
     "ease": [],
     "admm_slim": ["model.iterations=5"],
+    "higher_order_ease": ["model.pairs=20", "model.min_support=2", "model.iterations=2"],
     "item_knn": [],
     "rp3beta": [],
     "pop": [],

@@ -112,3 +112,39 @@ def test_admm_slim_solves_the_non_negative_l1_problem():
         )
         assert objective(b[others, j].astype(np.float64))[0] == pytest.approx(best.fun, rel=1e-4)
         assert np.allclose(b[others, j], best.x, atol=2e-3)
+
+
+def test_higher_order_ease_is_the_joint_constrained_ridge():
+    """Against the joint solution, one target item at a time: item k regressed on every
+    other item (lambda) and on every selected pair without k (lambda_pairs)."""
+    from lightrec.models.higher_order_ease import frequent_pairs
+
+    x = _matrix(n_users=120, n_items=10, density=0.4, seed=4)
+    n = x.shape[1]
+    lam, lam_pairs, n_pairs = 4.0, 2.0, 12
+    model = build_model(
+        "higher_order_ease",
+        num_items=n,
+        lam=lam,
+        lam_pairs=lam_pairs,
+        pairs=n_pairs,
+        min_support=2,
+        iterations=200,
+    )
+    model.fit_closed_form(sp.csr_matrix(x))
+    pairs = frequent_pairs(sp.csr_matrix(x), n_pairs, 2)
+    assert model.pair_index.tolist() == pairs.tolist() and len(pairs) == n_pairs
+    z = x[:, pairs[:, 0]] * x[:, pairs[:, 1]]
+    for k in range(n):
+        items = [i for i in range(n) if i != k]
+        free_pairs = [p for p, (i, j) in enumerate(pairs) if k not in (i, j)]
+        a = np.hstack([x[:, items], z[:, free_pairs]])
+        reg = np.diag([lam] * len(items) + [lam_pairs] * len(free_pairs))
+        w = np.linalg.solve(a.T @ a + reg, a.T @ x[:, k])
+        assert np.allclose(model.B.numpy()[items, k], w[: len(items)], atol=1e-4)
+        assert np.allclose(model.C.numpy()[free_pairs, k], w[len(items) :], atol=1e-4)
+        held = [p for p in range(n_pairs) if p not in free_pairs]
+        assert np.allclose(model.C.numpy()[held, k], 0.0)
+    xs = torch.from_numpy(x[:4].astype(np.float32))
+    expected = x[:4] @ model.B.numpy() + z[:4] @ model.C.numpy()
+    assert np.allclose(model.scores(xs).numpy(), expected, atol=1e-4)
