@@ -85,6 +85,16 @@ def test_rerank_writes_the_submission_contract(tmp_path):
     assert "title" not in " ".join(record["features"])  # text is for display only
     cv = record["cross_validated_recall@10"]
     assert {"ranker", "mean_z", "ease", "item_knn", "trees"} <= set(cv)
+    studios = tmp_path / "studios"  # --item-features: another side file than the runs'
+    studios.mkdir()
+    (studios / "studio.tsv").write_text(
+        "item\tstudio\n" + "".join(f"{i}\ts{i % 3}\n" for i in range(30))
+    )
+    out2 = tmp_path / "rr2" / "submission.csv"
+    args = [*runs, "--out", str(out2), "--candidates", "8", "--item-features", str(studios)]
+    assert rerank.main(args) == 0
+    features = json.loads((out2.parent / "rerank.json").read_text())["features"]
+    assert "studio_share" in features and "genres_share" not in features
 
 
 def test_the_availability_filter_drops_films_released_after_the_users_last_year():

@@ -260,6 +260,50 @@ def validation_parts(
     return parts, targets
 
 
+def output_path(out: Path | None, folder: str) -> Path:
+    """Where a combiner (blend, rerank) writes its submission: ``--out``, or
+    ``<folder>/<date>/<time>/submission.csv``; one sentence when ``--out`` is a folder or
+    its folder cannot be written."""
+    if out is None:
+        return Path(folder) / datetime.now().strftime("%Y-%m-%d/%H-%M-%S") / "submission.csv"
+    out = Path(out)
+    if out.is_dir():
+        raise LightrecError(
+            f"--out {out} is a folder: name the file, e.g. {out / 'submission.csv'}"
+        )
+    if problem := unwritable(out.parent):
+        raise LightrecError(f"--out {out}: its folder cannot be written ({problem})")
+    return out
+
+
+def add_run_arguments(ap: argparse.ArgumentParser, folder: str, users_for: str) -> None:
+    """The arguments blend and rerank share: the runs, ``--latest``, ``--out``, ...; read
+    the runs back with :func:`chosen_runs`."""
+    ap.add_argument("runs", nargs="*", help="finished training run folders")
+    ap.add_argument(
+        "--latest",
+        nargs="+",
+        metavar="CONFIG",
+        default=[],
+        help="the latest finished run of each of these configs",
+    )
+    ap.add_argument("--log-root", default=default_log_root(), help="where --latest looks")
+    ap.add_argument("--out", type=Path, help=f"submission path (default {folder}/<time>/)")
+    ap.add_argument("--no-refit", action="store_true", help="use the selected models")
+    ap.add_argument(
+        "--max-users",
+        type=int,
+        default=20_000,
+        help=f"validation users to {users_for} (a seeded sample)",
+    )
+    ap.add_argument("--top-k", type=int, help="items per user (default: the runs' predict.top_k)")
+
+
+def chosen_runs(a: argparse.Namespace) -> list[str]:
+    """The run folders given, then the latest finished run of each ``--latest`` config."""
+    return [*a.runs, *(str(latest_finished_run(a.log_root, c).root) for c in a.latest)]
+
+
 def blend(
     run_dirs: list[str],
     out: Path | None = None,
@@ -273,15 +317,7 @@ def blend(
     submission; return its path and what ``blend.json`` records."""
     if method not in METHODS:
         raise LightrecError(f"--method {method!r} is not one of {', '.join(METHODS)}")
-    if out is None:
-        out = Path("saved/blends") / datetime.now().strftime("%Y-%m-%d/%H-%M-%S") / "submission.csv"
-    out = Path(out)
-    if out.is_dir():
-        raise LightrecError(
-            f"--out {out} is a folder: name the file, e.g. {out / 'submission.csv'}"
-        )
-    if problem := unwritable(out.parent):
-        raise LightrecError(f"--out {out}: its folder cannot be written ({problem})")
+    out = output_path(out, "saved/blends")
     members = load_members(run_dirs, use_refit)
     k = top_k if top_k is not None else int(members[0].cfg.predict.top_k)
     check_top_k(k, len(members[0].item_ids), "--top-k" if top_k is not None else "predict.top_k")
@@ -371,29 +407,12 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ap.add_argument("runs", nargs="*", help="finished training run folders")
-    ap.add_argument(
-        "--latest",
-        nargs="+",
-        metavar="CONFIG",
-        default=[],
-        help="blend the latest finished run of each of these configs",
-    )
-    ap.add_argument("--log-root", default=default_log_root(), help="where --latest looks")
-    ap.add_argument("--out", type=Path, help="submission path (default saved/blends/<time>/)")
+    add_run_arguments(ap, "saved/blends", "choose the weights on")
     ap.add_argument("--method", choices=METHODS, default="zscore")
-    ap.add_argument("--no-refit", action="store_true", help="blend the selected models")
-    ap.add_argument(
-        "--max-users",
-        type=int,
-        default=20_000,
-        help="validation users to choose the weights on (a seeded sample)",
-    )
-    ap.add_argument("--top-k", type=int, help="items per user (default: the runs' predict.top_k)")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     try:
-        runs = [*a.runs, *(str(latest_finished_run(a.log_root, c).root) for c in a.latest)]
+        runs = chosen_runs(a)
     except LightrecError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -34,7 +34,6 @@ import argparse
 import logging
 import sys
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +42,15 @@ import scipy.sparse as sp
 import torch
 
 from lightrec import submission
-from lightrec.blend import Member, load_members, member_datamodule, normalise
+from lightrec.blend import (
+    Member,
+    add_run_arguments,
+    chosen_runs,
+    load_members,
+    member_datamodule,
+    normalise,
+    output_path,
+)
 from lightrec.data.item_features import ItemFeatures, time_to_year
 from lightrec.data.recsys_data import RecSysDataModule
 from lightrec.data.splits import TRAIN
@@ -51,9 +58,8 @@ from lightrec.errors import LightrecError
 from lightrec.predict import load_history, load_model
 from lightrec.recommend import Scorer, check_top_k, model_scorer
 from lightrec.utils.device import compute_device
-from lightrec.utils.io import atomic_write, unwritable, write_json
+from lightrec.utils.io import atomic_write, write_json
 from lightrec.utils.parallel import cores
-from lightrec.utils.path_utils import default_log_root, latest_finished_run
 
 log = logging.getLogger(__name__)
 
@@ -360,16 +366,7 @@ def rerank(
 ) -> tuple[Path, dict[str, Any]]:
     """Train the ranker on validation, apply it to the runs' refit models, write the
     submission; return its path and what ``rerank.json`` records."""
-    if out is None:
-        stamp = datetime.now().strftime("%Y-%m-%d/%H-%M-%S")
-        out = Path("saved/reranks") / stamp / "submission.csv"
-    out = Path(out)
-    if out.is_dir():
-        raise LightrecError(
-            f"--out {out} is a folder: name the file, e.g. {out / 'submission.csv'}"
-        )
-    if problem := unwritable(out.parent):
-        raise LightrecError(f"--out {out}: its folder cannot be written ({problem})")
+    out = output_path(out, "saved/reranks")
     if n_candidates < 1:
         raise LightrecError(f"--candidates {n_candidates} must be at least 1")
     if top_k is not None:
@@ -458,39 +455,22 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ap.add_argument("runs", nargs="*", help="finished training run folders")
-    ap.add_argument(
-        "--latest",
-        nargs="+",
-        metavar="CONFIG",
-        default=[],
-        help="the latest finished run of each of these configs",
-    )
-    ap.add_argument("--log-root", default=default_log_root(), help="where --latest looks")
-    ap.add_argument("--out", type=Path, help="submission path (default saved/reranks/<time>/)")
+    add_run_arguments(ap, "saved/reranks", "train the ranker on")
     ap.add_argument("--candidates", type=int, default=50, help="top items per member")
-    ap.add_argument("--no-refit", action="store_true", help="apply to the selected models")
     ap.add_argument(
         "--available-only",
         action="store_true",
         help="drop items released after the user's last activity year",
     )
-    ap.add_argument(
-        "--max-users",
-        type=int,
-        default=20_000,
-        help="validation users to train on (a seeded sample)",
-    )
-    ap.add_argument("--top-k", type=int, help="items per user (default: the runs' predict.top_k)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="the ranker's and the folds' seed")
     ap.add_argument(
         "--item-features",
-        help="side information to use (default: the runs' data.item_features)",
+        help="side information to use (default: the first run's data.item_features)",
     )
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     try:
-        runs = [*a.runs, *(str(latest_finished_run(a.log_root, c).root) for c in a.latest)]
+        runs = chosen_runs(a)
         path, record = rerank(
             runs,
             out=a.out,
@@ -500,6 +480,7 @@ def main(argv: list[str] | None = None) -> int:
             max_users=a.max_users,
             top_k=a.top_k,
             seed=a.seed,
+            item_features=a.item_features,
         )
     except LightrecError as e:
         print(f"error: {e}", file=sys.stderr)
