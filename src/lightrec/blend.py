@@ -143,6 +143,18 @@ def member_datamodule(m: Member) -> RecSysDataModule:
     return dm
 
 
+def ranks_of(scores: torch.Tensor) -> torch.Tensor:
+    """Each item's rank in its row (0: the highest score).
+
+    >>> ranks_of(torch.tensor([[0.5, 2.0, 1.0]])).tolist()
+    [[2, 0, 1]]
+    """
+    order = scores.argsort(dim=1, descending=True)
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(scores.shape[1], device=scores.device).expand_as(order))
+    return rank
+
+
 def normalise(scores: torch.Tensor, seen: torch.Tensor, method: str) -> torch.Tensor:
     """Per-user scores on one scale, seen items at -inf.
 
@@ -160,12 +172,7 @@ def normalise(scores: torch.Tensor, seen: torch.Tensor, method: str) -> torch.Te
         var = ((scores - mean).where(unseen, 0.0) ** 2).sum(dim=1, keepdim=True) / n
         out = (scores - mean) / var.sqrt().clamp(min=1e-12)
     elif method == "rank":
-        order = exclude_seen(scores.clone(), seen).argsort(dim=1, descending=True)
-        rank = torch.empty_like(order)
-        rank.scatter_(
-            1, order, torch.arange(scores.shape[1], device=scores.device).expand_as(order)
-        )
-        out = 1.0 / (RRF_K + rank.float())
+        out = 1.0 / (RRF_K + ranks_of(exclude_seen(scores.clone(), seen)).float())
     else:
         raise LightrecError(f"--method {method!r} is not one of {', '.join(METHODS)}")
     return out.masked_fill(~unseen, float("-inf"))

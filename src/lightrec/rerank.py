@@ -50,6 +50,7 @@ from lightrec.blend import (
     member_datamodule,
     normalise,
     output_path,
+    ranks_of,
 )
 from lightrec.data.item_features import ItemFeatures, time_to_year
 from lightrec.data.recsys_data import RecSysDataModule
@@ -77,6 +78,7 @@ class Context:
     user_stats: dict[str, np.ndarray]  # per user row, named
     user_year: np.ndarray  # per user row: year of the last row (NaN if times are not dates)
     side: ItemFeatures
+    side_dense: dict[str, torch.Tensor]  # the categorical fields, dense once (items x values)
 
 
 def context(
@@ -127,6 +129,7 @@ def context(
         {k: as32[k] for k in user_stats},
         time_to_year(last),
         side,
+        {name: torch.from_numpy(m.toarray()) for name, m in side.categorical.items()},
     )
 
 
@@ -176,11 +179,8 @@ def candidate_batch(
         top = z.topk(n_candidates, dim=1).indices
         hit = torch.zeros_like(z, dtype=torch.bool).scatter_(1, top, True)
         mask = hit if mask is None else mask | hit
-        order = z.argsort(dim=1, descending=True)
-        rank = torch.empty_like(order)
-        rank.scatter_(1, order, torch.arange(z.shape[1]).expand_as(order))
         zs.append(z)
-        ranks.append(rank.float())
+        ranks.append(ranks_of(z).float())
     assert mask is not None and seen is not None
     x = torch.from_numpy(ctx.history[rows].toarray())
     mask &= x <= 0  # never a seen item (a member may rank one when all else is -inf)
@@ -196,8 +196,7 @@ def candidate_batch(
     user_stats = {k: torch.from_numpy(v[rows])[b] for k, v in ctx.user_stats.items()}
     cols += [mean_z[b, i], *item_stats.values(), *user_stats.values()]
     cols += [item_stats[a] - user_stats[u] for a, u in TIME_GAPS]
-    for matrix in ctx.side.categorical.values():
-        f = torch.from_numpy(matrix.toarray())  # items x values
+    for f in ctx.side_dense.values():  # items x values
         counts = x @ f  # how many of the user's items have each value
         share = counts / n_hist.clamp(min=1)[:, None]
         per_item = f.sum(dim=1).clamp(min=1)

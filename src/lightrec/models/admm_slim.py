@@ -90,13 +90,7 @@ class ADMMSLIM(ItemItemModule):
     def fit_closed_form(self, train: sp.csr_matrix) -> None:
         device = self.B.device
         dtype = fit_dtype(self.dtype_name, device)
-        size = torch.empty((), dtype=dtype).element_size()
-        self.check_memory(
-            device,
-            6 * self.num_items**2 * size / 1e9,
-            f"its item x item matrices ({str(dtype).removeprefix('torch.')})",
-            " use model.dtype=float32," if dtype == torch.float64 else "",
-        )
+        self.check_memory(device, dtype, 6 * self.num_items**2, "its item x item matrices")
         tf32 = torch.backends.cuda.matmul.allow_tf32
         torch.backends.cuda.matmul.allow_tf32 = False
         try:

@@ -31,13 +31,6 @@ from lightrec.params import PositiveFloat, PositiveInt
 log = logging.getLogger(__name__)
 
 
-def ease_memory_gb(num_items: int, dtype: torch.dtype) -> float:
-    """Peak memory of the fit: two n x n matrices at a time (the Gram matrix and its Cholesky
-    factor, then the factor and the inverse, which becomes B in place; a float64 B's float32
-    copy is half of one more)."""
-    return 2 * num_items**2 * torch.empty((), dtype=dtype).element_size() / 1e9
-
-
 def ease_weights(gram: torch.Tensor, lam: float) -> torch.Tensor:
     """``B`` from the Gram matrix ``X^T X`` (consumed: pass it and drop your reference), by a
     Cholesky inverse; at most two n x n matrices are alive at once.
@@ -125,12 +118,9 @@ class EASE(ItemItemModule):
 
     def check_fit_memory(self, device: torch.device, dtype: torch.dtype) -> None:
         """Refuse, before allocating, a fit in ``dtype`` that ``device`` cannot hold."""
-        self.check_memory(
-            device,
-            ease_memory_gb(self.num_items, dtype),
-            f"its item x item matrices ({str(dtype).removeprefix('torch.')})",
-            " use model.dtype=float32," if dtype == torch.float64 else "",
-        )
+        # peak: two n x n at a time (the Gram matrix and its Cholesky factor, then the factor
+        # and the inverse, which becomes B in place)
+        self.check_memory(device, dtype, 2 * self.num_items**2, "its item x item matrices")
 
     def fit_closed_form(self, train: sp.csr_matrix) -> None:
         device = self.B.device

@@ -18,7 +18,6 @@ convergence on MovieLens-100K). Float64 on the CPU and float32 on a GPU by defau
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -133,26 +132,13 @@ class HigherOrderEASE(ItemItemModule):
         self.register_buffer("C", torch.zeros(0, 0))
         self.register_buffer("pair_index", torch.zeros(0, 2, dtype=torch.long))
 
-    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kw: Any) -> None:
-        for name in ("C", "pair_index"):
-            weights = state_dict.get(prefix + name)
-            if weights is not None and weights.shape != getattr(self, name).shape:
-                setattr(self, name, torch.empty_like(weights, device=self.B.device))
-        super()._load_from_state_dict(state_dict, prefix, *args, **kw)
-
     def fit_closed_form(self, train: sp.csr_matrix) -> None:
         device = self.B.device
         dtype = fit_dtype(self.dtype_name, device)
-        size = torch.empty((), dtype=dtype).element_size()
-        n_users = train.shape[0]
         need = 4 * self.num_items**2 + 2 * self.n_pairs**2 + 3 * self.n_pairs * self.num_items
-        need += (self.n_pairs + self.num_items) * n_users  # the dense X and Z
-        self.check_memory(
-            device,
-            need * size / 1e9,
-            f"its item x item, pair x pair and user x item matrices ({dtype})",
-            " use model.dtype=float32, fewer model.pairs,",
-        )
+        need += (self.n_pairs + self.num_items) * train.shape[0]  # the dense X and Z
+        what = "its item x item, pair x pair and user x item matrices"
+        self.check_memory(device, dtype, need, what, " fewer model.pairs,")
         x = binary(train, np.float64 if dtype == torch.float64 else np.float32)
         pairs = frequent_pairs(x, self.n_pairs, self.min_support)
         tf32 = torch.backends.cuda.matmul.allow_tf32

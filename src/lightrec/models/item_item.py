@@ -50,14 +50,22 @@ class ItemItemModule(ClosedFormModule):
         self.register_buffer("B", torch.zeros(0, 0))
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kw: Any) -> None:
-        weights = state_dict.get(prefix + "B")
-        if weights is not None and weights.shape != self.B.shape:
-            self.B = torch.empty_like(weights, device=self.B.device)
+        # every buffer the fit makes (B, and a subclass's own) takes the checkpoint's shape
+        for name, buffer in list(self.named_buffers(recurse=False)):
+            weights = state_dict.get(prefix + name)
+            if weights is not None and weights.shape != buffer.shape:
+                setattr(self, name, torch.empty_like(weights, device=buffer.device))
         super()._load_from_state_dict(state_dict, prefix, *args, **kw)
 
-    def check_memory(self, device: torch.device, need_gb: float, what: str, hint: str) -> None:
-        """Refuse, before allocating, a fit that needs ``need_gb`` for ``what`` beyond the
-        memory free on ``device`` or beyond ``memory_budget_gb``; ``hint`` says what to do."""
+    def check_memory(
+        self, device: torch.device, dtype: torch.dtype, elements: int, what: str, hint: str = ""
+    ) -> None:
+        """Refuse, before allocating, a fit whose matrices (``what``) hold ``elements``
+        numbers of ``dtype``, beyond the memory free on ``device`` or beyond
+        ``memory_budget_gb``; ``hint`` adds what else to try."""
+        need_gb = elements * torch.empty((), dtype=dtype).element_size() / 1e9
+        if dtype == torch.float64:
+            hint = " use model.dtype=float32," + hint
         free = available_bytes(device)
         limits = []
         if free is not None:
@@ -70,8 +78,9 @@ class ItemItemModule(ClosedFormModule):
             if need_gb > limit:
                 raise LightrecError(
                     f"{type(self).__name__} on {self.num_items:,} items needs about "
-                    f"{need_gb:.1f} GB for {what}, over {where}:{hint} drop rare items "
-                    "(data.min_interactions), or use a bigger device"
+                    f"{need_gb:.1f} GB for {what} ({str(dtype).removeprefix('torch.')}), "
+                    f"over {where}:{hint} drop rare items (data.min_interactions), or use a "
+                    "bigger device"
                 )
 
     def set_weights(self, weights: np.ndarray | torch.Tensor) -> None:

@@ -30,11 +30,6 @@ from lightrec.params import NonNegativeFloat, PositiveFloat, PositiveInt
 log = logging.getLogger(__name__)
 
 
-def dense_memory_gb(num_items: int, copies: int = 2) -> float:
-    """``copies`` n x n float32 matrices."""
-    return copies * num_items**2 * 4 / 1e9
-
-
 def cosine_weights(x: sp.csr_matrix, k: int, shrink: float) -> np.ndarray:
     """The ItemKNN matrix of the binary matrix ``x`` (float32, dense).
 
@@ -104,9 +99,9 @@ class ItemKNN(ItemItemModule):
         self.k, self.shrink = k, shrink
 
     def fit_closed_form(self, train: sp.csr_matrix) -> None:
+        # similarities, denominators, the top-k index: three n x n on the host
         host = torch.device("cpu")
-        need = dense_memory_gb(self.num_items, 3)  # similarities, denominators, top-k index
-        self.check_memory(host, need, "its item x item matrices (float32)", "")
+        self.check_memory(host, torch.float32, 3 * self.num_items**2, "its item x item matrices")
         self.set_weights(torch.from_numpy(cosine_weights(binary(train), self.k, self.shrink)))
         log.info("ItemKNN fit on %d items, k %d, shrink %s", self.num_items, self.k, self.shrink)
 
@@ -137,9 +132,9 @@ class RP3beta(ItemItemModule):
         self.k, self.alpha, self.beta = k, alpha, beta
 
     def fit_closed_form(self, train: sp.csr_matrix) -> None:
+        # the walk, its top-k index, B: three n x n on the host
         host = torch.device("cpu")
-        need = dense_memory_gb(self.num_items, 3)  # the walk, its top-k index, B
-        self.check_memory(host, need, "its item x item matrices (float32)", "")
+        self.check_memory(host, torch.float32, 3 * self.num_items**2, "its item x item matrices")
         w = rp3beta_weights(binary(train), self.k, self.alpha, self.beta)
         self.set_weights(torch.from_numpy(w))
         log.info(
