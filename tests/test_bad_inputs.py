@@ -561,3 +561,87 @@ def test_blend_refuses_runs_trained_on_different_contents_of_one_file(tmp_path):
         runs.append(str(run_dir))
     with pytest.raises(LightrecError, match="differ in their data file's content when trained"):
         blend.blend(runs, out=tmp_path / "b" / "submission.csv")
+
+
+# ---------------------------------------------------------------- ids are text
+
+
+def zero_padded_log(tmp_path):
+    """Users ``7`` and ``007`` (and items ``42`` and ``0042``): different people and films
+    whose ids a number-reading parser merges."""
+    log = make_log(n_users=12, n_items=15).astype({"user": str, "item": str})
+    log.loc[log.user == "3", "user"] = "007"  # and user "7" is there already
+    log.loc[log.item == "5", "item"] = "0042"
+    log.loc[log.item == "6", "item"] = "42"
+    path = tmp_path / "padded.csv"
+    log.to_csv(path, index=False)
+    return path, log
+
+
+def test_ids_are_text_end_to_end(tmp_path):
+    """Read, cache, reload from the cache, train, predict: ``007`` and ``7`` stay two users
+    and the submission writes every id back byte for byte."""
+    csv, log = zero_padded_log(tmp_path)
+    dm = dm_for(csv, tmp_path, min_interactions=3, use_cache=True)
+    assert dm.num_users == 12 and dm.num_items == 15
+    assert {"007", "7"} <= set(dm.meta["user_ids"]) and {"0042", "42"} <= set(dm.meta["item_ids"])
+    again = dm_for(csv, tmp_path, min_interactions=3, use_cache=True)
+    assert again.from_cache and again.meta["user_ids"] == dm.meta["user_ids"]
+
+    run_dir = tmp_path / "saved" / "hydra_logs" / "ease" / "d" / "t"
+    cfg = compose_cfg("ease", [*cpu_overrides(tmp_path, csv), "predict.top_k=3"], run_dir)
+    train.fit(cfg)
+    sub = pd.read_csv(predict.run(cfg), dtype=str)
+    assert set(sub.user) == set(log.user) and len(sub) == 12 * 3
+    assert set(sub.item) <= set(log.item)
+    seen = set(zip(log.user, log.item, strict=True))
+    assert not any((u, i) in seen for u, i in zip(sub.user, sub.item, strict=True))
+
+
+def test_the_id_typing_rule():
+    from lightrec.data.interactions import typed_ids
+
+    def typed(*texts):
+        return typed_ids(pd.Series(list(texts))).tolist()
+
+    assert typed("7", "12", "-3", "0") == [7, 12, -3, 0]
+    assert typed(str(2**63 - 1)) == [2**63 - 1]
+    # a single text a number would not write back keeps the whole column as text
+    for odd in ("007", "+7", " 7", "-0", "7.0", "1e3", str(2**63), "x"):
+        assert typed("7", odd) == ["7", odd], odd
+
+
+@pytest.mark.parametrize("block", [3, 4, 5, 1 << 24])  # small blocks: patterns across edges
+def test_the_check_that_numbers_are_plainly_written(tmp_path, monkeypatch, block):
+    from lightrec.data import interactions
+
+    monkeypatch.setattr(interactions, "SCAN_BLOCK", block)
+    plain = ["1,2", "0,12", "-5,0", "10,20\n30,0", "7,1.05"]
+    odd = ["1,007", "007,1", "1,-0", "1,-07", "1,+3", "1, 3", '"7",1', "1,2\n03,4", "1,00"]
+    for rows in plain + odd:
+        path = tmp_path / "log.csv"
+        path.write_text(f"user,item\n{rows}\n")
+        assert interactions._plain_numbers(path) == (rows in plain), (rows, block)
+
+
+def test_ids_of_two_files_match_as_text():
+    """A run whose map holds text ids, and a file whose ids are all numbers (or the other
+    way round): compared as text, never as a number against a string."""
+    from lightrec.data.interactions import index_of
+
+    assert index_of(["007", "7", "x"], np.array([7, 8])).tolist() == [1, -1]
+    assert index_of([7, 42], np.array(["42", "0042"], dtype=object)).tolist() == [1, -1]
+    cat = pd.Series(pd.Categorical.from_codes([1, 0, 1], np.array([7, 9])))
+    assert index_of(["9", "007"], cat).tolist() == [0, -1, 0]  # 9, 7, 9
+
+
+def test_hide_writes_the_ids_back_as_they_were(tmp_path):
+    from lightrec import submission
+
+    csv, log = zero_padded_log(tmp_path)
+    train_out, hidden_out = tmp_path / "train.csv", tmp_path / "hidden.csv"
+    assert submission.main(["hide", str(csv), str(train_out), str(hidden_out), "--m", "1"]) == 0
+    train_, hidden = pd.read_csv(train_out, dtype=str), pd.read_csv(hidden_out, dtype=str)
+    assert set(hidden.user) == set(log.user)  # 007 and 7 each lost two items of their own
+    assert (hidden.groupby("user").size() == 2).all()
+    assert sorted(pd.concat([train_, hidden]).item) == sorted(log.item)

@@ -52,6 +52,19 @@ def test_string_item_ids_match_the_item_map(tmp_path):
 
 
 @pytest.mark.slow
+def test_side_ids_are_text_like_the_data_files(tmp_path):
+    """``0042`` in a side file is not item 42 (ids are text, as the data file reads them),
+    whether the item map holds numbers or text."""
+    folder = tmp_path / "side"
+    folder.mkdir()
+    (folder / "genres.tsv").write_text("item\tgenres\n42\tDrama\n0042\tWar\n7\tComedy\n")
+    numbers = read_item_features(folder, [7, 42])
+    assert numbers.vocab["genres"] == ["Comedy", "Drama"] and numbers.unknown_items == 1
+    assert numbers.categorical["genres"].toarray().tolist() == [[1, 0], [0, 1]]
+    text = read_item_features(folder, ["0042", "7", "42"])
+    assert text.categorical["genres"].toarray().tolist() == [[0, 0, 1], [1, 0, 0], [0, 1, 0]]
+
+
 def test_the_built_in_movielens_has_genres_and_years(tmp_path):
     """The default run reads them: items.csv beside the prepared MovieLens-100K."""
     dm = dm_for(None, tmp_path, path=None, data_dir=str(ROOT / "data"), item_features="auto")

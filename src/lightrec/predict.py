@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from lightrec import submission
 from lightrec.config_check import check_config, target_class
 from lightrec.data.datasets import data_file
-from lightrec.data.interactions import History, full_history, read_interactions
+from lightrec.data.interactions import History, full_history, index_of, read_interactions
 from lightrec.errors import LightrecError
 from lightrec.models.base import RecommenderModule
 from lightrec.progress import say
@@ -126,7 +126,7 @@ def run(cfg: DictConfig) -> Path:
     data_cfg, which_data = predict_data(cfg, run_cfg)
     history = load_history(data_cfg, id_maps["item_ids"])
     if data_cfg is cfg.data:  # another file than the run's: say what differs
-        new_users = len(set(history.users.tolist()) - set(id_maps["user_ids"]))
+        new_users = int((index_of(id_maps["user_ids"], history.users) < 0).sum())
         say(
             f"predicting for {which_data}: {new_users:,} of its {len(history.users):,} users "
             f"were not in the run's training data; {history.n_unknown:,} rows name items the "

@@ -124,9 +124,10 @@ def score(submission: pd.DataFrame, hidden: pd.DataFrame, k: int = 10) -> dict[s
 
 
 def read(path: str, what: str, columns: Sequence[str]) -> pd.DataFrame:
-    """The CSV at ``path`` with at least ``columns``, or one sentence naming the file."""
+    """The CSV at ``path`` with at least ``columns``, or one sentence naming the file. Ids
+    are text, as training reads them: ``007`` stays ``007`` in a file ``hide`` writes."""
     try:
-        df = pd.read_csv(path)
+        df = pd.read_csv(path, dtype={"user": str, "item": str})
     except FileNotFoundError:
         raise LightrecError(f"the {what} {path} does not exist") from None
     except (OSError, ValueError, UnicodeDecodeError) as e:  # a folder, binary, not CSV

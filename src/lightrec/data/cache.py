@@ -38,7 +38,7 @@ from lightrec.utils.io import remove_stale_temps, write_json
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: ids read as text (007 and 7 are two ids)
 PREFIX = "lightrec-"
 FINGERPRINTS = f"{PREFIX}fingerprints.json"
 

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from lightrec.data.interactions import ids_as_read
+from lightrec.data.interactions import index_of
 from lightrec.errors import LightrecError
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,6 @@ def read_item_features(path: Path, item_ids: list) -> ItemFeatures:
     pairs = _read_folder(path) if path.is_dir() else _read_csv(path)
     if not pairs:
         raise LightrecError(f"data.item_features: {path} holds no field (expected item features)")
-    index = pd.Index(item_ids)
     out = ItemFeatures()
     unknown: set = set()
     for name, frame in pairs.items():
@@ -100,8 +99,8 @@ def read_item_features(path: Path, item_ids: list) -> ItemFeatures:
         given = values.to_numpy() != ""
         numbers = pd.to_numeric(values, errors="coerce").to_numpy(float)
         numeric = given.any() and (~np.isnan(numbers[given])).mean() >= NUMERIC_SHARE
-        items = ids_as_read(frame["item"])
-        rows = index.get_indexer(items)
+        items = frame["item"].astype(str).to_numpy(dtype=object)  # ids are text
+        rows = index_of(item_ids, items)
         unknown |= set(items[rows < 0])
         keep = given & (rows >= 0)  # the field's type is the whole file's; rows are the map's
         rows, values, numbers = rows[keep], values[keep], numbers[keep]
@@ -115,8 +114,8 @@ def read_item_features(path: Path, item_ids: list) -> ItemFeatures:
                     (~is_number).sum(),
                 )
             r, v = rows[is_number], numbers[is_number]
-            total = np.bincount(r, weights=v, minlength=len(index))
-            count = np.bincount(r, minlength=len(index))
+            total = np.bincount(r, weights=v, minlength=len(item_ids))
+            count = np.bincount(r, minlength=len(item_ids))
             out.numeric[name] = np.where(count > 0, total / np.maximum(count, 1), np.nan)
             continue
         codes, vocab = pd.factorize(values, sort=True)
@@ -125,7 +124,7 @@ def read_item_features(path: Path, item_ids: list) -> ItemFeatures:
             out.text.append(name)  # a title: nearly one value per item, nothing to share
             continue
         ones = np.ones(len(rows), dtype=np.float32)
-        m = sp.csr_matrix((ones, (rows, codes)), shape=(len(index), len(vocab)))
+        m = sp.csr_matrix((ones, (rows, codes)), shape=(len(item_ids), len(vocab)))
         m.sum_duplicates()
         m.data[:] = 1.0
         out.categorical[name] = m
