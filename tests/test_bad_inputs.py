@@ -645,3 +645,108 @@ def test_hide_writes_the_ids_back_as_they_were(tmp_path):
     assert set(hidden.user) == set(log.user)  # 007 and 7 each lost two items of their own
     assert (hidden.groupby("user").size() == 2).all()
     assert sorted(pd.concat([train_, hidden]).item) == sorted(log.item)
+
+
+# ---------------------------------------------------------------- a full disk
+
+
+def _full(monkeypatch, free: int = 0):
+    """The disk of every output reports ``free`` bytes left."""
+    from lightrec.utils import io as lio
+
+    monkeypatch.setattr(lio, "free_bytes", lambda folder: free)
+
+
+def test_an_atomic_write_on_a_full_disk_is_one_sentence_and_leaves_the_old_file(tmp_path):
+    import errno
+
+    from lightrec.utils.io import NoSpace, atomic_write
+
+    out = tmp_path / "submission.csv"
+    out.write_text("the old one\n")
+
+    def fill(f):
+        f.write("half of it")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(NoSpace) as e:
+        atomic_write(out, fill)
+    one_sentence(e.value, f"the disk of {tmp_path} is full", "free)", "submission.csv was not")
+    assert out.read_text() == "the old one\n" and sorted(tmp_path.iterdir()) == [out]
+
+
+def test_a_checkpoint_writer_that_hides_the_errno_counts_as_a_full_disk_only_when_full(
+    tmp_path, monkeypatch
+):
+    """torch's zip writer fails with a RuntimeError ("unexpected pos") on a full disk: the
+    free space decides; nothing is left at the final path either way."""
+    from lightrec import resume
+    from lightrec.utils.io import NoSpace
+
+    def broken_save(obj, f):
+        f.write(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos")
+
+    monkeypatch.setattr(resume.torch, "save", broken_save)
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    with pytest.raises(RuntimeError, match="unexpected pos"):  # space left: a real bug
+        resume.AtomicCheckpointIO().save_checkpoint({"x": 1}, ckpt)
+    _full(monkeypatch, free=4096)
+    with pytest.raises(NoSpace) as e:
+        resume.AtomicCheckpointIO().save_checkpoint({"x": 1}, ckpt)
+    one_sentence(e.value, "checkpoints is full (4.0 KB free)", "last.ckpt was not written")
+    assert list(ckpt.parent.iterdir()) == []
+
+
+def test_training_onto_a_full_disk_is_one_sentence_before_any_work(
+    tmp_path, tiny_csv, monkeypatch, capsys
+):
+    import lightrec.utils.io as lio
+
+    real, log_root = lio.free_bytes, str(tmp_path / "saved")
+    monkeypatch.setattr(lio, "free_bytes", lambda f: 0 if str(f).startswith(log_root) else real(f))
+    assert cli.main(["train", "ease", *cpu_overrides(tmp_path, tiny_csv)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "Traceback" not in err
+    assert "paths.log_root" in err and "its disk is full (0 bytes free)" in err
+    assert not [p for p in (tmp_path / "saved").rglob("*") if p.is_file()]
+
+
+def test_a_disk_filling_during_training_is_one_sentence(tmp_path, tiny_csv, monkeypatch, capsys):
+    """The checkpoint write that finds the disk full ends the run with one sentence, and
+    no checkpoint (whole or half) is left at a final path."""
+    from lightrec import resume
+
+    def full_save(obj, f):
+        raise RuntimeError("unexpected pos 85184 vs 85104")
+
+    monkeypatch.setattr(resume.torch, "save", full_save)
+    import lightrec.utils.io as lio
+
+    real = lio.free_bytes  # the disk fills once training writes its first checkpoint
+    monkeypatch.setattr(lio, "free_bytes", lambda f: 1000 if "checkpoints" in str(f) else real(f))
+    args = ["train", "multi_vae_v2", *cpu_overrides(tmp_path, tiny_csv)]
+    with pytest.raises(SystemExit) as e:
+        cli.main(args)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "Traceback" not in err
+    assert "is full (1000 bytes free): last.ckpt was not written" in err
+    assert not list((tmp_path / "saved").rglob("*.ckpt"))
+
+
+def test_a_cache_that_fills_the_disk_is_a_warning_and_the_run_goes_on(
+    tmp_path, tiny_csv, monkeypatch
+):
+    import errno
+
+    from lightrec.data import cache
+
+    def no_room(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cache.np, "savez", no_room)
+    with pytest.warns(UserWarning, match="was not cached .*No space left"):
+        dm = dm_for(tiny_csv, tmp_path, use_cache=True)
+    assert dm.num_users == 40 and not dm.from_cache
+    assert not [p for p in (tmp_path / "cache").iterdir() if p.name != "lightrec-fingerprints.json"]

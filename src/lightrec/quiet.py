@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import logging
 import warnings
 
 SILENCED = (
@@ -26,6 +27,9 @@ SILENCED = (
 
 
 def silence() -> None:
-    """Ignore the warnings of :data:`SILENCED` in this process."""
+    """Ignore the warnings of :data:`SILENCED` in this process, and the tracebacks logging
+    prints when a log file cannot be written (a full disk is reported once, by the write
+    that needed the space)."""
+    logging.raiseExceptions = False
     for message in SILENCED:
         warnings.filterwarnings("ignore", message=message)

@@ -38,7 +38,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from lightrec.errors import LightrecError
-from lightrec.utils.io import remove_stale_temps, temp_beside
+from lightrec.utils.io import atomic_write, remove_stale_temps
 from lightrec.utils.path_utils import RunDir
 
 # what must match for a run to be continued: everything that shapes its computation
@@ -126,15 +126,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     readers and resumes see the old file or the new one, never half of one."""
 
     def save_checkpoint(self, checkpoint: dict, path: Any, storage_options: Any = None) -> None:
-        path = Path(path)
-        fd, tmp = temp_beside(path)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(checkpoint, f)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(Path(path), lambda f: torch.save(checkpoint, f), binary=True)
 
 
 def remove_partial_checkpoints(run: RunDir) -> None:

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from lightrec.utils.io import remove_stale_temps, write_json
+from lightrec.utils.io import NoSpace, remove_stale_temps, write_json
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,10 @@ def file_md5(path: str | Path, cache_dir: str | Path | None = None) -> str:
     memo_path, memo = _memo(cache_dir)
     if memo_path is not None:
         memo[str(path)] = {"stamp": stamp, "md5": digest}
-        write_json(memo_path, memo)
+        try:
+            write_json(memo_path, memo)
+        except (OSError, NoSpace) as e:  # a memo only saves hashing the file next time
+            log.warning("the file hashes in %s were not remembered (%s)", memo_path, e)
     return digest
 
 

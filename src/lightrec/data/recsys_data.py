@@ -37,7 +37,7 @@ from lightrec.data.sequences import sequence_matrix
 from lightrec.data.splits import TEST, TRAIN, VALID, Holdout, SplitSpec, Strategy
 from lightrec.errors import LightrecError
 from lightrec.params import NonNegativeInt, OpenFraction, PositiveInt
-from lightrec.utils.io import unwritable
+from lightrec.utils.io import NoSpace, unwritable
 from lightrec.utils.memory import available_bytes
 from lightrec.utils.parallel import in_parallel
 
@@ -267,7 +267,14 @@ class RecSysDataModule(pl.LightningDataModule):
         self.meta["params"] = self.split_params()
         log.info("prepared %s: %s", path, self.meta["stats"])
         if key is not None:
-            cache.save(self.cache_dir, key, self.arrays, self.meta)
+            try:
+                cache.save(self.cache_dir, key, self.arrays, self.meta)
+            except (OSError, NoSpace) as e:  # a full disk, say: the run goes on without it
+                warnings.warn(
+                    f"data_cache.cache_dir {self.cache_dir}: the prepared data was not cached "
+                    f"({e}); the run goes on",
+                    stacklevel=2,
+                )
 
     # ---------------------------------------------------------------- views
     def setup(self, stage: str | None = None) -> None:

@@ -1,17 +1,67 @@
-"""Atomic file writing: outputs appear whole or not at all."""
+"""Atomic file writing: outputs appear whole or not at all; a full disk is one sentence."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from lightrec.errors import LightrecError
+
 TEMP_SUFFIX = ".tmp"
 STALE_AFTER_S = 600.0  # a temporary file this old is a killed write's, not one in progress
+# below this much free space a folder counts as full before anything is written to it, and
+# a writer that hides its errno (torch's zip writer) is taken to have failed for space
+MIN_FREE_BYTES = 1 << 20
+
+
+class NoSpace(LightrecError):
+    """A write failed because its disk is full (nothing was left at the final path)."""
+
+
+def free_bytes(folder: str | Path) -> int | None:
+    """Free space on the disk of ``folder`` (or of its nearest existing parent)."""
+    at = Path(folder).expanduser().absolute()
+    while not at.exists() and at != at.parent:
+        at = at.parent
+    try:
+        return shutil.disk_usage(at).free
+    except OSError:
+        return None
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "unknown space"
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} bytes"
+
+
+def no_space(path: str | Path, free: int | None) -> NoSpace:
+    """The one sentence for a write to ``path`` that ran out of space (``free`` bytes were
+    left when it failed)."""
+    path = Path(path)
+    return NoSpace(
+        f"the disk of {path.parent} is full ({_size(free)} free): {path.name} was not "
+        "written; free some space or point this output elsewhere"
+    )
+
+
+def out_of_space(error: BaseException, free: int | None) -> bool:
+    """Whether a failed write failed for want of space: ENOSPC or EDQUOT, or another error
+    of a writer that hides the errno (torch's zip writer) with under 1 MiB left."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return isinstance(error, (OSError, RuntimeError)) and free is not None and free < MIN_FREE_BYTES
 
 
 def temp_beside(path: Path) -> tuple[int, str]:
@@ -39,16 +89,22 @@ def remove_stale_temps(folder: str | Path, older_than_s: float = STALE_AFTER_S) 
     return removed
 
 
-def atomic_write(path: str | Path, write: Callable[[IO[str]], None]) -> Path:
-    """Call ``write(f)`` on a temporary file next to ``path``, then rename it into place."""
+def atomic_write(path: str | Path, write: Callable[[IO[Any]], None], binary: bool = False) -> Path:
+    """Call ``write(f)`` on a temporary file next to ``path``, then rename it into place.
+    A full disk is :class:`NoSpace`, with the temporary file gone."""
     path = Path(path)
-    fd, tmp = temp_beside(path)
+    tmp = None
     try:
-        with os.fdopen(fd, "w", newline="") as f:
+        fd, tmp = temp_beside(path)
+        with os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", newline="") as f:
             write(f)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as e:
+        free = free_bytes(path.parent)  # before the temporary file frees its space
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if out_of_space(e, free):
+            raise no_space(path, free) from None
         raise
     return path
 
@@ -68,4 +124,7 @@ def unwritable(folder: str | Path) -> str | None:
         os.unlink(probe)
     except OSError as e:
         return f"{type(e).__name__}: {e.strerror or e}"
+    free = free_bytes(root)
+    if free is not None and free < MIN_FREE_BYTES:
+        return f"its disk is full ({_size(free)} free)"
     return None
