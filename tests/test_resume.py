@@ -195,18 +195,24 @@ def start(args, tmp_path) -> subprocess.Popen:
     )
 
 
-def wait_for_epoch(log_root, epoch: int, proc: subprocess.Popen, timeout: float = 120) -> None:
-    """Until the run's last.ckpt is at least at ``epoch`` (0-based)."""
+def wait_for_epoch(
+    log_root, epoch: int, proc: subprocess.Popen, resumes: int = 0, timeout: float = 120
+) -> float:
+    """Until the run's last.ckpt is at least at ``epoch`` (0-based) and was written by a
+    process that had resumed the run ``resumes`` times (a checkpoint an earlier process left
+    does not count); the time it was seen."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()[1][-2000:]
         for ckpt in log_root.rglob("last.ckpt"):
             try:
-                if torch.load(ckpt, weights_only=True)["epoch"] >= epoch:
-                    return
+                state = torch.load(ckpt, weights_only=True)
             except Exception:  # noqa: BLE001 - being replaced right now
-                pass
-        time.sleep(0.05)
+                continue
+            written_by = [v["resumes"] for v in state["callbacks"].values() if "resumes" in v]
+            if state["epoch"] >= epoch and written_by == [resumes]:
+                return time.monotonic()
+        time.sleep(0.02)
     raise AssertionError("the run did not get there in time")
 
 
@@ -226,10 +232,15 @@ def test_sigkill_mid_epoch_then_resume_finishes_like_an_uninterrupted_run(tmp_pa
     csv, whole = uninterrupted
     log_root = tmp_path / "saved"
     args = [sys.executable, str(ROOT / "train_multi_vae.py"), *overrides(tmp_path, csv, log_root)]
-    for kill_after_epoch in (1, 3):  # killed twice, the second time in the resumed run
+    # killed twice, the second time in the resumed run: each kill waits for checkpoints of
+    # its own process (with torch 2.14 an epoch here can be shorter than a fixed sleep, and
+    # the second kill then hit the resumed run before it had written anything), and lands
+    # inside the next epoch, whatever an epoch lasts on this machine
+    for resumes, kill_after_epoch in enumerate((1, 3)):
         proc = start(args, tmp_path)
-        wait_for_epoch(log_root, kill_after_epoch, proc)
-        time.sleep(random.uniform(0.05, 0.4))  # somewhere inside the next epoch
+        before = wait_for_epoch(log_root, kill_after_epoch - 1, proc, resumes)
+        seen = wait_for_epoch(log_root, kill_after_epoch, proc, resumes)
+        time.sleep(random.uniform(0.1, 0.8) * (seen - before))  # an epoch's length, at most
         proc.kill()
         proc.wait()
         assert not list(log_root.rglob("metrics.json"))
