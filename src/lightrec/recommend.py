@@ -50,14 +50,26 @@ def recommend_topk(
     score: Scorer, n_users: int, k: int, batch_size: int, progress: str = "none"
 ) -> np.ndarray:
     """``(n_users, k)`` item indices, best first, never an item the user has seen."""
-    out = np.empty((n_users, k), dtype=np.int64)
-    for rows, scores, seen in batches(score, range(n_users), batch_size, progress):
+    return top_items(score, range(n_users), k, batch_size, progress)[0]
+
+
+def top_items(
+    score: Scorer, rows: Sequence[int], k: int, batch_size: int, progress: str = "none"
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(len(rows), k)`` item indices of the users ``rows``, best first, never an item the
+    user has seen, and their scores (the one top-K of predict and the Python API)."""
+    out = np.empty((len(rows), k), dtype=np.int64)
+    values = np.empty((len(rows), k), dtype=np.float32)
+    at = 0
+    for chunk, scores, seen in batches(score, rows, batch_size, progress):
         top = exclude_seen(scores.float(), seen).topk(k, dim=1)
-        out[rows[0] : rows[-1] + 1] = top.indices.cpu().numpy()
+        out[at : at + len(chunk)] = top.indices.cpu().numpy()
+        values[at : at + len(chunk)] = top.values.cpu().numpy()
+        at += len(chunk)
         if torch.isinf(top.values).any():
-            bad = rows[int(torch.isinf(top.values).any(dim=1).nonzero()[0])]
+            bad = chunk[int(torch.isinf(top.values).any(dim=1).nonzero()[0])]
             raise LightrecError(f"user row {bad} has fewer than predict.top_k={k} unseen items")
-    return out
+    return out, values
 
 
 def check_enough_unseen(history: sp.csr_matrix, k: int, user_ids: Sequence | np.ndarray) -> None:
