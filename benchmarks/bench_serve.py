@@ -1,0 +1,138 @@
+"""Load test of ``python -m lightrec serve`` on loopback:
+``python benchmarks/bench_serve.py RUN_DIR [--requests 3000] [--clients 4] [--k 10]``.
+
+Starts the server on a finished run as a user does, sends ``--requests`` ``POST
+/recommend`` requests from ``--clients`` concurrent clients (each a keep-alive HTTP
+connection on its own thread), every body a real history of the run's data file (a random
+user's items, in time order), and prints one JSON line: p50 / p99 latency, requests per
+second, error responses, and the server's resident memory after a warm-up and at the end
+(memory flat: the two agree).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from lightrec.api import load_run
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def bodies(run_dir: str, n: int, k: int, seed: int = 0) -> list[bytes]:
+    """``n`` request bodies: histories of random users of the run's data file."""
+    run = load_run(run_dir)
+    users, items, times = run.history.rows()
+    order = np.lexsort((times, users))
+    users, items = users[order], items[order]
+    starts = np.searchsorted(users, np.arange(len(run.history.users) + 1))
+    rng = np.random.default_rng(seed)
+    ids = np.asarray(run.item_ids, dtype=object)
+    out = []
+    for u in rng.integers(0, len(run.history.users), n):
+        history = ids[items[starts[u] : starts[u + 1]]].tolist()
+        out.append(json.dumps({"items": history, "k": k}).encode())
+    return out
+
+
+def client(port: int, work: list[bytes], latencies: list[float], errors: list[int]) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    headers = {"Content-Type": "application/json"}
+    for body in work:
+        t = time.perf_counter()
+        conn.request("POST", "/recommend", body=body, headers=headers)
+        response = conn.getresponse()
+        response.read()
+        latencies.append(time.perf_counter() - t)
+        if response.status != 200:
+            errors.append(response.status)
+    conn.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("run_dir")
+    ap.add_argument("--requests", type=int, default=3000)
+    ap.add_argument("--clients", type=int, default=4)
+    ap.add_argument("--k", type=int, default=10)
+    a = ap.parse_args()
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "lightrec", "serve", a.run_dir, "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if server.poll() is not None:
+                raise SystemExit(server.communicate()[1][-2000:])
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                conn.request("GET", "/health")
+                health = json.loads(conn.getresponse().read())
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise SystemExit("the server did not start") from None
+                time.sleep(0.2)
+        work = bodies(a.run_dir, a.requests + 200, a.k)
+        client(port, work[:200], [], [])  # warm-up
+        rss_warm = rss_mb(server.pid)
+        latencies: list[float] = []
+        errors: list[int] = []
+        shares = [work[200 + i :: a.clients] for i in range(a.clients)]
+        threads = [
+            threading.Thread(target=client, args=(port, share, latencies, errors))
+            for share in shares
+        ]
+        t = time.perf_counter()
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        wall = time.perf_counter() - t
+        ms = np.array(latencies) * 1000
+        print(
+            json.dumps(
+                {
+                    "model": health["model"],
+                    "requests": len(latencies),
+                    "clients": a.clients,
+                    "p50_ms": round(float(np.percentile(ms, 50)), 1),
+                    "p99_ms": round(float(np.percentile(ms, 99)), 1),
+                    "requests_per_s": round(len(latencies) / wall, 1),
+                    "errors": len(errors),
+                    "rss_after_warmup_mb": round(rss_warm, 1),
+                    "rss_end_mb": round(rss_mb(server.pid), 1),
+                }
+            )
+        )
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
