@@ -5,11 +5,13 @@ one sentence."""
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 import lightrec
 from helpers import CONTRACT, compose_cfg, cpu_overrides, make_log
@@ -121,7 +123,6 @@ def test_recommend_from_the_shell(runs, tmp_path, capsys):
 
 def _call(url: str, body: bytes | None = None) -> tuple[int, dict]:
     """A real HTTP request (urllib): (status, JSON body), 4xx and 5xx included."""
-    import json
     import urllib.error
     import urllib.request
 
@@ -167,8 +168,6 @@ def server(runs):
 
 
 def test_the_server_answers_like_the_api(server, runs):
-    import json
-
     base, run_dir = server
     status, health = _call(base + "/health")
     assert status == 200 and health["model"] == "SASRec" and health["run"] == str(run_dir)
@@ -209,3 +208,33 @@ def test_bad_requests_are_a_4xx_with_one_sentence(server, path, body, status, fr
     got, answer = _call(server[0] + path, body)
     assert got == status and fragment in answer["error"], answer
     assert answer["error"].count("\n") == 0 and list(answer) == ["error"]
+
+
+# ---------------------------------------------------------------- export
+
+
+@pytest.mark.parametrize("config", list(CONTRACT))
+def test_the_exported_scorer_ranks_like_the_toolkit(runs, config, tmp_path):
+    """Every model's scorer as a torch.export program: loaded without lightrec's classes,
+    the same top 10 for every user (a batch of another size than the export's); the check
+    catches a scorer that is not this run's."""
+    from lightrec import export
+
+    run = lightrec.load_run(runs[1][config])
+    out = export.export(run, tmp_path / "scorer.pt2")
+    assert export.check(run, out, n_users=30) == 0
+    assert json.loads((tmp_path / "scorer.pt2.items.json").read_text()) == run.item_ids
+    scores = torch.export.load(str(out)).module()(export.model_input(run, [0, 1, 2])[0])
+    assert scores.shape == (3, len(run.item_ids))
+    same_view = {"sasrec": "bert4rec_v2", "bert4rec_v2": "sasrec", "pop": "ease"}
+    other = lightrec.load_run(runs[1][same_view.get(config, "pop")])
+    export.export(other, tmp_path / "other.pt2")
+    assert export.check(run, tmp_path / "other.pt2", n_users=30) > 0
+
+
+def test_export_from_the_shell(runs, tmp_path, capsys):
+    out = tmp_path / "scorer.pt2"
+    assert cli.main(["export", str(runs[1]["multi_vae_v2"]), "--out", str(out)]) == 0
+    assert "the same top 10 as the toolkit for 100 users" in capsys.readouterr().out
+    assert cli.main(["export", str(runs[1]["multi_vae_v2"]), "--out", str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err

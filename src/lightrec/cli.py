@@ -54,6 +54,7 @@ TOOL_MODES = {
     "best": "train the recipe's members (best.members) and blend or re-rank them",
     "blend": "blend finished runs: blend RUN_DIR RUN_DIR ... (blend --help)",
     "rerank": "re-rank finished runs' candidates with a GBDT ranker (rerank --help)",
+    "export": "a run's scorer as TorchScript, checked against the toolkit (export --help)",
     "recommend": "a run's recommendations with scores, also for new histories (recommend --help)",
     "report": "the results table from finished runs (report --help)",
     "serve": "a run's model behind HTTP on 127.0.0.1: serve RUN_DIR [--port] (serve --help)",
@@ -78,7 +79,7 @@ def usage(default_config: str | None = None) -> str:
     lines = [
         "usage: python -m lightrec MODE [CONFIG] [-m] [key=value ...]",
         "       python -m lightrec best [key=value ...]",
-        "       python -m lightrec blend|rerank|recommend|report|serve|submission ARGS",
+        "       python -m lightrec blend|export|recommend|rerank|report|serve|submission ARGS",
         "",
         "modes:",
         *(f"  {m:<{width}}  {what}" for m, what in {**CONFIG_MODES, **TOOL_MODES}.items()),
@@ -199,10 +200,11 @@ def _without_resume(cmd: Command) -> Command:
 
 
 def _tool(mode: str, args: list[str]) -> int:
-    from lightrec import api, blend, report, rerank, serve, submission
+    from lightrec import api, blend, export, report, rerank, serve, submission
 
     mains: dict[str, Callable[[list[str]], int]] = {
         "blend": blend.main,
+        "export": export.main,
         "recommend": api.main,
         "rerank": rerank.main,
         "report": report.main,

@@ -50,6 +50,12 @@ class RecommenderModule(pl.LightningModule, ABC):
         """``(scores, seen)``: scores (B, I) for every item of the catalogue, and the items
         (B, I, non-zero = seen) that must never be recommended to these users."""
 
+    def scores_from(self, x: torch.Tensor) -> torch.Tensor:
+        """Scores (B, I) from the model's input alone: history rows (B, I) for the CSR view,
+        token sequences (B, L) for the sequence view (what an exported scorer computes,
+        :mod:`lightrec.export`). A sequence model overrides it."""
+        return self.score_batch({"input_dense": x})[0]
+
     def item_embeddings(self) -> torch.Tensor | None:
         """One vector per item (num_items, D) for TensorBoard's projector, or None when the
         model has no such table."""

@@ -219,13 +219,15 @@ class BERT4Rec(RecommenderModule):
         """What the model reads to predict the next item: the history, then [MASK]."""
         return append_mask(seq, self.num_items)
 
-    def score_batch(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        seq = self.query(batch["seq"])  # (B, L), [MASK] in the last column
+    def scores_from(self, x: torch.Tensor) -> torch.Tensor:
+        seq = self.query(x)  # (B, L), [MASK] in the last column
         positions = torch.zeros_like(seq, dtype=torch.bool)
         positions[:, -1] = True
-        scores = self.net(seq, positions)  # (B, I)
+        return self.net(seq, positions)  # (B, I)
+
+    def score_batch(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         seen = dense_rows(batch["input_indptr"], batch["input_indices"], self.num_items)
-        return scores, seen
+        return self.scores_from(batch["seq"]), seen
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         # the fused kernel updates every tensor in one launch: this small model is launch-bound

@@ -132,11 +132,13 @@ class SASRec(RecommenderModule):
     def item_embeddings(self) -> torch.Tensor:
         return self.net.item_emb.weight[item_rows(self.num_items)]  # (I, D)
 
+    def scores_from(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.net.encode(x)  # the history, most recent last
+        return self.net.logits(h[:, -1])  # (B, I): what follows the last item
+
     def score_batch(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.net.encode(batch["seq"])  # the history, most recent last
-        scores = self.net.logits(h[:, -1])  # (B, I): what follows the last item
         seen = dense_rows(batch["input_indptr"], batch["input_indices"], self.num_items)
-        return scores, seen
+        return self.scores_from(batch["seq"]), seen
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         fused = self.device.type == "cuda"  # one launch for every tensor (see BERT4Rec)
