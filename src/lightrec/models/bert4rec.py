@@ -16,12 +16,12 @@ from __future__ import annotations
 from typing import Annotated
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from lightrec.data.batches import SEQUENCE, dense_rows
 from lightrec.data.sequences import PAD, append_mask, item_rows, mask_token, to_items, vocab_size
 from lightrec.models.base import RecommenderModule
+from lightrec.models.losses import LossName, Negatives, NextItemLoss, training_item_counts
 from lightrec.models.transformer import Block, dropout, init_weights
 from lightrec.params import (
     NonNegativeFloat,
@@ -138,6 +138,11 @@ class BERT4RecNet(nn.Module):
         item rows of the token embedding, plus a bias."""
         return self.head(h) @ self.item_emb.weight[item_rows(self.num_items)].t() + self.out_bias
 
+    def item_logits(self, h: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Scores (N, K) of hidden states (N, D) for the items (N, K) alone."""
+        emb = self.item_emb(items + 1)  # token = item + 1
+        return torch.einsum("nd,nkd->nk", self.head(h), emb) + self.out_bias[items]
+
     def forward(self, seq: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Logits (N, num_items) at the ``positions`` (B, L) bool mask only: never for
         every position, which would cost B x L x num_items."""
@@ -162,6 +167,8 @@ class BERT4Rec(RecommenderModule):
         lr, weight_decay: AdamW.
         eval_ks: cut-offs of the validation/test metrics.
         exclude_seen: rank only unseen items in validation/test (``eval.exclude_seen``).
+        loss, num_negatives, negatives, gbce_t: the training loss
+            (:mod:`lightrec.models.losses`): full cross-entropy by default.
     """
 
     data_view = SEQUENCE
@@ -181,9 +188,14 @@ class BERT4Rec(RecommenderModule):
         weight_decay: NonNegativeFloat,
         eval_ks: list[PositiveInt],
         exclude_seen: bool,
+        loss: LossName = "ce",
+        num_negatives: PositiveInt = 256,
+        negatives: Negatives = "uniform",
+        gbce_t: Probability = 0.75,
     ) -> None:
         super().__init__(num_items, list(eval_ks), exclude_seen)
         self.save_hyperparameters()
+        self.next_item_loss = NextItemLoss(loss, num_items, num_negatives, negatives, gbce_t)
         self.net = BERT4RecNet(
             num_items, max_len, hidden_size, num_layers, num_heads, dropout, attn_dropout
         )
@@ -207,10 +219,14 @@ class BERT4Rec(RecommenderModule):
         # one host sync for the number of masked positions, shared by inputs and targets
         where = (batch["labels"] != IGNORE).nonzero(as_tuple=True)
         h, _ = self.net.encode(batch["seq"])
-        logits = self.net.logits(h[where])  # (N, I): masked positions only
-        loss = F.cross_entropy(logits.float(), to_items(batch["labels"][where]))
+        loss = self.next_item_loss(self.net, h[where], to_items(batch["labels"][where]))
         self.log("train/loss", loss, batch_size=batch["seq"].shape[0])
         return loss
+
+    def on_fit_start(self) -> None:
+        if self.next_item_loss.negatives == "popularity":
+            counts = training_item_counts(self.trainer, self.num_items)
+            self.next_item_loss.set_counts(counts)
 
     def item_embeddings(self) -> torch.Tensor:
         return self.net.item_emb.weight[item_rows(self.num_items)]  # (I, D)

@@ -25,6 +25,7 @@ from torch import nn
 from lightrec.data.batches import SEQUENCE, dense_rows
 from lightrec.data.sequences import PAD, item_rows, to_items, vocab_size
 from lightrec.models.base import Batch, RecommenderModule
+from lightrec.models.losses import LossName, Negatives, NextItemLoss, training_item_counts
 from lightrec.models.transformer import Block, dropout, init_weights
 from lightrec.params import NonNegativeFloat, PositiveFloat, PositiveInt, Probability, Range
 
@@ -86,6 +87,10 @@ class SASRecNet(nn.Module):
         """Scores (N, num_items) for hidden states (N, D), against the item embeddings."""
         return h @ self.item_emb.weight[item_rows(self.num_items)].t()
 
+    def item_logits(self, h: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Scores (N, K) of hidden states (N, D) for the items (N, K) alone."""
+        return torch.einsum("nd,nkd->nk", h, self.item_emb(items + 1))  # token = item + 1
+
 
 class SASRec(RecommenderModule):
     """LightningModule: next-item cross-entropy at every position around :class:`SASRecNet`.
@@ -96,6 +101,8 @@ class SASRec(RecommenderModule):
         lr, weight_decay: AdamW.
         eval_ks: cut-offs of the validation/test metrics.
         exclude_seen: rank only unseen items in validation/test (``eval.exclude_seen``).
+        loss, num_negatives, negatives, gbce_t: the training loss
+            (:mod:`lightrec.models.losses`): full cross-entropy by default.
     """
 
     data_view = SEQUENCE
@@ -112,20 +119,30 @@ class SASRec(RecommenderModule):
         weight_decay: NonNegativeFloat,
         eval_ks: list[PositiveInt],
         exclude_seen: bool,
+        loss: LossName = "ce",
+        num_negatives: PositiveInt = 256,
+        negatives: Negatives = "uniform",
+        gbce_t: Probability = 0.75,
     ) -> None:
         super().__init__(num_items, list(eval_ks), exclude_seen)
         self.save_hyperparameters()
         self.net = SASRecNet(num_items, max_len, hidden_size, num_layers, num_heads, dropout)
         self.lr = lr
         self.weight_decay = weight_decay
+        self.next_item_loss = NextItemLoss(loss, num_items, num_negatives, negatives, gbce_t)
+
+    def on_fit_start(self) -> None:
+        if self.next_item_loss.negatives == "popularity":
+            counts = training_item_counts(self.trainer, self.num_items)
+            self.next_item_loss.set_counts(counts)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         seq = batch["seq"]  # (B, L) tokens, most recent last
         inputs = F.pad(seq[:, :-1], (1, 0), value=PAD)  # position j reads items before j
         h = self.net.encode(inputs)
         where = ((inputs != PAD) & (seq != PAD)).nonzero(as_tuple=True)  # one host sync
-        logits = self.net.logits(h[where])  # (N, I): every position with a past and a target
-        loss = F.cross_entropy(logits.float(), to_items(seq[where]))
+        # every position with a past and a target
+        loss = self.next_item_loss(self.net, h[where], to_items(seq[where]))
         self.log("train/loss", loss, batch_size=seq.shape[0])
         return loss
 
