@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from lightrec.api import Run, load_run
+from lightrec.blend import output_path
 from lightrec.data.batches import SEQUENCE
 from lightrec.errors import LightrecError
 from lightrec.metrics import exclude_seen
@@ -101,10 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--check", type=int, default=100, help="users to compare (0: no check)")
     a = ap.parse_args(argv)
     try:
-        if a.out.is_dir():
-            raise LightrecError(f"--out {a.out} is a folder: name the file, e.g. scorer.pt2")
+        out = output_path(a.out, ".")  # a folder, or one that cannot be written: one sentence
         run = load_run(a.run_dir)
-        export(run, a.out)
+        export(run, out)
         if a.check:
             differ = check(run, a.out, a.check)
             if differ:
