@@ -124,3 +124,28 @@ def test_a_run_with_a_sampled_loss_trains_and_predicts(tmp_path, tiny_csv, loss)
     ]
     train.fit(compose_cfg("sasrec", overrides, run_dir))
     assert only_metrics(tmp_path / "saved" / "hydra_logs")["val"]
+
+
+def test_a_checkpoint_from_before_the_loss_arguments_still_loads(tmp_path, tiny_csv):
+    """Runs trained before model.loss existed have no such hyper-parameters: they load as
+    the full cross-entropy models they are, and predict the same lists."""
+    import pandas as pd
+
+    from lightrec import predict
+
+    run_dir = tmp_path / "saved" / "hydra_logs" / "sasrec" / "d" / "t"
+    overrides = [
+        *cpu_overrides(tmp_path, tiny_csv),
+        "data.max_len=8",
+        "model.hidden_size=16",
+        "model.num_layers=1",
+    ]
+    cfg = compose_cfg("sasrec", overrides, run_dir)
+    train.fit(cfg)
+    before = pd.read_csv(predict.run(cfg))
+    for ckpt in (run_dir / "checkpoints").glob("*.ckpt"):
+        state = torch.load(ckpt, weights_only=True)
+        for name in ("loss", "num_negatives", "negatives", "gbce_t"):
+            del state["hyper_parameters"][name]
+        torch.save(state, ckpt)
+    assert pd.read_csv(predict.run(cfg)).equals(before)

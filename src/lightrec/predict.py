@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from pathlib import Path
@@ -28,6 +29,9 @@ log = logging.getLogger(__name__)
 # keys added to the configs since a run folder may have been written, with the value that
 # reproduces what such a run had
 ADDED_KEYS = {"data.item_features": None}
+# model arguments added since a checkpoint may have been written (its hyper_parameters lack
+# them), with the value that reproduces it: SASRec and BERT4Rec trained with full CE
+ADDED_MODEL_ARGS = {"loss": "ce", "num_negatives": 256, "negatives": "uniform", "gbce_t": 0.75}
 
 
 def load_config(run: RunDir) -> DictConfig:
@@ -57,7 +61,12 @@ def load_model(ckpt_path: Path, run_cfg: DictConfig) -> RecommenderModule:
     except LightrecError as e:
         raise LightrecError(f"run folder {Path(ckpt_path).parent.parent}: {e}") from None
     try:
-        model = cls(**state["hyper_parameters"])
+        args = dict(state["hyper_parameters"])
+        accepted = inspect.signature(cls).parameters
+        for name, value in ADDED_MODEL_ARGS.items():
+            if name in accepted and name not in args:
+                args[name] = value
+        model = cls(**args)
         model.load_state_dict(state["state_dict"])
     except (KeyError, TypeError, RuntimeError) as e:
         why = str(e).strip().splitlines()[0][:160]

@@ -119,10 +119,10 @@ class SASRec(RecommenderModule):
         weight_decay: NonNegativeFloat,
         eval_ks: list[PositiveInt],
         exclude_seen: bool,
-        loss: LossName = "ce",
-        num_negatives: PositiveInt = 256,
-        negatives: Negatives = "uniform",
-        gbce_t: Probability = 0.75,
+        loss: LossName,
+        num_negatives: PositiveInt,
+        negatives: Negatives,
+        gbce_t: Probability,
     ) -> None:
         super().__init__(num_items, list(eval_ks), exclude_seen)
         self.save_hyperparameters()
