@@ -129,10 +129,16 @@ class NextItemLoss:
         """(n, K) negative items, drawn on ``device``."""
         if self.negatives == "uniform":
             return torch.randint(self.num_items, (n, self.k), device=device)
+        log_q = self._log_q_on(device)
+        return torch.multinomial(log_q.exp(), n * self.k, replacement=True).view(n, self.k)
+
+    def _log_q_on(self, device: torch.device) -> torch.Tensor:
+        """The log popularity on ``device``, moved there once (not a copy per step)."""
         if self.log_q is None:
             raise RuntimeError("popularity negatives need the item counts (set_counts)")
-        probs = self.log_q.to(device).exp()
-        return torch.multinomial(probs, n * self.k, replacement=True).view(n, self.k)
+        if self.log_q.device != device:
+            self.log_q = self.log_q.to(device)
+        return self.log_q
 
     def __call__(self, net: ItemScorer, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if self.name == "ce":
@@ -143,10 +149,7 @@ class NextItemLoss:
         masked = negatives == targets[:, None]
         if self.name == "gbce":
             return gbce_loss(logits, self.num_items, self.gbce_t, masked)
-        log_q = None
-        if self.negatives == "popularity":
-            assert self.log_q is not None
-            log_q = self.log_q.to(h.device)[items]
+        log_q = self._log_q_on(h.device)[items] if self.negatives == "popularity" else None
         return sampled_softmax_loss(logits, log_q, masked)
 
 
