@@ -1,58 +1,321 @@
-"""The search harness: `train_<model>.py -m hparams_search=<file>` with Hydra's Optuna
-sweeper, end to end on tiny data; it maximises validation, never a test metric."""
+"""Searches (`python -m lightrec train CONFIG -m hparams_search=<file>`, lightrec.search) end to
+end on tiny data: persistent by default, resumed after a kill, shared by workers, pruned, and
+judged on validation only, never a test metric."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import sys
+import time
+from pathlib import Path
 
+import optuna
 import pytest
 import yaml
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+from optuna.trial import TrialState
 
-from helpers import CONFIG_DIR, ROOT, compose_cfg, run_cmd
+from helpers import CONFIG_DIR, compose_cfg, run_cmd
+from lightrec.errors import LightrecError
+from lightrec.search import space
 
 SEARCHES = sorted(p.stem for p in (CONFIG_DIR / "hparams_search").glob("*.yaml"))
+MODEL_OF = {"multi_vae": "multi_vae_v2", "bert4rec": "bert4rec_v2"}
+PARAMS = {
+    "data.batch_size",
+    "model.hidden_dims",
+    "model.dropout",
+    "model.kl_cap",
+    "model.anneal_steps",
+    "model.lr",
+}
 
 
 @pytest.mark.parametrize("search", SEARCHES)
 def test_every_search_file_composes_with_its_model(search):
-    model_config = {"multi_vae": "multi_vae_v2", "bert4rec": "bert4rec_v2"}.get(search, search)
-    cfg = compose_cfg(model_config, [f"hparams_search={search}"])
+    cfg = compose_cfg(MODEL_OF.get(search, search), [f"hparams_search={search}"])
     assert cfg.refit is False  # trials are judged on validation; no refit to pay for
-    assert cfg.checkpoint.mode == "max"  # the sweeper maximises
+    assert cfg.checkpoint.mode == "max"  # the search maximises
+    assert cfg.search.study_name == search
+    assert set(space(cfg.search.params)) == set(cfg.search.params)  # every range parses
 
 
-def test_search_runs_end_to_end_and_selects_on_validation(tmp_path, tiny_csv):
-    log_root = tmp_path / "saved"
+def test_the_search_grammar_and_its_refusals():
+    s = space({"a": "int(tag(log, interval(10, 1000)))", "b": "range(1, 4)", "c": "interval(0, 1)"})
+    assert (s["a"].low, s["a"].high, s["a"].log) == (10, 1000, True)
+    assert list(s["b"].choices) == [1, 2, 3]
+    assert (s["c"].low, s["c"].high, s["c"].log) == (0.0, 1.0, False)
+    with pytest.raises(LightrecError, match=r"search.params.a=5 is one value"):
+        space({"a": "5"})
+    with pytest.raises(LightrecError, match=r"search.params.a=choice\(1, cannot be parsed"):
+        space({"a": "choice(1,"})
+    with pytest.raises(LightrecError, match="a choice is a number or text"):
+        space({"a": "choice([1, 2], [3])"})
+
+
+def _search(tmp_path: Path, tiny_csv: Path, *extra: str, log_root: Path | None = None) -> list:
+    return [
+        sys.executable,
+        "-m",
+        "lightrec",
+        "train",
+        "multi_vae_v2",
+        "-m",
+        "hparams_search=multi_vae",
+        f"data.path={tiny_csv}",
+        "data.holdout=valid_and_test",
+        "data.min_interactions=3",
+        f"data_cache.cache_dir={tmp_path / 'cache'}",
+        f"paths.log_root={log_root or tmp_path / 'saved'}",
+        "trainer.accelerator=cpu",
+        "progress=none",
+        *extra,
+    ]
+
+
+def _study(journal: Path, name: str = "multi_vae") -> optuna.Study:
+    lock = JournalFileOpenLock(str(journal))
+    storage = JournalStorage(JournalFileBackend(str(journal), lock_obj=lock))
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def _slots(study: optuna.Study) -> dict[int, dict]:
+    """The params of each finished trial by its place in the search."""
+    done = study.get_trials(states=(TrialState.COMPLETE,))
+    return {t.user_attrs["slot"]: t.params for t in done}
+
+
+def test_a_search_persists_and_selects_on_validation(tmp_path, tiny_csv):
     p = run_cmd(
-        [
-            sys.executable,
-            str(ROOT / "train_multi_vae.py"),
-            "-m",
-            "hparams_search=multi_vae",
-            "hydra.sweeper.n_trials=3",
-            f"data.path={tiny_csv}",
-            "data.holdout=valid_and_test",
-            "data.min_interactions=3",
-            f"data_cache.cache_dir={tmp_path / 'cache'}",
-            f"paths.log_root={log_root}",
-            "trainer.max_epochs=2",
-            "trainer.accelerator=cpu",
-        ],
+        _search(tmp_path, tiny_csv, "search.n_trials=3", "search.confirm_seeds=1")
+        + ["trainer.max_epochs=2"],
         cwd=tmp_path,
     )
     assert p.returncode == 0, p.stderr[-3000:]
-    (results,) = log_root.rglob("optimization_results.yaml")
-    best = yaml.safe_load(results.read_text())
-    trials = [json.loads(m.read_text()) for m in results.parent.rglob("metrics.json")]
-    assert len(trials) == 3 and all("refit" not in t for t in trials)
-    val = [t["val"]["ndcg@10"] for t in trials]
-    assert best["best_value"] == pytest.approx(max(val))  # the best validation value
-    assert set(best["best_params"]) == {
-        "data.batch_size",
-        "model.hidden_dims",
-        "model.dropout",
-        "model.kl_cap",
-        "model.anneal_steps",
-        "model.lr",
+    (best_file,) = (tmp_path / "saved").rglob("best.yaml")
+    folder = best_file.parent
+    best = yaml.safe_load(best_file.read_text())
+    study = _study(folder / "study.journal")  # persisted, readable by Optuna itself
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
+    runs = {
+        t.number: json.loads((folder / f"trial_{t.number:03d}" / "metrics.json").read_text())
+        for t in study.trials
     }
+    assert all("refit" not in r and "test" in r for r in runs.values())
+    val = {n: r["val"]["ndcg@10"] for n, r in runs.items()}
+    assert best["best_value"] == pytest.approx(max(val.values()))  # validation, not test
+    assert best["best_trial"] == max(val, key=val.get)
+    assert set(best["best_params"]) == PARAMS
+    # the winner measured again on a seed no trial used (trials: seed 42)
+    assert best["confirmed"]["seeds"] == [43]
+    confirm = folder / f"confirm_trial_{best['best_trial']}" / "seed_43" / "metrics.json"
+    assert best["confirmed"]["values"] == [json.loads(confirm.read_text())["val"]["ndcg@10"]]
+    assert "model.lr=" in best["train_command"] and "hparams_search" not in best["train_command"]
+
+
+def test_a_killed_search_resumes_with_its_finished_trials_kept(tmp_path, tiny_csv):
+    slow = [
+        "search.n_trials=5",
+        "search.confirm_seeds=0",
+        "search.pruner=none",
+        "trainer.max_epochs=40",
+        "early_stopping.patience=100",
+    ]
+    # the same search uninterrupted, for the sequence it draws
+    whole = run_cmd(_search(tmp_path, tiny_csv, *slow, log_root=tmp_path / "whole"), tmp_path)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    (journal,) = (tmp_path / "whole").rglob("study.journal")
+    expected = _slots(_study(journal))
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        _search(tmp_path, tiny_csv, *slow),
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    saved = tmp_path / "saved"
+    deadline = time.monotonic() + 300
+    while not list(saved.rglob("trial_002/config.yaml")) and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]  # type: ignore[union-attr]
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)  # no handler runs: the trial is left "running"
+    proc.wait()
+    (journal,) = saved.rglob("study.journal")
+    states = [t.state for t in _study(journal).trials]
+    assert states == [TrialState.COMPLETE] * 2 + [TrialState.RUNNING]
+    kept = {
+        n: (journal.parent / f"trial_{n:03d}" / "metrics.json").stat().st_mtime_ns for n in (0, 1)
+    }
+
+    p = run_cmd(_search(tmp_path, tiny_csv, *slow, "resume=true"), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "trial 2 was interrupted" in p.stdout
+    study = _study(journal)
+    states = [t.state for t in study.trials]
+    assert states == [TrialState.COMPLETE] * 2 + [TrialState.FAIL] + [TrialState.COMPLETE] * 3
+    for n, mtime in kept.items():  # not rerun
+        assert (journal.parent / f"trial_{n:03d}" / "metrics.json").stat().st_mtime_ns == mtime
+    assert _slots(study) == expected  # the sequence the seed gives, kill or no kill
+    assert (journal.parent / "best.yaml").is_file()
+
+
+def test_two_workers_on_one_study_run_distinct_trials(tmp_path, tiny_csv):
+    p = run_cmd(
+        _search(
+            tmp_path,
+            tiny_csv,
+            "search.n_trials=4",
+            "search.workers=2",
+            "search.confirm_seeds=0",
+            "trainer.max_epochs=2",
+        ),
+        cwd=tmp_path,
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    (journal,) = (tmp_path / "saved").rglob("study.journal")
+    trials = _study(journal).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+    assert len({t.user_attrs["worker"]["pid"] for t in trials}) == 2  # both worked
+    assert sorted(t.user_attrs["slot"] for t in trials) == [0, 1, 2, 3]  # distinct places
+    assert len({json.dumps(t.params, sort_keys=True) for t in trials}) == 4
+    for t in trials:
+        assert (journal.parent / f"trial_{t.number:03d}" / "metrics.json").is_file()
+    assert (journal.parent / "best.yaml").is_file()  # written once, by the launcher
+
+
+def test_a_second_machine_joins_a_shared_storage(tmp_path, tiny_csv):
+    shared = tmp_path / "shared.journal"
+    common = [
+        "search.n_trials=4",
+        f"search.storage={shared}",
+        "search.confirm_seeds=0",
+        "trainer.max_epochs=200",
+        "early_stopping.patience=1000",
+    ]
+    first = subprocess.Popen(
+        _search(tmp_path, tiny_csv, *common, log_root=tmp_path / "a"),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 120
+    while not shared.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    second = run_cmd(
+        _search(tmp_path, tiny_csv, *common, "resume=true", log_root=tmp_path / "b"), tmp_path
+    )
+    out, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err.decode()[-3000:]
+    assert second.returncode == 0, second.stderr[-3000:]
+    trials = _study(shared).trials
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(done) == 4 and len({t.number for t in done}) == 4
+    folders = {Path(t.user_attrs["run_dir"]).parts[len(tmp_path.parts)] for t in done}
+    assert folders == {"a", "b"}  # each machine trained some, in its own folder
+
+
+def test_a_hopeless_trial_is_pruned_before_its_last_epoch(tmp_path, tiny_csv):
+    shared = tmp_path / "study.journal"
+    storage = JournalStorage(
+        JournalFileBackend(str(shared), lock_obj=JournalFileOpenLock(str(shared)))
+    )
+    study = optuna.create_study(study_name="multi_vae", storage=storage, direction="maximize")
+    good = {
+        "data.batch_size": 32,
+        "model.hidden_dims": "[600,200]",
+        "model.dropout": 0.2,
+        "model.kl_cap": 0.02,
+        "model.anneal_steps": 500,
+        "model.lr": 0.01,
+    }
+    study.enqueue_trial(good)
+    study.enqueue_trial({**good, "model.lr": 1e-9})  # an Optuna user's enqueued trial
+    p = run_cmd(
+        _search(
+            tmp_path,
+            tiny_csv,
+            "search.n_trials=2",
+            f"search.storage={shared}",
+            "search.confirm_seeds=0",
+            "search.prune_startup_trials=1",
+            "search.prune_warmup_epochs=5",
+            "trainer.max_epochs=40",
+            "early_stopping.patience=100",
+            "resume=true",
+        ),
+        cwd=tmp_path,
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    first, hopeless = _study(shared).trials
+    assert (first.state, hopeless.state) == (TrialState.COMPLETE, TrialState.PRUNED)
+    assert "trial 1 pruned at epoch" in p.stdout
+    run = json.loads((Path(hopeless.user_attrs["run_dir"]) / "metrics.json").read_text())
+    assert 5 <= run["epochs_trained"] < 40  # stopped early, after the warm-up
+    assert max(hopeless.intermediate_values) == run["epochs_trained"] - 1
+
+
+def test_a_trial_averages_its_seeds(tmp_path, tiny_csv):
+    p = run_cmd(
+        _search(
+            tmp_path,
+            tiny_csv,
+            "search.n_trials=1",
+            "search.seeds_per_trial=2",
+            "search.confirm_seeds=0",
+            "trainer.max_epochs=2",
+        ),
+        cwd=tmp_path,
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    (journal,) = (tmp_path / "saved").rglob("study.journal")
+    (trial,) = _study(journal).trials
+    runs = [
+        json.loads((journal.parent / "trial_000" / f"seed_{s}" / "metrics.json").read_text())
+        for s in (42, 43)
+    ]
+    values = [r["val"]["ndcg@10"] for r in runs]
+    assert trial.value == pytest.approx(sum(values) / 2)
+    assert trial.user_attrs["seed_values"] == pytest.approx(values)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["search.storage=nosuchdb://x/y"], "search.storage=nosuchdb://x/y cannot be opened"),
+        (["search.storage=/no/such/folder/s.journal"], "the folder /no/such/folder is missing"),
+        (["resume=true"], "resume=true: no search of 'multi_vae_v2' with hparams_search="),
+        (["model.lr=0.1,0.2"], "a search draws its values from search.params"),
+        (["search.pruner=often"], "search.pruner"),
+        (["search.n_trials=0"], "search.n_trials"),
+    ],
+)
+def test_bad_search_input_is_one_sentence(tmp_path, tiny_csv, extra, message):
+    p = run_cmd(_search(tmp_path, tiny_csv, *extra), cwd=tmp_path)
+    assert p.returncode == 2, p.stderr[-3000:]
+    (line,) = p.stderr.strip().splitlines()
+    assert line.startswith("error: ") and message in line, line
+    assert not list((tmp_path / "saved").rglob("trial_*"))  # nothing trained
+
+
+def test_a_study_of_another_search_is_refused(tmp_path, tiny_csv):
+    shared = tmp_path / "s.journal"
+    args = [
+        f"search.storage={shared}",
+        "search.n_trials=1",
+        "search.confirm_seeds=0",
+        "trainer.max_epochs=1",
+    ]
+    assert run_cmd(_search(tmp_path, tiny_csv, *args), tmp_path).returncode == 0
+    other = _search(tmp_path, tiny_csv, *args, "resume=true")
+    other[other.index("multi_vae_v2")] = "multi_vae_v3"  # the same study name, another model
+    p = run_cmd(other, cwd=tmp_path)
+    assert p.returncode == 2
+    assert "belongs to another search (its model_name differs)" in p.stderr
+    again = run_cmd(_search(tmp_path, tiny_csv, *args), tmp_path)  # no resume: not mixed in
+    assert again.returncode == 2 and "already has 1 trials" in again.stderr

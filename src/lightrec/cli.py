@@ -86,7 +86,7 @@ def usage(default_config: str | None = None) -> str:
         "",
         "CONFIG   a file of configs/ without .yaml"
         + (f" (default: {default_config})" if default_config else ""),
-        "-m       a Hydra sweep (key=a,b), or a search (hparams_search=<model>)",
+        "-m       a Hydra sweep (key=a,b), or a search (hparams_search=<model>; resume=true)",
         "example  python -m lightrec both multi_vae_v3 data.path=my_log.csv seed=1",
     ]
     return "\n".join(lines)
@@ -301,6 +301,17 @@ def _run_stage(cmd: Command, stage: str) -> None:
         return
     if cmd.multirun and cmd.mode in ("both", "clean-both"):
         raise LightrecError("-m sweeps train alone: run the sweep with train, then predict a run")
+    if stage == "train" and "hparams_search" in cmd.given:
+        if not cmd.multirun:
+            raise LightrecError(
+                f"a search runs with -m: python -m lightrec train {cmd.config} -m "
+                "hparams_search=<file> [key=value ...]"
+            )
+        from lightrec import search
+
+        if code := search.run(cmd):
+            sys.exit(code)
+        return
     cfg = preflight(cmd, stage)
     extra = [] if "hydra.job.name" in cmd.given else [f"hydra.job.name={stage}"]
     folder_key = "hydra.sweep.dir" if cmd.multirun else "hydra.run.dir"
@@ -315,21 +326,34 @@ def _run_stage(cmd: Command, stage: str) -> None:
 
 
 def _hydra_run(stage: str, config: str, args: list[str]) -> None:
-    """Hydra's main for one stage with ``args`` as its command line. The job sees the
-    user's own command line in ``sys.argv`` (data-parallel workers are started with it,
-    and an interrupted run prints it)."""
+    """Hydra's main for one stage with ``args`` as its command line; a user error in the job
+    is one sentence and exit 2 (:func:`guarded`)."""
+    from lightrec import predict, train
+
+    work: Callable[[DictConfig], object] = train.run if stage == "train" else predict.run
+    run_job(config, args, lambda cfg: guarded(work, cfg))
+
+
+def run_job(config: str, args: list[str], work: Callable[[DictConfig], T]) -> T:
+    """Hydra's main with ``args`` as its command line, running ``work`` on the composed
+    config in the folder ``args`` name; returns what ``work`` returned, and raises what it
+    raised (Hydra would print it and exit). The job sees the user's own command line in
+    ``sys.argv`` (data-parallel workers are started with it, and an interrupted run prints
+    it)."""
     import hydra
     from hydra.core.global_hydra import GlobalHydra
 
-    from lightrec import predict, train
     from lightrec.utils.path_utils import CONFIG_DIR
 
-    work: Callable[[DictConfig], object] = train.run if stage == "train" else predict.run
     users_argv = sys.argv
+    outcome: dict[str, object] = {}
 
-    def task(cfg: DictConfig) -> object:
+    def task(cfg: DictConfig) -> None:
         sys.argv = users_argv
-        return guarded(work, cfg)
+        try:
+            outcome["value"] = work(cfg)
+        except BaseException as e:  # noqa: BLE001 - raised again below, outside Hydra
+            outcome["error"] = e
 
     entry = hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name=config)(task)
     GlobalHydra.instance().clear()
@@ -339,6 +363,9 @@ def _hydra_run(stage: str, config: str, args: list[str]) -> None:
     finally:
         sys.argv = users_argv
         GlobalHydra.instance().clear()
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    return outcome.get("value")  # type: ignore[return-value]
 
 
 def _clean(cmd: Command) -> None:

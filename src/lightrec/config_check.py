@@ -114,8 +114,28 @@ class Best:
     overrides: dict[str, list[str]]
 
 
+@dataclass
+class Search:
+    """A hyper-parameter search (:mod:`lightrec.search`); a file of configs/hparams_search/
+    fills it in."""
+
+    study_name: FolderName
+    storage: str | None
+    n_trials: PositiveInt
+    workers: PositiveInt
+    seed: NonNegativeInt
+    n_startup_trials: NonNegativeInt
+    seeds_per_trial: PositiveInt
+    confirm_seeds: NonNegativeInt
+    pruner: Literal["none", "median"]
+    prune_startup_trials: NonNegativeInt
+    prune_warmup_epochs: NonNegativeInt
+    params: dict[str, str]
+
+
 SCHEMAS: dict[str, type] = {
     "best": Best,
+    "search": Search,
     "paths": Paths,
     "data_cache": DataCache,
     "eval": Eval,

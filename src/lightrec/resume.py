@@ -135,8 +135,9 @@ def remove_partial_checkpoints(run: RunDir) -> None:
     remove_stale_temps(run.checkpoint_dir, older_than_s=-1.0)
 
 
-def resume_command(run: RunDir, argv: list[str] | None = None) -> str:
-    """The command that continues ``run``: this process's own, with ``resume=<run>``."""
+def resume_command(run: RunDir | Path, argv: list[str] | None = None) -> str:
+    """The command that continues ``run`` (a training run, or a search's folder): this
+    process's own, with ``resume=<folder>``."""
     import __main__
 
     argv = sys.argv if argv is None else argv
@@ -146,7 +147,8 @@ def resume_command(run: RunDir, argv: list[str] | None = None) -> str:
         prog = ["-m", spec.name.removesuffix(".__main__")]
     else:
         prog = [argv[0]]
-    return shlex.join([sys.executable, *prog, *args, f"resume={run.root}"])
+    root = run.root if isinstance(run, RunDir) else run
+    return shlex.join([sys.executable, *prog, *args, f"resume={root}"])
 
 
 @contextmanager
