@@ -79,9 +79,9 @@ def space(params: Mapping[str, Any]) -> dict[str, BaseDistribution]:
     ``choice(a, b)``, ``range(lo, hi[, step])``, ``interval(lo, hi)`` (floats),
     ``int(interval(lo, hi))`` and ``tag(log, interval(lo, hi))``.
 
-    >>> d = space({"model.lr": "tag(log, interval(0.001, 0.1))", "data.batch_size": "range(64, 66)"})
-    >>> d["model.lr"].log, d["data.batch_size"].choices
-    (True, (64, 65))
+    >>> d = space({"model.lr": "tag(log, interval(0.001, 0.1))", "data.max_len": "range(9, 11)"})
+    >>> d["model.lr"].log, d["data.max_len"].choices
+    (True, (9, 10))
     """
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
