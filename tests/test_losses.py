@@ -67,6 +67,48 @@ def test_popularity_negatives_follow_the_counts_and_gbce_needs_uniform():
         NextItemLoss("gbce", 4, 10, "popularity", 0.75)
 
 
+class _Net(torch.nn.Module):
+    """The two scoring methods a sequence net offers the loss, over a random table."""
+
+    def __init__(self, num_items: int, dim: int) -> None:
+        super().__init__()
+        self.emb = torch.nn.Parameter(torch.randn(num_items, dim))
+
+    def logits(self, h):
+        return h @ self.emb.t()
+
+    def item_logits(self, h, items):
+        return torch.einsum("bld,bkd->blk", h, self.emb[items])
+
+
+@pytest.mark.parametrize(
+    ("name", "negatives"),
+    [("ce", "uniform"), ("sampled_softmax", "uniform"), ("sampled_softmax", "popularity"),
+     ("gbce", "uniform")],
+)  # fmt: skip
+def test_padding_positions_are_weighed_out_exactly(name, negatives):
+    """Every position of a (B, L) batch is scored and the padding weighed out (no wait for
+    the device): what padding positions hold never changes the loss, and with one position
+    per sequence the loss is that of the rows alone."""
+    torch.manual_seed(0)
+    net, loss = _Net(12, 8), NextItemLoss(name, 12, 5, negatives, 0.75)
+    loss.set_counts(torch.arange(12))
+    h, targets = torch.randn(3, 6, 8), torch.randint(12, (3, 6))
+    valid = torch.rand(3, 6) > 0.4
+    values = []
+    for fill in (0.0, 1e4):  # padding holds anything: a huge state, no item (-1)
+        torch.manual_seed(1)
+        h_pad = torch.where(valid[..., None], h, torch.full_like(h, fill))
+        t_pad = torch.where(valid, targets, torch.full_like(targets, -1))
+        values.append(loss(net, h_pad, t_pad, valid).item())
+    assert np.isfinite(values[0]) and values[0] == pytest.approx(values[1], rel=1e-6)
+    torch.manual_seed(1)
+    rows = loss(net, h[:, 0], targets[:, 0])
+    torch.manual_seed(1)
+    first = loss(net, h[:, :1], targets[:, :1], torch.ones(3, 1, dtype=torch.bool))
+    assert rows.item() == pytest.approx(first.item(), rel=1e-6)
+
+
 @pytest.mark.parametrize("loss", ["sampled_softmax", "gbce"])
 @pytest.mark.parametrize("config", ["sasrec", "bert4rec_v2"])
 def test_the_sequence_models_learn_with_a_sampled_loss(config, loss):

@@ -20,6 +20,7 @@ from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from optuna.trial import TrialState
 
 from helpers import CONFIG_DIR, compose_cfg, run_cmd
+from lightrec import cli
 from lightrec.errors import LightrecError
 from lightrec.search import space
 
@@ -295,27 +296,22 @@ def test_a_trial_averages_its_seeds(tmp_path, tiny_csv):
         (["search.n_trials=0"], "search.n_trials"),
     ],
 )
-def test_bad_search_input_is_one_sentence(tmp_path, tiny_csv, extra, message):
-    p = run_cmd(_search(tmp_path, tiny_csv, *extra), cwd=tmp_path)
-    assert p.returncode == 2, p.stderr[-3000:]
-    (line,) = p.stderr.strip().splitlines()
+def test_bad_search_input_is_one_sentence(tmp_path, tiny_csv, capsys, extra, message):
+    args = _search(tmp_path, tiny_csv, *extra)[3:]  # the command line after python -m lightrec
+    assert cli.main(args) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("error: ") and message in line, line
     assert not list((tmp_path / "saved").rglob("trial_*"))  # nothing trained
 
 
-def test_a_study_of_another_search_is_refused(tmp_path, tiny_csv):
+def test_a_study_of_another_search_is_refused(tmp_path, tiny_csv, capsys):
     shared = tmp_path / "s.journal"
-    args = [
-        f"search.storage={shared}",
-        "search.n_trials=1",
-        "search.confirm_seeds=0",
-        "trainer.max_epochs=1",
-    ]
+    args = [f"search.storage={shared}", "search.n_trials=1", "search.confirm_seeds=0",
+            "trainer.max_epochs=1"]  # fmt: skip
     assert run_cmd(_search(tmp_path, tiny_csv, *args), tmp_path).returncode == 0
-    other = _search(tmp_path, tiny_csv, *args, "resume=true")
+    other = _search(tmp_path, tiny_csv, *args, "resume=true")[3:]
     other[other.index("multi_vae_v2")] = "multi_vae_v3"  # the same study name, another model
-    p = run_cmd(other, cwd=tmp_path)
-    assert p.returncode == 2
-    assert "belongs to another search (its model_name differs)" in p.stderr
-    again = run_cmd(_search(tmp_path, tiny_csv, *args), tmp_path)  # no resume: not mixed in
-    assert again.returncode == 2 and "already has 1 trials" in again.stderr
+    assert cli.main(other) == 2
+    assert "belongs to another search (its model_name differs)" in capsys.readouterr().err
+    assert cli.main(_search(tmp_path, tiny_csv, *args)[3:]) == 2  # no resume: not mixed in
+    assert "already has 1 trials: continue it" in capsys.readouterr().err

@@ -257,7 +257,7 @@ def jobs(cmd: Command) -> list[list[str]]:
         if kind.endswith(("CHOICE_SWEEP", "RANGE_SWEEP")) and not kind.startswith("GLOB"):
             key = o.get_key_element()
             swept.append([f"{key}={v}" for v in o.sweep_string_iterator()])
-        # interval() and glob() sweeps: the sweeper draws the values; each job checks its own
+        # interval() and glob() cannot be listed here: each job checks its own value
     firsts = [values[0] for values in swept]
     extra = [[*firsts[:i], v, *firsts[i + 1 :]] for i, vs in enumerate(swept) for v in vs[1:]]
     return [[*fixed, *job] for job in [firsts, *extra]]

@@ -139,9 +139,10 @@ class BERT4RecNet(nn.Module):
         return self.head(h) @ self.item_emb.weight[item_rows(self.num_items)].t() + self.out_bias
 
     def item_logits(self, h: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Scores (N, K) of hidden states (N, D) for the items (N, K) alone."""
+        """Scores (B, L, K) of the hidden states (B, L, D) of B sequences for each
+        sequence's own items (B, K) alone."""
         emb = self.item_emb(items + 1)  # token = item + 1
-        return torch.einsum("nd,nkd->nk", self.head(h), emb) + self.out_bias[items]
+        return torch.einsum("bld,bkd->blk", self.head(h), emb) + self.out_bias[items][:, None]
 
     def forward(self, seq: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Logits (N, num_items) at the ``positions`` (B, L) bool mask only: never for
@@ -216,10 +217,9 @@ class BERT4Rec(RecommenderModule):
         return batch
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        # one host sync for the number of masked positions, shared by inputs and targets
-        where = (batch["labels"] != IGNORE).nonzero(as_tuple=True)
+        labels = batch["labels"]
         h, _ = self.net.encode(batch["seq"])
-        loss = self.next_item_loss(self.net, h[where], to_items(batch["labels"][where]))
+        loss = self.next_item_loss(self.net, h, to_items(labels), labels != IGNORE)
         self.log("train/loss", loss, batch_size=batch["seq"].shape[0])
         return loss
 

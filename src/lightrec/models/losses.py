@@ -38,18 +38,23 @@ class ItemScorer(Protocol):
         ...
 
     def item_logits(self, h: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """(N, K) logits of hidden states (N, D) for the items (N, K) (0-based indices)."""
+        """(B, L, K) logits of the hidden states (B, L, D) of B sequences for each
+        sequence's own items (B, K) (0-based indices): one batched product."""
         ...
 
 
 def sampled_softmax_loss(
-    logits: torch.Tensor, log_q: torch.Tensor | None = None, masked: torch.Tensor | None = None
+    logits: torch.Tensor,
+    log_q: torch.Tensor | None = None,
+    masked: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean cross-entropy of column 0 (the target) against the other columns (negatives).
 
     ``logits`` (N, 1 + K); ``log_q`` (N, 1 + K) log sampling probabilities to subtract (the
     logQ correction), or None; ``masked`` (N, K) True where a negative must not count (it
-    is the target).
+    is the target); ``weight`` (N,) 1 for the rows that count, 0 for the others (padding),
+    or None for all.
 
     >>> round(sampled_softmax_loss(torch.tensor([[2.0, 1.0, 0.0]])).item(), 4)  # -log softmax
     0.4076
@@ -59,16 +64,33 @@ def sampled_softmax_loss(
     if masked is not None:
         logits = torch.cat([logits[:, :1], logits[:, 1:].masked_fill(masked, -math.inf)], dim=1)
     target = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
-    return F.cross_entropy(logits, target)
+    rows = F.cross_entropy(logits, target, reduction="none")
+    return _weighted_mean(rows, torch.ones_like(rows), weight)
+
+
+def _weighted_mean(
+    total: torch.Tensor, count: torch.Tensor, weight: torch.Tensor | None
+) -> torch.Tensor:
+    """sum(total) / sum(count) over the rows whose ``weight`` is not 0 (all when None);
+    a row left out never reaches the sum, not even as 0 x inf."""
+    if weight is not None:
+        keep = weight > 0
+        total = torch.where(keep, total, torch.zeros_like(total))
+        count = torch.where(keep, count, torch.zeros_like(count))
+    return total.sum() / count.sum().clamp_min(1)
 
 
 def gbce_loss(
-    logits: torch.Tensor, num_items: int, t: float, masked: torch.Tensor | None = None
+    logits: torch.Tensor,
+    num_items: int,
+    t: float,
+    masked: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """gSASRec's gBCE: mean binary cross-entropy over (N, 1 + K) logits (target first) with
-    the target's probability sigmoid(s)^beta, beta from the sampling rate (module doc).
-    Computed in float64, as the reference implementation does: sigmoid(s)^beta is close to
-    1 for confident targets.
+    the target's probability sigmoid(s)^beta, beta from the sampling rate (module doc);
+    ``masked`` and ``weight`` as in :func:`sampled_softmax_loss`. Computed in float64, as
+    the reference implementation does: sigmoid(s)^beta is close to 1 for confident targets.
 
     >>> x = torch.tensor([[1.5, -0.5, 0.2]])
     >>> round(gbce_loss(x, num_items=3, t=0.0).item(), 4)  # K = I - 1: beta = 1, plain BCE
@@ -90,10 +112,10 @@ def gbce_loss(
     )
     if masked is not None:
         loss_neg = loss_neg.masked_fill(masked, 0.0)
-        count = (1 + (~masked).sum(dim=1)).sum()
+        terms = 1.0 + (~masked).sum(dim=1).double()
     else:
-        count = torch.tensor(float(x.numel()), dtype=x.dtype, device=x.device)
-    return ((loss_pos.sum() + loss_neg.sum()) / count).float()
+        terms = torch.full_like(loss_pos[:, 0], 1.0 + k)
+    return _weighted_mean(loss_pos[:, 0] + loss_neg.sum(dim=1), terms, weight).float()
 
 
 class NextItemLoss:
@@ -126,7 +148,10 @@ class NextItemLoss:
         self.log_q = q.log().float()
 
     def sample(self, n: int, device: torch.device) -> torch.Tensor:
-        """(n, K) negative items, drawn on ``device``."""
+        """(n, K) negative items, one row per sequence (shared by its positions, as in
+        gSASRec), drawn on ``device``: their logits are a batched (L, D) x (D, K) product per
+        sequence, where negatives of each position's own would gather an (N, K, D) block of
+        embeddings (slower than the full cross-entropy on a CPU, docs/BENCHMARKS.md)."""
         if self.negatives == "uniform":
             return torch.randint(self.num_items, (n, self.k), device=device)
         log_q = self._log_q_on(device)
@@ -140,17 +165,45 @@ class NextItemLoss:
             self.log_q = self.log_q.to(device)
         return self.log_q
 
-    def __call__(self, net: ItemScorer, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def __call__(
+        self,
+        net: ItemScorer,
+        h: torch.Tensor,
+        targets: torch.Tensor,
+        valid: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The loss of hidden states ``h`` (B, L, D) of B sequences, or (N, D) rows, against
+        target items ``targets`` (B, L) or (N,), over the positions ``valid`` marks (None:
+        every position).
+
+        The sampled losses score every position and weigh the invalid ones out: no
+        data-dependent shape, so no wait for the device. The full cross-entropy first keeps
+        the valid positions (one such wait): its N x I logits would cost more at padding
+        positions than the wait does."""
         if self.name == "ce":
+            if valid is not None:
+                where = valid.nonzero(as_tuple=True)  # one host sync (see above)
+                h, targets = h[where], targets[where]
             return F.cross_entropy(net.logits(h).float(), targets)
-        negatives = self.sample(targets.shape[0], h.device)
-        items = torch.cat([targets[:, None], negatives], dim=1)  # (N, 1 + K)
-        logits = net.item_logits(h, items).float()
-        masked = negatives == targets[:, None]
+        if h.dim() == 2:  # rows: each its own sequence of one position
+            h, targets = h[:, None], targets[:, None]
+            valid = None if valid is None else valid[:, None]
+        b, length, d = h.shape
+        targets = targets.clamp_min(0)  # a padding position's target is weighed out below
+        negatives = self.sample(b, h.device)  # (B, K)
+        positive = net.item_logits(h.reshape(b * length, 1, d), targets.reshape(-1, 1))
+        negative = net.item_logits(h, negatives)  # (B, L, K)
+        logits = torch.cat([positive.reshape(-1, 1), negative.reshape(b * length, -1)], 1)
+        masked = (negatives[:, None, :] == targets[:, :, None]).reshape(b * length, -1)
+        weight = None if valid is None else valid.reshape(-1)
         if self.name == "gbce":
-            return gbce_loss(logits, self.num_items, self.gbce_t, masked)
-        log_q = self._log_q_on(h.device)[items] if self.negatives == "popularity" else None
-        return sampled_softmax_loss(logits, log_q, masked)
+            return gbce_loss(logits.float(), self.num_items, self.gbce_t, masked, weight)
+        log_q = None
+        if self.negatives == "popularity":
+            q = self._log_q_on(h.device)
+            q_neg = q[negatives][:, None, :].expand(b, length, -1).reshape(b * length, -1)
+            log_q = torch.cat([q[targets].reshape(-1, 1), q_neg], 1)
+        return sampled_softmax_loss(logits.float(), log_q, masked, weight)
 
 
 def training_item_counts(trainer: Any, num_items: int) -> torch.Tensor:

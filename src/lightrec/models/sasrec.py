@@ -88,8 +88,9 @@ class SASRecNet(nn.Module):
         return h @ self.item_emb.weight[item_rows(self.num_items)].t()
 
     def item_logits(self, h: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Scores (N, K) of hidden states (N, D) for the items (N, K) alone."""
-        return torch.einsum("nd,nkd->nk", h, self.item_emb(items + 1))  # token = item + 1
+        """Scores (B, L, K) of the hidden states (B, L, D) of B sequences for each
+        sequence's own items (B, K) alone."""
+        return torch.einsum("bld,bkd->blk", h, self.item_emb(items + 1))  # token = item + 1
 
 
 class SASRec(RecommenderModule):
@@ -140,9 +141,8 @@ class SASRec(RecommenderModule):
         seq = batch["seq"]  # (B, L) tokens, most recent last
         inputs = F.pad(seq[:, :-1], (1, 0), value=PAD)  # position j reads items before j
         h = self.net.encode(inputs)
-        where = ((inputs != PAD) & (seq != PAD)).nonzero(as_tuple=True)  # one host sync
-        # every position with a past and a target
-        loss = self.next_item_loss(self.net, h[where], to_items(seq[where]))
+        valid = (inputs != PAD) & (seq != PAD)  # every position with a past and a target
+        loss = self.next_item_loss(self.net, h, to_items(seq), valid)
         self.log("train/loss", loss, batch_size=seq.shape[0])
         return loss
 
