@@ -315,3 +315,30 @@ def test_a_study_of_another_search_is_refused(tmp_path, tiny_csv, capsys):
     assert "belongs to another search (its model_name differs)" in capsys.readouterr().err
     assert cli.main(_search(tmp_path, tiny_csv, *args)[3:]) == 2  # no resume: not mixed in
     assert "already has 1 trials: continue it" in capsys.readouterr().err
+
+
+def test_sigterm_fails_the_running_trial_and_prints_how_to_continue(tmp_path, tiny_csv):
+    proc = subprocess.Popen(
+        _search(
+            tmp_path,
+            tiny_csv,
+            "search.n_trials=3",
+            "trainer.max_epochs=300",
+            "early_stopping.patience=1000",
+        ),  # fmt: skip
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 300
+    while not list(tmp_path.rglob("trial_000/checkpoints/last.ckpt")):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1]
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
+    assert "interrupted (SIGTERM): the search is unfinished; continue it with:" in err
+    (journal,) = tmp_path.rglob("study.journal")
+    assert f"resume={journal.parent}" in err
+    assert [t.state for t in _study(journal).trials] == [TrialState.FAIL]  # not left running

@@ -578,6 +578,8 @@ def _train(
 def _launch_workers(search: Search) -> None:
     """``search.workers`` processes of this command on this search's study, each with an
     equal share of the CPU threads and, with GPUs, one GPU each (round robin)."""
+    from lightrec.utils.path_utils import quote_override
+
     n = int(search.settings.workers)
     argv = [
         sys.executable,
@@ -587,7 +589,7 @@ def _launch_workers(search: Search) -> None:
         search.config,
         "-m",
         *[o for o in search.fixed if o.split("=", 1)[0].lstrip("+~") not in SEARCH_KEYS],
-        f"resume={search.folder}",
+        f"resume={quote_override(str(search.folder))}",
         "search.workers=1",
         "search.confirm_seeds=0",
     ]
@@ -600,15 +602,31 @@ def _launch_workers(search: Search) -> None:
             env["CUDA_VISIBLE_DEVICES"] = str(i % gpus)
         procs.append(subprocess.Popen(argv, env=env))
     say(f"search: {n} workers on {search.storage} (pids {', '.join(str(p.pid) for p in procs)})")
+
+    def forward(signum: int, frame: Any) -> None:  # SIGTERM to this process alone
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signum)
+
+    previous = signal.signal(signal.SIGTERM, forward)
     try:
         codes = [p.wait() for p in procs]
     except KeyboardInterrupt:
+        # Ctrl-C reaches every worker of the terminal's process group; one signalled
+        # alone (kill -INT) hears it from here after a moment
+        deadline = time.monotonic() + 5
         for p in procs:
-            p.send_signal(signal.SIGINT)
+            try:
+                p.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.send_signal(signal.SIGINT)
         codes = [p.wait() for p in procs]
         raise SearchInterrupted("SIGINT", 128 + signal.SIGINT) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if any(codes):
-        interrupted = [c for c in codes if c > 128]
+        # a worker stopped by a signal: 128 + its number, or minus it when nothing caught it
+        interrupted = [128 - c if c < 0 else c for c in codes if c < 0 or c > 128]
         if interrupted:
             raise SearchInterrupted(signal.Signals(interrupted[0] - 128).name, interrupted[0])
         raise LightrecError(f"a search worker failed (exit codes {codes}); see its lines above")
