@@ -181,7 +181,8 @@ def test_two_workers_on_one_study_run_distinct_trials(tmp_path, tiny_csv):
             "search.n_trials=4",
             "search.workers=2",
             "search.confirm_seeds=0",
-            "trainer.max_epochs=2",
+            "trainer.max_epochs=150",  # trials long enough that the later starter gets some
+            "early_stopping.patience=1000",
         ),
         cwd=tmp_path,
     )
