@@ -195,8 +195,12 @@ def main(argv: list[str] | None = None, default_config: str | None = None) -> in
 def _without_resume(cmd: Command) -> Command:
     """The command with its ``resume=`` override dropped: in ``both``, the training stage
     resumes the run, and predict then uses it like any finished run."""
-    kept = [o for o in cmd.overrides if o.split("=", 1)[0].lstrip("+~") != "resume"]
-    return dataclasses.replace(cmd, overrides=kept)
+    return dataclasses.replace(cmd, overrides=drop_keys(cmd.overrides, {"resume"}))
+
+
+def drop_keys(overrides: list[str], keys: set[str]) -> list[str]:
+    """``overrides`` without those that set one of ``keys``."""
+    return [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in keys]
 
 
 def _tool(mode: str, args: list[str]) -> int:

@@ -61,7 +61,7 @@ JOURNAL_FILE = "study.journal"
 IDENTITY_KEY = "lightrec_search"  # the study's user attribute naming what it searches
 WORKER_ENV = "LIGHTREC_SEARCH_WORKER"  # set in the processes search.workers starts
 FAILURES_IN_A_ROW = 3  # a worker gives up after this many failed trials in a row
-SEARCH_KEYS = ("resume", "search.workers", "search.confirm_seeds")  # not passed to workers
+SEARCH_KEYS = {"resume", "search.workers", "search.confirm_seeds"}  # not passed to workers
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 
 
@@ -177,11 +177,10 @@ class Search:
 
 def run(cmd: Any) -> int:
     """Run (or continue) the search a command line asks for; return the exit code."""
-    from lightrec.cli import compose_job, preflight
+    from lightrec.cli import compose_job, drop_keys, preflight
     from lightrec.resume import resume_command
 
-    given_resume = [o for o in cmd.overrides if o.split("=", 1)[0].lstrip("+~") == "resume"]
-    fixed = [o for o in cmd.overrides if o not in given_resume]
+    fixed = drop_keys(cmd.overrides, {"resume"})
     job = dataclasses.replace(cmd, overrides=fixed, multirun=False)
     _no_sweeps(job)
     cfg = preflight(job, "train")
@@ -551,19 +550,13 @@ def _train(
 ) -> float:
     """One training run of the search's config with ``overrides``, in ``run_dir``; its
     monitored validation value."""
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
     from lightrec import train
-    from lightrec.cli import compose_job, run_job, user_error_message
-    from lightrec.config_check import check_config
+    from lightrec.cli import run_job
     from lightrec.utils.path_utils import quote_override
 
+    # every value was composed and checked before the search (_checked_space); train.fit
+    # checks the trial's whole config again, a refusal being the trial's LightrecError
     args = [*search.fixed, *overrides]
-    try:
-        check_config(compose_job(search.config, args))
-    except (HydraException, OmegaConfBaseException) as e:
-        raise LightrecError(user_error_message(e) or str(e).splitlines()[0]) from None
     hydra_args = ["hydra.job.name=train", f"hydra.run.dir={quote_override(str(run_dir))}"]
     monitored = run_job(
         search.config,
@@ -578,6 +571,7 @@ def _train(
 def _launch_workers(search: Search) -> None:
     """``search.workers`` processes of this command on this search's study, each with an
     equal share of the CPU threads and, with GPUs, one GPU each (round robin)."""
+    from lightrec.cli import drop_keys
     from lightrec.utils.path_utils import quote_override
 
     n = int(search.settings.workers)
@@ -588,7 +582,7 @@ def _launch_workers(search: Search) -> None:
         "train",
         search.config,
         "-m",
-        *[o for o in search.fixed if o.split("=", 1)[0].lstrip("+~") not in SEARCH_KEYS],
+        *drop_keys(search.fixed, SEARCH_KEYS),
         f"resume={quote_override(str(search.folder))}",
         "search.workers=1",
         "search.confirm_seeds=0",
