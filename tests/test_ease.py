@@ -41,9 +41,10 @@ def test_float32_and_float64_agree():
 
 
 def test_memory_guard_stops_before_allocating():
-    model = build_model("ease", num_items=100_000)  # float64 on the CPU: 160 GB
+    # float64 on the CPU: the one n x n it inverts in place (80 GB) and B's float32 copy
+    model = build_model("ease", num_items=100_000)
     with pytest.raises(
-        LightrecError, match=r"100,000 items needs about 160\.0 GB .*free on the CPU"
+        LightrecError, match=r"100,000 items needs about 120\.0 GB .*free on the CPU"
     ):
         model.fit_closed_form(sp.csr_matrix((10, 100_000), dtype=np.float32))
     assert model.B.numel() == 0  # nothing was allocated
@@ -66,6 +67,62 @@ def test_a_27k_item_catalogue_fits_an_80_gb_gpu(monkeypatch):
     monkeypatch.setattr(item_item, "available_bytes", lambda device: 4 * 10**9)
     with pytest.raises(LightrecError, match="5.7 GB .* over 4.0 GB free on the CUDA"):
         model.check_fit_memory(torch.device("cuda"), torch.float32)
+
+
+def test_the_cpu_fit_inverts_in_the_gram_matrix_own_memory():
+    """EASE's CPU fit holds one n x n (the Gram matrix, inverted by LAPACK in place), so a
+    23,715-item catalogue fits in 6.8 GB where the Gram matrix and a Cholesky factor beside
+    it took two (and scipy's sparse product a third)."""
+    from lightrec.models.ease import ease_weights, gram_matrix
+
+    rng = np.random.default_rng(3)
+    X = sp.csr_matrix((rng.random((300, 130)) < 0.1).astype(np.float32))
+    for dtype in (torch.float64, torch.float32):
+        gram = gram_matrix(X, torch.device("cpu"), dtype)
+        assert torch.equal(gram, torch.from_numpy((X.T @ X).toarray()).to(dtype))
+        reference = gram.clone()
+        reference.diagonal().add_(4.0)
+        p = torch.linalg.inv(reference)
+        expected = -p / p.diagonal()
+        expected.diagonal().zero_()
+        address = gram.data_ptr()
+        b = ease_weights(gram, 4.0)
+        assert b.data_ptr() == address  # no second n x n
+        tol = 1e-10 if dtype == torch.float64 else 1e-4
+        assert torch.allclose(b, expected, atol=tol), dtype
+
+
+def test_a_not_positive_definite_float32_gram_is_one_sentence():
+    from lightrec.models.ease import spd_inverse_
+
+    with pytest.raises(LightrecError, match="not positive definite .* model.dtype=float64"):
+        spd_inverse_(torch.tensor([[1.0, 2.0], [2.0, 1.0]]))
+
+
+def test_item_item_models_score_csr_histories_without_the_dense_product(monkeypatch):
+    """Scores of CSR batches are sums of B's rows (nnz x I operations), equal to ``x @ B``;
+    the dense product is never called for them."""
+    from lightrec.data.batches import CSRCollate
+
+    rng = np.random.default_rng(4)
+    dense_x = (rng.random((80, 30)) < 0.2).astype(np.float32)
+    dense_x[5] = 0  # a user with no history
+    X = sp.csr_matrix(dense_x)
+    for name, extra in [("ease", {}), ("higher_order_ease", {"pairs": 10, "min_support": 2})]:
+        model = build_model(name, num_items=30, **extra)
+        model.fit_closed_form(X)
+        batch = CSRCollate(X)(list(range(80)))
+        dense = model.scores(torch.from_numpy(X.toarray()))
+
+        def no_dense_product(x):
+            raise AssertionError("the dense product ran")
+
+        monkeypatch.setattr(model, "scores", no_dense_product)
+        got, seen = model.score_batch(batch)
+        assert torch.allclose(got, dense, atol=1e-5), name
+        assert torch.equal(seen, torch.from_numpy(X.toarray())), name
+        if name == "ease":
+            assert not got[5].any()  # no history, no score
 
 
 def test_popularity_ranks_by_training_users():
@@ -102,6 +159,32 @@ def test_ease_run_and_predict(tmp_path, tiny_csv):
     assert state["state_dict"]["B"].shape == (30, 30)
     sub = pd.read_csv(predict.run(cfg))
     assert (sub.groupby("user").size() == 10).all()
+
+
+def test_the_refit_fits_while_the_selected_model_holds_no_matrix(tmp_path, tiny_csv, monkeypatch):
+    """One n x n model in memory at a time: the selected EASE gives B up (it is in best.ckpt)
+    while the refit fits its own, and has it back afterwards."""
+    run_dir = tmp_path / "saved" / "hydra_logs" / "ease" / "d" / "t"
+    seen_during_refit = []
+    real_refit = train._refit
+    made = []
+    real_build = train.build_model
+
+    def build(cfg, num_items):
+        made.append(real_build(cfg, num_items))
+        return made[-1]
+
+    def refit(*args, **kw):
+        seen_during_refit.append(made[0].B.numel())
+        return real_refit(*args, **kw)
+
+    monkeypatch.setattr(train, "build_model", build)
+    monkeypatch.setattr(train, "_refit", refit)
+    result = train.fit(compose_cfg("ease", cpu_overrides(tmp_path, tiny_csv), run_dir))
+    assert seen_during_refit == [0]
+    selected = torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)
+    assert torch.equal(result.model.B, selected["state_dict"]["B"])
+    assert result.model.B.shape == (30, 30)
 
 
 def test_competition_split_through_the_data_module(tmp_path, tiny_csv):

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import scipy.sparse as sp
+import torch
 
-from lightrec.models.base import ClosedFormModule
+from lightrec.models.base import ClosedFormModule, RecommenderModule
 from lightrec.resume import AtomicCheckpointIO
 from lightrec.utils.device import compute_device
 from lightrec.utils.parallel import is_rank_zero
@@ -58,3 +61,19 @@ def fit_run(
         "fit_time_s": round(seconds, 3),
         "resumed": 0,
     }
+
+
+@contextmanager
+def weights_on_disk(model: RecommenderModule, ckpt: Path) -> Iterator[None]:
+    """Within: a fitted closed-form ``model`` holds no weights (they are in ``ckpt``), so
+    that the refit's fit of a second model of the same size has the memory to itself (EASE
+    on 23k items: one 6.6 GB fit at a time, not 2.2 GB more); after: reloaded from
+    ``ckpt``. Other models are left as they are."""
+    if not isinstance(model, ClosedFormModule) or not model.release_weights():
+        yield
+        return
+    try:
+        yield
+    finally:
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["state_dict"])

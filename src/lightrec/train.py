@@ -107,7 +107,8 @@ def fit(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> Tr
         best = None if in_memory else run_dir.root / selection["best_checkpoint"]
         metrics.update(_evaluate(cfg, dm, model, best))
         if cfg.refit and dm.has_validation:
-            metrics["refit"] = _refit(cfg, dm, metrics["best_epoch"], run_dir)
+            with closed_form.weights_on_disk(model, run_dir.best_ckpt):
+                metrics["refit"] = _refit(cfg, dm, metrics["best_epoch"], run_dir)
         elif cfg.refit:
             log.info("no refit: without a validation split the model already trained on every row")
     if is_rank_zero():

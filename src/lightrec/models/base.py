@@ -104,6 +104,11 @@ class ClosedFormModule(RecommenderModule):
     def configure_optimizers(self) -> None:  # Lightning asks; there is nothing to optimise
         return None
 
+    def release_weights(self) -> bool:
+        """Give the fitted weights' memory up (loading a checkpoint restores them); True
+        when that freed something worth a reload. Small models keep theirs."""
+        return False
+
     def score_batch(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         x = history_rows(batch, self.num_items)
         return self.scores(x), x

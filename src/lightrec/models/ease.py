@@ -12,8 +12,9 @@ Precision (lightrec.models.item_item.fit_dtype): on the GPU float32 (with TF32 o
 inverse is true fp32); on the CPU float64 by default, because the Gram matrix of a popular
 catalogue is badly conditioned (diagonal entries from lambda to tens of thousands) and the
 inverse loses several digits in float32. ``dtype`` overrides.
-Before allocating, the fit checks that its two items x items matrices fit in the memory
-free on its device (and under ``memory_budget_gb`` when set).
+On the CPU the fit lives in one items x items matrix (the Gram matrix, inverted in place by
+torch's LAPACK), plus B's float32 copy; on a GPU in two. Before allocating, the fit checks
+that they fit in the memory free on its device (and under ``memory_budget_gb`` when set).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import scipy.sparse as sp
 import torch
 
 from lightrec.data.batches import dense_rows
+from lightrec.errors import LightrecError
 from lightrec.models.item_item import FitDtype, ItemItemModule, binary, fit_dtype
 from lightrec.params import PositiveFloat, PositiveInt
 
@@ -32,8 +34,9 @@ log = logging.getLogger(__name__)
 
 
 def ease_weights(gram: torch.Tensor, lam: float) -> torch.Tensor:
-    """``B`` from the Gram matrix ``X^T X`` (consumed: pass it and drop your reference), by a
-    Cholesky inverse; at most two n x n matrices are alive at once.
+    """``B`` from the Gram matrix ``X^T X`` (consumed: pass it and drop your reference).
+    On the CPU the whole fit happens in ``gram``'s own memory (one n x n matrix alive); on a
+    GPU a Cholesky factor sits beside it (two).
 
     >>> X = torch.tensor([[1., 1., 0.], [0., 1., 1.], [1., 1., 1.]], dtype=torch.float64)
     >>> B = ease_weights(X.T @ X, lam=1.0)
@@ -41,13 +44,41 @@ def ease_weights(gram: torch.Tensor, lam: float) -> torch.Tensor:
     0.0
     """
     gram.diagonal().add_(lam)
-    factor = torch.linalg.cholesky(gram)
+    p = spd_inverse_(gram)
     del gram
-    p = torch.cholesky_inverse(factor)
-    del factor
     p.div_(-p.diagonal())  # column j divided by -P_jj (the divisor is a new vector)
     p.diagonal().zero_()
     return p
+
+
+def spd_inverse_(a: torch.Tensor) -> torch.Tensor:
+    """The inverse of the symmetric positive definite ``a``, by its Cholesky factor: on the
+    CPU in ``a``'s own memory, elsewhere in new memory.
+
+    In place: a C-ordered symmetric matrix is its own column-major transpose, which is the
+    layout LAPACK works in, so torch factors and inverts that view without a copy (torch's
+    LAPACK, not scipy's: scipy's OpenBLAS build crashed factoring 17,000 x 17,000 on two
+    threads).
+
+    >>> a = torch.tensor([[4.0, 2.0], [2.0, 3.0]], dtype=torch.float64)
+    >>> inv = spd_inverse_(a.clone())
+    >>> (inv @ a).round(decimals=12).tolist()
+    [[1.0, 0.0], [0.0, 1.0]]
+    """
+    if a.device.type != "cpu":
+        return torch.cholesky_inverse(torch.linalg.cholesky(a))
+    a = a.contiguous()
+    view = a.mT
+    info = torch.empty((), dtype=torch.int32)
+    torch.linalg.cholesky_ex(view, out=(view, info))
+    if int(info) != 0:
+        raise LightrecError(
+            f"the {str(a.dtype).removeprefix('torch.')} Gram matrix is not positive definite "
+            f"(its leading minor of order {int(info)} is not): use model.dtype=float64 or a "
+            "larger model.lam"
+        )
+    torch.cholesky_inverse(view, out=view)  # the whole symmetric inverse
+    return a
 
 
 def gram_by_row_blocks(
@@ -84,11 +115,24 @@ def gram_by_row_blocks(
 
 def gram_matrix(train: sp.csr_matrix, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """``X^T X`` of the binary training matrix, dense in ``dtype`` on ``device`` (the one
-    dense copy): scipy's sparse product on the CPU, blocks of dense products on a GPU."""
+    dense copy): on the CPU scipy's sparse products, a block of item rows at a time written
+    into the dense result (the whole sparse product of a long-tailed catalogue can be
+    larger than the dense matrix); blocks of dense products on a GPU.
+
+    >>> x = sp.csr_matrix(np.array([[1, 0, 1], [1, 1, 0], [0, 1, 1]], dtype=np.float32))
+    >>> gram_matrix(x, torch.device("cpu"), torch.float64).int().tolist()
+    [[2, 1, 1], [1, 2, 1], [1, 1, 2]]
+    """
     x = binary(train, np.float64 if dtype == torch.float64 else np.float32)
-    if device.type == "cpu":
-        return torch.from_numpy((x.T @ x).toarray())
-    return gram_by_row_blocks(x, device).to(dtype)
+    if device.type != "cpu":
+        return gram_by_row_blocks(x, device).to(dtype)
+    n = x.shape[1]
+    xt = x.T.tocsr()
+    gram = np.empty((n, n), dtype=x.dtype)
+    step = max(1, 2**24 // max(n, 1))  # about 16M entries per block
+    for start in range(0, n, step):
+        gram[start : start + step] = (xt[start : start + step] @ x).toarray()
+    return torch.from_numpy(gram)
 
 
 class EASE(ItemItemModule):
@@ -118,9 +162,13 @@ class EASE(ItemItemModule):
 
     def check_fit_memory(self, device: torch.device, dtype: torch.dtype) -> None:
         """Refuse, before allocating, a fit in ``dtype`` that ``device`` cannot hold."""
-        # peak: two n x n at a time (the Gram matrix and its Cholesky factor, then the factor
-        # and the inverse, which becomes B in place)
-        self.check_memory(device, dtype, 2 * self.num_items**2, "its item x item matrices")
+        # peak: on the CPU the one n x n the fit happens in, and B's float32 copy when the fit
+        # is float64; on a GPU two n x n (the Gram matrix and its Cholesky factor, then the
+        # factor and the inverse, which becomes B in place)
+        n2 = self.num_items**2
+        copy = 0.5 * n2 if dtype == torch.float64 else 0
+        elements = int(n2 + copy) if device.type == "cpu" else 2 * n2
+        self.check_memory(device, dtype, elements, "its item x item matrices")
 
     def fit_closed_form(self, train: sp.csr_matrix) -> None:
         device = self.B.device

@@ -163,7 +163,15 @@ class HigherOrderEASE(ItemItemModule):
         )
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
-        out = x @ self.B
+        return self._with_pairs(x @ self.B, x)
+
+    def history_scores(
+        self, indptr: torch.Tensor, indices: torch.Tensor, x: torch.Tensor
+    ) -> torch.Tensor:
+        return self._with_pairs(super().history_scores(indptr, indices, x), x)
+
+    def _with_pairs(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Item scores ``out`` plus the pairs' part, ``pair_rows(x) @ C``."""
         if self.pair_index.shape[0]:
             out = out + pair_rows(x, self.pair_index) @ self.C
         return out
