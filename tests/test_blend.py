@@ -80,7 +80,7 @@ def test_blend_cli_writes_a_submission_and_prints_its_path_last(tmp_path, tiny_c
     assert len(weights) == 2 and sum(weights) == pytest.approx(1.0, abs=0.01)
     check_submission(out, pd.read_csv(tiny_csv), k=10)
     record = json.loads((out.parent / "blend.json").read_text())
-    assert record["models"] == "refit" and record["weights"] == weights
+    assert record["models"] == ["refit", "refit"] and record["weights"] == weights
     assert record["val/ndcg@10"]["blend"] >= max(record["val/ndcg@10"]["runs"]) - 1e-9
 
 
@@ -100,16 +100,21 @@ def test_runs_of_other_data_are_refused(tmp_path, tiny_csv, two_runs):
     )
     train.fit(cfg)
     with pytest.raises(LightrecError, match="differ in their split") as e:
-        blend.load_members([str(two_runs[0]), str(other)], use_refit=True)
+        blend.load_members([str(two_runs[0]), str(other)])
     assert "\n" not in str(e.value)
 
 
-def test_runs_without_a_refit_model_are_refused(tmp_path, tiny_csv, two_runs):
+def test_a_run_without_a_refit_model_submits_its_selected_one(tmp_path, tiny_csv, two_runs):
+    """The blend applies what each run's own predict applies: its refit model, or, trained
+    with refit=false, its selected one (the main job trains SASRec and RecVAE that way)."""
     no_refit = tmp_path / "no_refit"
     train.fit(compose_cfg("ease", [*cpu_overrides(tmp_path, tiny_csv), "refit=false"], no_refit))
-    with pytest.raises(LightrecError, match="has no refit model"):
-        blend.load_members([str(two_runs[0]), str(no_refit)], use_refit=True)
-    assert len(blend.load_members([str(two_runs[0]), str(no_refit)], use_refit=False)) == 2
+    runs = [str(two_runs[0]), str(no_refit)]
+    path, record = blend.blend(runs, out=tmp_path / "mixed.csv")
+    assert record["models"] == ["refit", "selected"]
+    assert path.is_file()
+    _, record = blend.blend(runs, out=tmp_path / "selected.csv", use_refit=False)
+    assert record["models"] == ["selected", "selected"]
 
 
 def test_blend_the_latest_run_of_each_config(tmp_path, tiny_csv, two_runs):

@@ -11,8 +11,9 @@ config, ``python -m lightrec blend --latest ease recvae sasrec [--log-root saved
 3. Weights on the simplex are chosen to maximise the runs' validation metric
    (``checkpoint.monitor``, e.g. ``val/ndcg@10``) of the weighted sum: an exhaustive grid
    for up to four runs, coordinate ascent beyond. Selection sees validation only.
-4. The same weights combine the runs' *refit* models (``refit.ckpt``; ``--no-refit``: the
-   selected ones), scored from every user's full history in the data file, into
+4. The same weights combine the runs' *refit* models (``refit.ckpt``; a run trained with
+   ``refit=false``, and every run under ``--no-refit``: the selected one), scored from
+   every user's full history in the data file, into
    ``submission.csv`` (the contract of every other submission), with ``blend.json``
    beside it (runs, weights, method, validation metrics of each run and of the blend).
 
@@ -71,8 +72,8 @@ class Member:
     item_ids: list
 
 
-def load_members(run_dirs: list[str], use_refit: bool) -> list[Member]:
-    """The runs, checked to be finished, to have the model to apply, and to share the data."""
+def load_members(run_dirs: list[str]) -> list[Member]:
+    """The runs, checked to be finished and to share the data."""
     if len(run_dirs) < 2:
         raise LightrecError("blend needs at least two run folders")
     members = []
@@ -80,11 +81,6 @@ def load_members(run_dirs: list[str], use_refit: bool) -> list[Member]:
         run = RunDir(Path(name).expanduser())
         if not run.finished:
             raise LightrecError(f"{run.root} is not a finished training run (no metrics.json)")
-        if use_refit and not run.refit_ckpt.is_file():
-            raise LightrecError(
-                f"run {run.root} has no refit model (trained with refit=false): blend runs "
-                "that all have one, or pass --no-refit to blend the selected models"
-            )
         ids = json.loads(run.id_maps.read_text())["item_ids"]
         cfg = load_config(run)
         try:  # a run folder is untrusted: only lightrec's classes are built from it
@@ -95,6 +91,14 @@ def load_members(run_dirs: list[str], use_refit: bool) -> list[Member]:
         members.append(Member(run, cfg, ids))
     _check_same_data(members)
     return members
+
+
+def applied_models(members: list[Member], use_refit: bool) -> list[str]:
+    """Which model of each run a submission applies: ``refit`` or ``selected``."""
+    return [
+        "refit" if m.run.submission_ckpt(use_refit) == m.run.refit_ckpt else "selected"
+        for m in members
+    ]
 
 
 def _data_identity(m: Member) -> dict[str, Any]:
@@ -325,7 +329,7 @@ def blend(
     if method not in METHODS:
         raise LightrecError(f"--method {method!r} is not one of {', '.join(METHODS)}")
     out = output_path(out, "saved/blends")
-    members = load_members(run_dirs, use_refit)
+    members = load_members(run_dirs)
     k = top_k if top_k is not None else int(members[0].cfg.predict.top_k)
     check_top_k(k, len(members[0].item_ids), "--top-k" if top_k is not None else "predict.top_k")
     device = compute_device(members[0].cfg.trainer.accelerator)
@@ -347,7 +351,7 @@ def blend(
         "runs": [str(m.run.root) for m in members],
         "weights": [round(float(w), 4) for w in weights],
         "method": method,
-        "models": "refit" if use_refit else "selected",
+        "models": applied_models(members, use_refit),
         f"val/{monitor}": {"blend": round(best, 6), "runs": [round(v, 6) for v in singles]},
         "validation_users": int(targets.shape[0]),
         "submission": str(out),
@@ -378,7 +382,7 @@ def _apply(
     active = []  # (scorer, weight) of the runs with a weight
     for m, w in zip(members, weights, strict=True):
         if w > 0:
-            model = load_model(m.run.refit_ckpt if use_refit else m.run.best_ckpt, m.cfg)
+            model = load_model(m.run.submission_ckpt(use_refit), m.cfg)
             collate = history.collate(model.data_view, m.cfg.data.max_len)
             active.append((model_scorer(model.to(device).score_batch, collate, device), float(w)))
 

@@ -16,7 +16,8 @@
    users from their training rows; labels are the validation items. A LightGBM
    ``lambdarank`` ranker of small trees with users as groups, its tree count chosen by
    5-fold cross-validation over those users, then refit on all of them with that count.
-5. **Submission**: the members' *refit* models (``--no-refit``: the selected ones) score
+5. **Submission**: the members' *refit* models (a run without one, and every run under
+   ``--no-refit``: the selected one) score
    every user from the full data file; the ranker orders their candidates; top-k is written
    like every submission, with ``rerank.json`` (runs, features and their gain, trees, the
    cross-validated Recall@10 among the candidates of the ranker, of each member and of the
@@ -45,6 +46,7 @@ from lightrec import submission
 from lightrec.blend import (
     Member,
     add_run_arguments,
+    applied_models,
     chosen_runs,
     load_members,
     member_datamodule,
@@ -370,7 +372,7 @@ def rerank(
         raise LightrecError(f"--candidates {n_candidates} must be at least 1")
     if top_k is not None:
         check_top_k(top_k, sys.maxsize, "--top-k")  # before any run is read
-    members = load_members(run_dirs, use_refit)
+    members = load_members(run_dirs)
     k = top_k if top_k is not None else int(members[0].cfg.predict.top_k)
     n_items = len(members[0].item_ids)
     check_top_k(k, n_items, "--top-k" if top_k is not None else "predict.top_k")
@@ -391,7 +393,7 @@ def rerank(
     history = load_history(members[0].cfg.data, members[0].item_ids)
     scorers = []
     for m in members:
-        model = load_model(m.run.refit_ckpt if use_refit else m.run.best_ckpt, m.cfg).to(device)
+        model = load_model(m.run.submission_ckpt(use_refit), m.cfg).to(device)
         collate = history.collate(model.data_view, m.cfg.data.max_len)
         scorers.append(model_scorer(model.score_batch, collate, device))
     user, item, time = history.rows()
@@ -409,7 +411,7 @@ def rerank(
     importance = ranker.feature_importance(importance_type="gain")
     record = {
         "runs": [str(m.run.root) for m in members],
-        "models": "refit" if use_refit else "selected",
+        "models": applied_models(members, use_refit),
         "candidates_per_member": n_candidates,
         "available_only": available_only,
         "features": names,

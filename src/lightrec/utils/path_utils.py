@@ -78,6 +78,12 @@ class RunDir:
     def refit_ckpt(self) -> Path:
         return self.checkpoint_dir / REFIT_CKPT
 
+    def submission_ckpt(self, use_refit: bool = True) -> Path:
+        """The model this run submits with: its refit model when it has one (and
+        ``use_refit``), else its selected (best) one. Predict, the blend and the re-ranker
+        all apply this rule."""
+        return self.refit_ckpt if use_refit and self.refit_ckpt.is_file() else self.best_ckpt
+
     @property
     def tensorboard_dir(self) -> Path:
         return self.root / "tensorboard"
@@ -198,9 +204,7 @@ def predict_checkpoint(cfg: DictConfig, run: RunDir) -> Path:
     when it has one (and ``predict.use_refit``), else its selected (best) model."""
     if cfg.ckpt_path is not None:
         return Path(cfg.ckpt_path).expanduser()
-    if cfg.predict.use_refit and run.refit_ckpt.is_file():
-        return run.refit_ckpt
-    return run.best_ckpt
+    return run.submission_ckpt(cfg.predict.use_refit)
 
 
 def _no_run_message(log_root: str | Path, model_name: str) -> str:
