@@ -1,6 +1,6 @@
 """The product against shared/bench's reference loops, side by side, in one session.
 
-``python benchmarks/bench_gpu.py [--scale 1.0] [--which vae,bert,ease,predict]``
+``python benchmarks/bench_gpu.py [--scale 1.0] [--which vae,bert,sasrec,ease,predict]``
 
 Runs ``../shared/bench/gpu_reference.py``'s loops (or ``--reference PATH``) and the same work
 through the product, on the same device, then prints one JSON line per part and a markdown
@@ -11,6 +11,8 @@ table of the ratios (product / reference; under 1.0 is faster):
   LightningModule under ``pytorch_lightning.Trainer`` (validation, logging and checkpoints
   off, as in the reference), fp32 and bf16-mixed; median epoch after a warm-up epoch.
 - ``bert``: a BERT4Rec epoch (138,493 users x 26,744 items, sequences up to 200, batch 256).
+- ``sasrec``: the shipped SASRec's epoch at BERT4Rec's shape, for each ``model.loss``
+  (``ce``, ``sampled_softmax``, ``gbce``; no reference loop: absolute times).
 - ``ease``: the EASE fit on 20,108 items, and the top-10 of every user (seen items out).
 - ``predict``: ``predict_ease.py`` as a user runs it, for 138,493 users x 26,744 items of a
   20M-row CSV, wall time with Python's start-up (the target: at most 15 s on one GPU).
@@ -146,14 +148,22 @@ def product_vae(ref, scale: float, n: int) -> dict:
     }
 
 
-def product_bert(ref, scale: float, n: int) -> dict:
-    n_users, n_items, max_len = int(138493 * scale), int(26744 * max(scale, 0.05)), 200
+def sequence_log(scale: float, max_len: int) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """``(user, item, n_users, n_items)`` of ML-20M's shape (138,493 users x 26,744 items,
+    lognormal lengths around 144, clipped to 5..max_len, Zipf-like items), as the reference
+    draws BERT4Rec's."""
+    n_users, n_items = int(138493 * scale), int(26744 * max(scale, 0.05))
     rng = np.random.default_rng(1)
     raw = np.exp(0.9 * rng.standard_normal(n_users))
     lengths = np.clip(np.round(raw / raw.mean() * 144), 5, max_len).astype(np.int64)
     p = 1.0 / np.arange(1, n_items + 1) ** 0.9
     item = rng.choice(n_items, size=int(lengths.sum()), p=p / p.sum())
-    user = np.repeat(np.arange(n_users), lengths)
+    return np.repeat(np.arange(n_users), lengths), item, n_users, n_items
+
+
+def product_bert(ref, scale: float, n: int) -> dict:
+    max_len = 200
+    user, item, n_users, n_items = sequence_log(scale, max_len)
     # the reference's model: bert4rec_v2's architecture, BERT's dropout everywhere
     dm, cfg = with_arrays(
         "bert4rec_v2",
@@ -174,6 +184,30 @@ def product_bert(ref, scale: float, n: int) -> dict:
         f"bert_epoch_s_{name}": round(epochs(dm, cfg, precision, n), 4)
         for name, precision in (("fp32", "32-true"), ("bf16", "bf16-mixed"))
     }
+
+
+SASREC_LOSSES = ("ce", "sampled_softmax", "gbce")
+
+
+def product_sasrec(scale: float, n: int) -> dict:
+    """The shipped SASRec's epoch at ML-20M's shape (sequences up to 200, batch 128) with
+    each ``model.loss`` (256 negatives for the sampled ones), fp32 and bf16-mixed. No
+    reference loop exists for it: the figures stand alone, beside full CE's."""
+    max_len = 200
+    user, item, n_users, n_items = sequence_log(scale, max_len)
+    out = {}
+    for loss in SASREC_LOSSES:
+        dm, cfg = with_arrays(
+            "sasrec",
+            [f"data.max_len={max_len}", f"model.loss={loss}"],
+            user,
+            item,
+            n_users,
+            n_items,
+        )
+        for name, precision in (("fp32", "32-true"), ("bf16", "bf16-mixed")):
+            out[f"sasrec_{loss}_epoch_s_{name}"] = round(epochs(dm, cfg, precision, n), 4)
+    return out
 
 
 def product_ease(ref, scale: float) -> dict:
@@ -252,7 +286,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--scale", type=float, default=1.0)
-    ap.add_argument("--which", default="vae,bert,ease,predict")
+    ap.add_argument("--which", default="vae,bert,sasrec,ease,predict")
     ap.add_argument("--epochs", type=int, default=4, help="product epochs per setting (1 warm-up)")
     ap.add_argument("--reference", type=Path, default=ROOT.parent / "shared/bench/gpu_reference.py")
     ap.add_argument("--work", type=Path, default=ROOT / "benchmarks/.work/gpu")
@@ -276,6 +310,8 @@ def main() -> None:
             product.update(product_vae(ref, a.scale, a.epochs))
         elif part == "bert":
             product.update(product_bert(ref, a.scale, a.epochs))
+        elif part == "sasrec":
+            product.update(product_sasrec(a.scale, a.epochs))
         elif part == "ease":
             product.update(product_ease(ref, a.scale))
         elif part == "predict":
@@ -292,6 +328,14 @@ def main() -> None:
         if mine in product and theirs in reference:
             p, r = product[mine], reference[theirs]
             print(f"| {what} | {r:.3f} s | {p:.3f} s | {p / r:.2f} |")
+    for loss in SASREC_LOSSES:
+        for name in ("fp32", "bf16"):
+            key = f"sasrec_{loss}_epoch_s_{name}"
+            if key in product:
+                ratio = product[key] / product[f"sasrec_ce_epoch_s_{name}"]
+                print(
+                    f"| SASRec epoch {loss} {name} | | {product[key]:.3f} s | {ratio:.2f} of CE |"
+                )
     if "predict_all_users_wall_s" in product:
         print(
             f"| predict, every user, wall with start-up | (target 15 s) | "
