@@ -1,14 +1,17 @@
-"""The entry points and the run script as a user drives them (subprocesses)."""
+"""The entry points and the run script as a user drives them (subprocesses; refusals that
+happen before any training run in-process, through the same ``cli.main``)."""
 
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from helpers import ROOT, run_cmd
+from lightrec import cli
 
 PY_TRAIN = [sys.executable, str(ROOT / "train_multi_vae.py")]
 PY_PREDICT = [sys.executable, str(ROOT / "predict_multi_vae.py")]
@@ -33,6 +36,17 @@ def assert_one_sentence(proc, *fragments):
         assert f in proc.stderr, proc.stderr[-2000:]
 
 
+def in_process(argv: list[str], capsys, monkeypatch, cwd: Path) -> SimpleNamespace:
+    """``python -m lightrec ARGV`` run in this process (no interpreter start-up: the refusals
+    below happen before any training), as the exit code and standard error a shell sees."""
+    monkeypatch.chdir(cwd)
+    try:
+        code = cli.main(argv)
+    except SystemExit as e:  # a stage's own exit, as under `python -m lightrec`
+        code = e.code
+    return SimpleNamespace(returncode=code, stderr=capsys.readouterr().err)
+
+
 def runs(tmp_path):
     return list((tmp_path / "saved" / "hydra_logs").rglob("metrics.json"))
 
@@ -41,21 +55,23 @@ def runs(tmp_path):
     "content, fragment",
     [(None, "does not exist"), ("", "is empty"), ("user,thing,time\n1,2,3\n", "no column 'item'")],
 )
-def test_bad_data_file_one_sentence_nothing_written(tmp_path, content, fragment):
+def test_bad_data_file_one_sentence_nothing_written(
+    tmp_path, capsys, monkeypatch, content, fragment
+):
     csv = tmp_path / "log.csv"
     if content is not None:
         csv.write_text(content)
-    proc = run_cmd([*PY_TRAIN, *tiny_overrides(tmp_path, csv)], cwd=tmp_path)
+    argv = ["train", "multi_vae_v2", *tiny_overrides(tmp_path, csv)]
+    proc = in_process(argv, capsys, monkeypatch, tmp_path)
     assert_one_sentence(proc, "error:", str(csv), fragment)
     assert proc.returncode == 2
     assert runs(tmp_path) == []
     assert not list((tmp_path / "saved").rglob("*.ckpt"))
 
 
-def test_unknown_config_key(tmp_path, tiny_csv):
-    proc = run_cmd(
-        [*PY_TRAIN, *tiny_overrides(tmp_path, tiny_csv), "model.dropuot=0.1"], cwd=tmp_path
-    )
+def test_unknown_config_key(tmp_path, tiny_csv, capsys, monkeypatch):
+    argv = ["train", "multi_vae_v2", *tiny_overrides(tmp_path, tiny_csv), "model.dropuot=0.1"]
+    proc = in_process(argv, capsys, monkeypatch, tmp_path)
     assert_one_sentence(proc, "model.dropuot")
     assert runs(tmp_path) == []
 

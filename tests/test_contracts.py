@@ -31,6 +31,16 @@ from lightrec.resume import RunInterrupted
 from lightrec.utils.path_utils import RunDir
 
 GRADIENT = [c for c in CONTRACT if not is_closed_form(c)]
+# data parallelism: one config of each way a run trains is launched on two processes (each
+# launch is two interpreters, 15-20 s). Every closed-form model trains one way (each process
+# fits alone, then evaluates its share of users; the fits are tested in-process), and the
+# MultiVAE configs are one class.
+DDP = ["ease", "multi_vae_v2", "recvae", "bert4rec_v2", "sasrec"]
+
+
+def training_path(config: str) -> str:
+    """How a config's runs train: closed form, or its model class's own training step."""
+    return "closed form" if is_closed_form(config) else compose_cfg(config, []).model._target_
 
 
 def tiny(tmp_path, csv, config: str, *extra: str) -> list[str]:
@@ -165,7 +175,11 @@ def test_refit_never_sees_a_test_item(tmp_path, config):
     assert ra["test"] != rb["test"]
 
 
-@pytest.mark.parametrize("config", list(CONTRACT))
+def test_every_training_path_is_launched_on_two_processes():
+    assert {training_path(c) for c in CONTRACT} == {training_path(c) for c in DDP}
+
+
+@pytest.mark.parametrize("config", DDP)
 def test_trains_on_two_processes(tmp_path, config):
     """Data parallelism (DDP on 2 CPU processes, gloo): the whole run, refit included, with
     every user evaluated once (41 users: the processes score 21 and 20)."""
