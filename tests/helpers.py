@@ -4,11 +4,14 @@ objects built from the shipped YAML (the one source of defaults), and subprocess
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +165,27 @@ def run_cmd(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 
     return subprocess.run(
         args, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout, check=False
     )
+
+
+@contextmanager
+def logging_restored() -> Iterator[None]:
+    """Within: a command run in this process may configure logging (Hydra's job logging adds
+    a file handler in the run folder); after: every logger has its handlers and level back,
+    and the added handlers are closed, so later tests never write to a removed folder."""
+    loggers = [logging.getLogger(), *map(logging.getLogger, logging.Logger.manager.loggerDict)]
+    saved = {id(lg): (lg, lg.handlers[:], lg.level) for lg in loggers}
+    try:
+        yield
+    finally:
+        for lg in [logging.getLogger(), *map(logging.getLogger, logging.Logger.manager.loggerDict)]:
+            before = saved.get(id(lg))
+            kept = before[1] if before else []
+            for h in lg.handlers:
+                if h not in kept:
+                    h.close()
+            lg.handlers[:] = kept
+            if before:
+                lg.setLevel(before[2])
 
 
 def only_metrics(log_root: Path) -> dict:

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from helpers import ROOT, run_cmd
+from helpers import ROOT, logging_restored, run_cmd
 from lightrec import cli
 
 PY_TRAIN = [sys.executable, str(ROOT / "train_multi_vae.py")]
@@ -40,10 +40,11 @@ def in_process(argv: list[str], capsys, monkeypatch, cwd: Path) -> SimpleNamespa
     """``python -m lightrec ARGV`` run in this process (no interpreter start-up: the refusals
     below happen before any training), as the exit code and standard error a shell sees."""
     monkeypatch.chdir(cwd)
-    try:
-        code = cli.main(argv)
-    except SystemExit as e:  # a stage's own exit, as under `python -m lightrec`
-        code = e.code
+    with logging_restored():
+        try:
+            code = cli.main(argv)
+        except SystemExit as e:  # a stage's own exit, as under `python -m lightrec`
+            code = e.code
     return SimpleNamespace(returncode=code, stderr=capsys.readouterr().err)
 
 

@@ -19,7 +19,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from optuna.trial import TrialState
 
-from helpers import CONFIG_DIR, compose_cfg, run_cmd
+from helpers import CONFIG_DIR, compose_cfg, logging_restored, run_cmd
 from lightrec import cli
 from lightrec.errors import LightrecError
 from lightrec.search import space, suggest
@@ -292,7 +292,8 @@ def test_a_study_of_another_search_is_refused(tmp_path, tiny_csv, capsys):
     shared = tmp_path / "s.journal"
     args = [f"search.storage={shared}", "search.n_trials=1", "search.confirm_seeds=0",
             "trainer.max_epochs=1"]  # fmt: skip
-    assert cli.main(_search(tmp_path, tiny_csv, *args)[3:]) == 0  # in-process: no start-up
+    with logging_restored():  # in-process: no interpreter start-up
+        assert cli.main(_search(tmp_path, tiny_csv, *args)[3:]) == 0
     capsys.readouterr()
     other = _search(tmp_path, tiny_csv, *args, "resume=true")[3:]
     other[other.index("multi_vae_v2")] = "multi_vae_v3"  # the same study name, another model
