@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from omegaconf import OmegaConf
 
 from common import ROOT, shipped_config
 from lightrec.data.batches import CSRCollate
@@ -195,16 +196,10 @@ def product_sasrec(scale: float, n: int) -> dict:
     reference loop exists for it: the figures stand alone, beside full CE's."""
     max_len = 200
     user, item, n_users, n_items = sequence_log(scale, max_len)
+    dm, shipped = with_arrays("sasrec", [f"data.max_len={max_len}"], user, item, n_users, n_items)
     out = {}
-    for loss in SASREC_LOSSES:
-        dm, cfg = with_arrays(
-            "sasrec",
-            [f"data.max_len={max_len}", f"model.loss={loss}"],
-            user,
-            item,
-            n_users,
-            n_items,
-        )
+    for loss in SASREC_LOSSES:  # one data module: the loss is the model's alone
+        cfg = OmegaConf.merge(shipped, {"model": {"loss": loss}})
         for name, precision in (("fp32", "32-true"), ("bf16", "bf16-mixed")):
             out[f"sasrec_{loss}_epoch_s_{name}"] = round(epochs(dm, cfg, precision, n), 4)
     return out
