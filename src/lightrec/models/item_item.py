@@ -61,7 +61,8 @@ class ItemItemModule(ClosedFormModule):
         for name, buffer in list(self.named_buffers(recurse=False)):
             weights = state_dict.get(prefix + name)
             if weights is not None and weights.shape != buffer.shape:
-                setattr(self, name, torch.empty_like(weights, device=buffer.device))
+                # contiguous, whatever the saved tensor's strides (see set_weights)
+                setattr(self, name, weights.new_empty(weights.shape, device=buffer.device))
         super()._load_from_state_dict(state_dict, prefix, *args, **kw)
 
     def release_weights(self) -> bool:
@@ -96,9 +97,12 @@ class ItemItemModule(ClosedFormModule):
                 )
 
     def set_weights(self, weights: np.ndarray | torch.Tensor) -> None:
-        """Keep ``weights`` as ``B`` (float32, on this module's device)."""
+        """Keep ``weights`` as ``B`` (float32, contiguous, on this module's device). A
+        column-major B (scipy's dense copy of a CSC product is one) sends ``embedding_bag``
+        down a one-thread path per row: ItemKNN's validation at the competition's size took
+        minutes instead of seconds."""
         w = torch.as_tensor(weights)
-        self.B = w.to(device=self.B.device, dtype=torch.float32)
+        self.B = w.to(device=self.B.device, dtype=torch.float32).contiguous()
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         return x @ self.B  # (B, I)
