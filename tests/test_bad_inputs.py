@@ -126,6 +126,10 @@ CONFIG_CASES = {
     "seed": ("seed=-1", "seed=-1 must be an integer at least 0"),
     "list item": ("model.hidden_dims=[600,abc]", "model.hidden_dims=[600, 'abc'] must be a list"),
     "unknown trainer key": ("+trainer.bogus=1", "unknown config key trainer.bogus"),
+    "time budget": (
+        "trainer.max_time=8min",
+        "trainer.max_time='8min' must be a string of the form DD:HH:MM:SS",
+    ),
     "no epoch validated": (
         "+trainer.check_val_every_n_epoch=5",  # max_epochs=3 in the test's overrides
         "trainer.max_epochs=3 is less than trainer.check_val_every_n_epoch=5",

@@ -144,3 +144,22 @@ def test_refit_averages_its_last_epochs_when_asked(tmp_path):
     a, b = refit_state(plain), refit_state(avg)
     assert a.keys() == b.keys()
     assert any(not torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point())
+
+
+def test_a_time_budget_ends_the_selection_and_the_refit_trains_what_it_chose(tmp_path):
+    """``trainer.max_time`` ends the selection (here long before ``max_epochs`` or the
+    patience would); the run finishes with its best validated epoch, and the refit trains
+    that many epochs even when they take longer than the budget (min_epochs binds it)."""
+    result = fit(
+        tmp_path,
+        "a",
+        make_log(),
+        "multi_vae_v2",
+        "trainer.max_epochs=100000",
+        "early_stopping.patience=100000",
+        "trainer.max_time=00:00:00:02",
+    )
+    m = result.metrics
+    assert 1 <= m["epochs_trained"] < 100000
+    assert m["refit"]["epochs"] == m["best_epoch"] + 1
+    assert json.loads(result.run.metrics.read_text())["refit"] == m["refit"]

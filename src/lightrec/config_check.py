@@ -30,7 +30,7 @@ from lightrec.data.recsys_data import RecSysDataModule
 from lightrec.errors import LightrecError
 from lightrec.metrics import METRICS
 from lightrec.models.base import RecommenderModule
-from lightrec.params import FolderName, Name, NonNegativeInt, PositiveInt, Range
+from lightrec.params import CONSTRAINTS, FolderName, MaxTime, NonNegativeInt, PositiveInt
 
 MISSING = "???"
 UNIONS = (Union, types.UnionType)  # Optional[int] and int | None
@@ -90,6 +90,7 @@ class Trainer:
     may be given, and is checked by Lightning)."""
 
     max_epochs: PositiveInt
+    max_time: MaxTime | None
     min_epochs: NonNegativeInt
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps", "tpu"]
     devices: int | str | list[int]
@@ -283,7 +284,7 @@ def _fits(value: Any, annotation: Any) -> bool:
         base, *meta = get_args(annotation)
         if not _fits(value, base):
             return False
-        return all(r.contains(value) for r in meta if isinstance(r, Range | Name))
+        return all(r.contains(value) for r in meta if isinstance(r, CONSTRAINTS))
     if origin in UNIONS:
         return any(_fits(value, a) for a in get_args(annotation))
     if origin is Literal:
@@ -318,7 +319,7 @@ def describe(annotation: Any) -> str:
     origin = get_origin(annotation)
     if origin is Annotated:
         base, *meta = get_args(annotation)
-        ranges = [r.describe() for r in meta if isinstance(r, Range | Name)]
+        ranges = [r.describe() for r in meta if isinstance(r, CONSTRAINTS)]
         return " ".join([describe(base), *ranges])
     if origin in UNIONS:
         parts = [describe(a) for a in get_args(annotation) if a is not type(None)]

@@ -59,6 +59,33 @@ class Name:
         return "made of letters, digits, _ . - (one folder name: no / and no ..)"
 
 
+@dataclass(frozen=True)
+class Duration:
+    """Lightning's ``max_time`` string: ``DD:HH:MM:SS``, more than zero."""
+
+    def contains(self, s: str) -> bool:
+        """
+        >>> Duration().contains("00:00:08:00"), Duration().contains("8 min")
+        (True, False)
+        >>> Duration().contains("00:00:00:00"), Duration().contains("00:00:61:00")
+        (False, False)
+        """
+        m = re.fullmatch(r"(\d{2}):(\d{2}):(\d{2}):(\d{2})", s)
+        if m is None:
+            return False
+        days, hours, minutes, seconds = map(int, m.groups())
+        return (
+            hours < 24
+            and minutes < 60
+            and seconds < 60
+            and (days, hours, minutes, seconds) != (0, 0, 0, 0)
+        )
+
+    def describe(self) -> str:
+        return "of the form DD:HH:MM:SS such as 00:00:08:00 (8 minutes), more than zero"
+
+
+CONSTRAINTS = (Range, Name, Duration)  # what an Annotated hint may carry (config_check reads)
 Probability = Annotated[float, Range(0.0, 1.0, hi_open=True)]  # a rate: dropout, masking
 OpenFraction = Annotated[float, Range(0.0, 1.0, lo_open=True, hi_open=True)]
 PositiveInt = Annotated[int, Range(1)]
@@ -66,3 +93,4 @@ NonNegativeInt = Annotated[int, Range(0)]
 PositiveFloat = Annotated[float, Range(0.0, lo_open=True)]
 NonNegativeFloat = Annotated[float, Range(0.0)]
 FolderName = Annotated[str, Name()]  # model_name: the runs' folder under the log root
+MaxTime = Annotated[str, Duration()]  # trainer.max_time
