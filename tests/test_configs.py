@@ -9,7 +9,8 @@ import pytest
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 
-from helpers import CONFIGS, block, compose_cfg
+from helpers import CONFIG_DIR, CONFIGS, block, compose_cfg
+from lightrec.config_check import check_config
 
 
 def test_there_are_model_configs():
@@ -75,3 +76,27 @@ def test_issue_hyper_parameters():
 def test_unknown_key_is_an_error():
     with pytest.raises(Exception, match="Could not override .model.dropuot."):
         compose_cfg("multi_vae_v2", ["model.dropuot=0.1"])
+
+
+RECIPES = sorted(p.stem for p in (CONFIG_DIR / "recipe").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_every_recipe_member_composes_with_its_overrides_and_passes_the_check(recipe):
+    """What ``best`` trains under each recipe: every member's config with the recipe's own
+    overrides for it, composed and checked as the training would check it."""
+    plan = compose_cfg("pop", [f"recipe={recipe}"]).best
+    assert set(plan.overrides) <= set(plan.members), "overrides for a member it never trains"
+    for member in plan.members:
+        cfg = compose_cfg(member, [f"recipe={recipe}", *plan.overrides.get(member, [])])
+        check_config(cfg)
+
+
+def test_the_laptop_recipe_is_the_competition_recipe_within_a_time_budget():
+    laptop = compose_cfg("recvae", ["recipe=competition_laptop"])
+    full = compose_cfg("recvae", ["recipe=competition"])
+    assert laptop.data == full.data and laptop.checkpoint == full.checkpoint  # same validation
+    assert laptop.best.combine == full.best.combine == "rerank"
+    assert set(laptop.best.members) < set(full.best.members)
+    assert "trainer.max_time=00:00:10:00" in laptop.best.overrides.recvae
+    assert laptop.best.overrides.ease == full.best.overrides.ease
