@@ -57,7 +57,11 @@ def timed(cmd: list[str]) -> tuple[str, float, float]:
 def measure(name: str, data: str, root: str, extra: list[str]) -> str:
     config, overrides = MODELS[name]
     train = [sys.executable, "-m", "lightrec", "train", config, f"data.path={data}"]
-    train += ["trainer.max_epochs=1", "trainer.min_epochs=1", "trainer.check_val_every_n_epoch=1"]
+    train += [
+        "trainer.max_epochs=1",
+        "++trainer.min_epochs=1",
+        "++trainer.check_val_every_n_epoch=1",
+    ]
     train += ["refit=false", "progress=lines", f"paths.log_root={root}"]
     out, wall, peak = timed(train + overrides + extra)
     fit = FINISHED.search(out)
