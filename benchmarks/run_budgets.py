@@ -23,6 +23,7 @@ from pathlib import Path
 MODELS: dict[str, tuple[str, list[str]]] = {
     "pop": ("pop", []),
     "ease": ("ease", []),
+    "ease:float32": ("ease", ["model.dtype=float32"]),
     "admm_slim": ("admm_slim", []),
     "item_knn": ("item_knn", []),
     "rp3beta": ("rp3beta", []),
