@@ -98,7 +98,7 @@ def latest_run(root: Path) -> Path:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--configs", nargs="+", default=["multi_vae_v2"])
+    ap.add_argument("--configs", nargs="*", default=["multi_vae_v2"], help="none: --best only")
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--blend", nargs="*", default=[], help="configs to blend, per seed")
     ap.add_argument(
