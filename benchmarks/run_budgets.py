@@ -55,7 +55,7 @@ def timed(cmd: list[str]) -> tuple[str, float, float]:
     return out, float(wall), int(kb) / 1024**2
 
 
-def measure(name: str, data: str, root: str, extra: list[str]) -> str:
+def measure(name: str, data: str, root: str, extra: list[str], with_predict: bool) -> str:
     config, overrides = MODELS[name]
     train = [sys.executable, "-m", "lightrec", "train", config, f"data.path={data}"]
     train += [
@@ -69,12 +69,15 @@ def measure(name: str, data: str, root: str, extra: list[str]) -> str:
     if fit is None:
         sys.exit(f"{name}: no 'finished' line in its output:\n{out[-3000:]}")
     epoch = EPOCH.search(out)
-    predict = [sys.executable, "-m", "lightrec", "predict", config, f"run_dir={fit.group(2)}"]
-    _, p_wall, p_peak = timed(predict + [f"paths.predict_log_root={root}/predict"])
+    predicted = "| - | - |"
+    if with_predict:
+        predict = [sys.executable, "-m", "lightrec", "predict", config, f"run_dir={fit.group(2)}"]
+        _, p_wall, p_peak = timed(predict + [f"paths.predict_log_root={root}/predict"])
+        predicted = f"| {p_wall:.0f} s | {p_peak:.2f} GB |"
     epoch_s = f"{float(epoch.group(1)):.1f} s" if epoch else "-"
     return (
         f"| {name} | {epoch_s} | {float(fit.group(1)):.0f} s | {wall:.0f} s | {peak:.2f} GB "
-        f"| {p_wall:.0f} s | {p_peak:.2f} GB |"
+        + predicted
     )
 
 
@@ -84,6 +87,7 @@ def main() -> None:
     ap.add_argument("--out", help="also write the table here")
     ap.add_argument("--only", help=f"comma-separated, of: {','.join(MODELS)}")
     ap.add_argument("--root", help="run folders (default: a temporary folder)")
+    ap.add_argument("--no-predict", action="store_true", help="train only")
     a, extra = ap.parse_known_args()
     names = a.only.split(",") if a.only else list(MODELS)
     if unknown := [n for n in names if n not in MODELS]:
@@ -96,7 +100,7 @@ def main() -> None:
     rows = [head]
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
-            rows.append(measure(name, a.data, a.root or tmp, extra))
+            rows.append(measure(name, a.data, a.root or tmp, extra, not a.no_predict))
             print(rows[-1], flush=True)
     if a.out:
         Path(a.out).write_text("\n".join(rows) + "\n")
