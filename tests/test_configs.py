@@ -100,3 +100,15 @@ def test_the_laptop_recipe_is_the_competition_recipe_within_a_time_budget():
     assert set(laptop.best.members) < set(full.best.members)
     assert "trainer.max_time=00:00:10:00" in laptop.best.overrides.recvae
     assert laptop.best.overrides.ease == full.best.overrides.ease
+
+
+def test_the_last_item_laptop_recipe_is_last_item_with_sampled_softmax_and_time_budgets():
+    laptop = compose_cfg("sasrec", ["recipe=last_item_laptop"])
+    full = compose_cfg("sasrec", ["recipe=last_item"])
+    assert laptop.data == full.data and laptop.checkpoint == full.checkpoint
+    assert list(laptop.best.members) == list(full.best.members)
+    assert "model.loss=sampled_softmax" in laptop.best.overrides.sasrec
+    assert all(
+        any(o.startswith("trainer.max_time=") for o in laptop.best.overrides[m])
+        for m in ("sasrec", "recvae")
+    )
