@@ -202,12 +202,14 @@ def test_run_best_with_the_competition_recipe_reranks_its_members(tmp_path, tiny
         "recipe=competition",
         "best.members=[ease,item_knn]",
         "data.random_m=2",
+        "best.max_users=25",  # of the 40 validation users
     ]
     p = run_cmd([str(ROOT / "run_best.sh"), *ov], cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
     submission = tmp_path / p.stdout.strip().splitlines()[-1]
     record = json.loads(submission.parent.joinpath("rerank.json").read_text())
     assert len(record["runs"]) == 2 and "genres_share" in record["features"]
+    assert record["validation_users"] == 25
     ease_cfg = (Path(record["runs"][0]) / "config.yaml").read_text()
     assert "lam: 300" in ease_cfg  # the recipe's override for its EASE member
     assert "split_strategy: last_n_random_m" in ease_cfg

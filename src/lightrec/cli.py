@@ -421,9 +421,9 @@ def _best(overrides: list[str]) -> int:
         for root, m in zip(log_roots, members, strict=True)
     ]
     if plan.combine == "rerank":
-        args = [*runs, *(["--available-only"] if plan.available_only else [])]
-        return rerank.main(args)
-    return blend.report_blend(runs)
+        args = [*runs, "--max-users", str(plan.max_users)]
+        return rerank.main(args + (["--available-only"] if plan.available_only else []))
+    return blend.report_blend(runs, max_users=plan.max_users)
 
 
 def _resume_plan(members: list[Command]) -> set[int]:

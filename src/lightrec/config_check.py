@@ -112,6 +112,7 @@ class Best:
     members: list[FolderName]
     combine: Literal["blend", "rerank"]
     available_only: bool
+    max_users: PositiveInt
     overrides: dict[str, list[str]]
 
 
