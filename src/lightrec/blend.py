@@ -60,6 +60,7 @@ from lightrec.utils.io import unwritable, write_json
 from lightrec.utils.path_utils import RunDir, default_log_root, latest_finished_run
 
 log = logging.getLogger(__name__)
+MAX_USERS = 20_000  # validation users the weights (or the ranker) learn from, by default
 
 METHODS = ("zscore", "rank")
 RRF_K = 60.0  # reciprocal-rank fusion's usual constant
@@ -304,7 +305,7 @@ def add_run_arguments(ap: argparse.ArgumentParser, folder: str, users_for: str) 
     ap.add_argument(
         "--max-users",
         type=int,
-        default=20_000,
+        default=MAX_USERS,
         help=f"validation users to {users_for} (a seeded sample)",
     )
     ap.add_argument("--top-k", type=int, help="items per user (default: the runs' predict.top_k)")
@@ -320,7 +321,7 @@ def blend(
     out: Path | None = None,
     method: str = "zscore",
     use_refit: bool = True,
-    max_users: int = 20_000,
+    max_users: int = MAX_USERS,
     batch_size: int = 256,
     top_k: int | None = None,
 ) -> tuple[Path, dict[str, Any]]:

@@ -44,6 +44,7 @@ import torch
 
 from lightrec import submission
 from lightrec.blend import (
+    MAX_USERS,
     Member,
     add_run_arguments,
     applied_models,
@@ -359,7 +360,7 @@ def rerank(
     n_candidates: int = 50,
     use_refit: bool = True,
     available_only: bool = False,
-    max_users: int = 20_000,
+    max_users: int = MAX_USERS,
     batch_size: int = 256,
     top_k: int | None = None,
     seed: int = 0,
