@@ -14,6 +14,7 @@ import torch
 from helpers import check_submission, compose_cfg, cpu_overrides, run_cmd
 from lightrec import blend, predict, train
 from lightrec.errors import LightrecError
+from lightrec.metrics import ranked_metric_sums
 
 
 def toy_parts(n_users=300, n_items=50, seed=0):
@@ -30,9 +31,10 @@ def toy_parts(n_users=300, n_items=50, seed=0):
 
 def test_a_useless_run_gets_no_weight():
     parts, targets = toy_parts()
-    weights, best = blend.choose_weights(parts, targets, "ndcg@10", 10)
+    search = blend.WeightSearch(parts, targets, "ndcg@10", 10)
+    weights, best = blend.choose_weights(search)
     assert weights[1] <= 0.05 and weights.sum() == pytest.approx(1.0)
-    alone = blend.blended_metric(parts, np.array([1.0, 0.0]), targets, "ndcg@10", 10)
+    alone = search(np.array([1.0, 0.0]))
     assert best >= alone
 
 
@@ -45,9 +47,31 @@ def test_two_complementary_runs_share_the_weight():
     b = targets * 3 * ~half[:, None] + torch.randn(targets.shape, generator=g)
     seen = torch.zeros_like(targets)
     parts = [blend.normalise(s, seen, "zscore") for s in (a, b)]
-    weights, best = blend.choose_weights(parts, targets, "ndcg@10", 10)
-    singles = [blend.blended_metric(parts, np.eye(2)[i], targets, "ndcg@10", 10) for i in (0, 1)]
+    search = blend.WeightSearch(parts, targets, "ndcg@10", 10)
+    weights, best = blend.choose_weights(search)
+    singles = [search(np.eye(2)[i]) for i in (0, 1)]
     assert 0.3 <= weights[0] <= 0.7 and best > max(singles) + 0.1
+
+
+@pytest.mark.parametrize("method", ["zscore", "rank"])
+def test_the_weight_search_ranks_as_if_over_every_item(method):
+    """Each weighting's metric from the members' best items equals the one over the whole
+    catalogue, equal scores included, also for the users whose top-k needs an item outside
+    every member's best (ranked again over every item: without that, the metrics differ)."""
+    g = torch.Generator().manual_seed(3)
+    n_users, n_items = 400, 60
+    targets = (torch.rand(n_users, n_items, generator=g) < 0.05).float()
+    seen = (torch.rand(n_users, n_items, generator=g) < 0.2).float() * (1 - targets)
+    # whole-number scores: many equal ones, ranked in item order both ways
+    raw = [(targets * 2 + torch.randn(n_users, n_items, generator=g)).round() for _ in range(3)]
+    parts = [blend.normalise(s, seen, method).half() for s in raw]
+    search = blend.WeightSearch(parts, targets, "ndcg@10", 10, pool=10)
+    for w in blend.simplex_grid(3, 0.1):
+        total = sum(float(x) * p.float() for x, p in zip(w, parts, strict=True) if x > 0)
+        sums = ranked_metric_sums(blend.best_first(total, 10)[1], targets, [10])
+        assert search(w) == pytest.approx(float(sums["ndcg@10"] / sums["users"]), abs=1e-6)
+    # both ways were taken: some users from their candidates alone, some over every item
+    assert 0 < search.full_rows < n_users * len(blend.simplex_grid(3, 0.1))
 
 
 @pytest.mark.parametrize("n", [2, 3, 4])

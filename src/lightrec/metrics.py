@@ -46,13 +46,21 @@ def topk_metric_sums(
     >>> round(r["ndcg@2"].item(), 4)   # user 0: (1/log2(3)) / (1 + 1/log2(3)); user 1: 0
     0.3869
     """
+    k_max = min(max(ks), scores.shape[1])
+    return ranked_metric_sums(scores.topk(k_max, dim=1).indices, targets, ks)
+
+
+def ranked_metric_sums(
+    top: torch.Tensor, targets: torch.Tensor, ks: list[int] | tuple[int, ...]
+) -> dict[str, torch.Tensor]:
+    """:func:`topk_metric_sums` of each user's top items already ranked: ``top`` (B, k_max)
+    item indices, best first; a K above ``k_max`` is cut to it."""
     targets = targets.float()
     n_pos = targets.sum(dim=1)
     has = n_pos > 0
-    k_max = min(max(ks), scores.shape[1])
-    top = scores.topk(k_max, dim=1).indices  # (B, k_max), best first
+    k_max = top.shape[1]
     hits = targets.gather(1, top)  # (B, k_max)
-    discounts = 1.0 / torch.log2(torch.arange(2, k_max + 2, device=scores.device).float())
+    discounts = 1.0 / torch.log2(torch.arange(2, k_max + 2, device=top.device).float())
     out: dict[str, torch.Tensor] = {"users": has.sum().float()}
     for k in ks:
         kk = min(k, k_max)
