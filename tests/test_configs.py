@@ -102,13 +102,13 @@ def test_the_laptop_recipe_is_the_competition_recipe_within_a_time_budget():
     assert laptop.best.overrides.ease == full.best.overrides.ease
 
 
-def test_the_last_item_laptop_recipe_is_last_item_with_sampled_softmax_and_time_budgets():
+def test_the_main_job_trains_sasrec_on_sampled_softmax_and_its_laptop_recipe_adds_budgets():
     laptop = compose_cfg("sasrec", ["recipe=last_item_laptop"])
     full = compose_cfg("sasrec", ["recipe=last_item"])
+    assert compose_cfg("sasrec").model.loss == "ce"  # SASRec alone keeps full cross-entropy
+    assert "model.loss=sampled_softmax" in full.best.overrides.sasrec  # the main job's
     assert laptop.data == full.data and laptop.checkpoint == full.checkpoint
     assert list(laptop.best.members) == list(full.best.members)
-    assert "model.loss=sampled_softmax" in laptop.best.overrides.sasrec
-    assert all(
-        any(o.startswith("trainer.max_time=") for o in laptop.best.overrides[m])
-        for m in ("sasrec", "recvae")
-    )
+    for m in ("sasrec", "recvae"):  # the main job's overrides, plus a time budget
+        extra = [o for o in laptop.best.overrides[m] if o not in full.best.overrides[m]]
+        assert len(extra) == 1 and extra[0].startswith("trainer.max_time="), extra
