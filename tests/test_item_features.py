@@ -33,6 +33,36 @@ def test_the_competition_layout_is_multi_hot_and_numeric(tmp_path):
     assert f.unknown_items == 27  # item 99 and the years of items 4-29 are not in the data
 
 
+def _as_the_competition_ships_it(tmp_path):
+    """The MovieLens competition's side files, headers and all: the value's column is named
+    in the singular (genres.tsv is item<TAB>genre), titles carry quotes and the year."""
+    folder = tmp_path / "data" / "train"
+    folder.mkdir(parents=True)
+    files = {
+        "genres.tsv": "item\tgenre\n318\tCrime\n318\tDrama\n2571\tAction\n2571\tSci-Fi\n",
+        "directors.tsv": "item\tdirector\n318\tnm0001104\n2571\tnm0905152\n2571\tnm0905154\n",
+        "writers.tsv": "item\twriter\n318\tnm0000175\n2571\tnm0905152\n",
+        "years.tsv": "item\tyear\n318\t1994\n2571\t1999\n",
+        "titles.tsv": "item\ttitle\n318\tShawshank Redemption, The (1994)\n"
+        '2571\t"Great Performances" Cats (1998)\n',
+    }
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    return folder
+
+
+def test_the_competition_files_as_shipped_are_read(tmp_path):
+    f = read_item_features(_as_the_competition_ships_it(tmp_path), [318, 2571])
+    assert f.vocab["genres"] == ["Action", "Crime", "Drama", "Sci-Fi"]  # named by the stem
+    assert f.categorical["genres"].toarray().tolist() == [[0, 1, 1, 0], [1, 0, 0, 1]]
+    assert f.categorical["directors"].toarray().tolist() == [[1, 0, 0], [0, 1, 1]]
+    assert f.categorical["writers"].shape == (2, 2)
+    assert f.numeric["years"].tolist() == [1994.0, 1999.0]
+    assert f.release_year().tolist() == [1994.0, 1999.0]  # --available-only finds it
+    assert f.vocab["titles"][0] == '"Great Performances" Cats (1998)'  # quotes are text
+    assert f.unknown_items == 0
+
+
 def test_a_csv_with_an_item_column_splits_cells_on_bars(tmp_path):
     csv = tmp_path / "items.csv"
     titles = "".join(f"{i},Film {i},{1990 + i % 5},Drama|War\n" for i in range(30))
@@ -78,7 +108,10 @@ def test_bad_side_files_are_one_sentence(tmp_path):
     folder = tmp_path / "side"
     folder.mkdir()
     (folder / "genres.tsv").write_text("movie\tgenres\n1\tDrama\n")
-    with pytest.raises(LightrecError, match=r"genres.tsv must have the header item<TAB>genres"):
+    with pytest.raises(LightrecError, match=r"genres.tsv must have a header of two columns"):
+        read_item_features(folder, [1])
+    (folder / "genres.tsv").write_text("item\tgenre\tsource\n1\tDrama\tx\n")
+    with pytest.raises(LightrecError, match=r"item<TAB>genres; it has: item, genre, source"):
         read_item_features(folder, [1])
     csv = tmp_path / "items.csv"
     csv.write_text("id,genre\n1,Drama\n")

@@ -85,16 +85,19 @@ def test_rerank_writes_the_submission_contract(tmp_path):
     assert "title" not in " ".join(record["features"])  # text is for display only
     cv = record["cross_validated_recall@10"]
     assert {"ranker", "mean_z", "ease", "item_knn", "trees"} <= set(cv)
-    studios = tmp_path / "studios"  # --item-features: another side file than the runs'
-    studios.mkdir()
-    (studios / "studio.tsv").write_text(
+    studios = tmp_path / "studios"  # --item-features: other side files than the runs', with
+    studios.mkdir()  # the competition's headers (the value's column named in the singular)
+    (studios / "studios.tsv").write_text(
         "item\tstudio\n" + "".join(f"{i}\ts{i % 3}\n" for i in range(30))
     )
+    (studios / "years.tsv").write_text("item\tyear\n" + "".join(f"{i}\t1990\n" for i in range(30)))
     out2 = tmp_path / "rr2" / "submission.csv"
     args = [*runs, "--out", str(out2), "--candidates", "8", "--item-features", str(studios)]
-    assert rerank.main(args) == 0
+    assert rerank.main([*args, "--available-only"]) == 0
     features = json.loads((out2.parent / "rerank.json").read_text())["features"]
-    assert "studio_share" in features and "genres_share" not in features
+    assert "studios_share" in features and "years" in features and "genres_share" not in features
+    (studios / "years.tsv").unlink()  # the filter without a year is refused, not ignored
+    assert rerank.main([*args, "--available-only"]) == 2
 
 
 def test_the_availability_filter_drops_films_released_after_the_users_last_year():

@@ -23,10 +23,11 @@
    cross-validated Recall@10 among the candidates of the ranker, of each member and of the
    mean z-score) and ``ranker.txt`` (LightGBM's text model) beside it.
 
-``--available-only``: candidates whose release year (the numeric ``year`` side field) is
-after the year of the user's last row are dropped (an item cannot be watched before it
-exists). The ranker never sees a test or hidden item: labels come from the validation rows,
-features from the training rows (tests/test_rerank.py proves it by changing the test rows).
+``--available-only``: candidates whose release year (the numeric side field ``year`` or
+``years``) is after the year of the user's last row are dropped (an item cannot be watched
+before it exists). The ranker never sees a test or hidden item: labels come from the
+validation rows, features from the training rows (tests/test_rerank.py proves it by
+changing the test rows).
 """
 
 from __future__ import annotations
@@ -68,7 +69,6 @@ from lightrec.utils.parallel import cores
 log = logging.getLogger(__name__)
 
 RECENT_SHARE = 0.1  # "recent" popularity: the latest tenth of the rows
-YEAR_FIELD = "year"
 
 
 @dataclass
@@ -188,8 +188,9 @@ def candidate_batch(
     x = torch.from_numpy(ctx.history[rows].toarray())
     mask &= x <= 0  # never a seen item (a member may rank one when all else is -inf)
     mean_z = torch.stack(zs).mean(dim=0)
-    if available_only and YEAR_FIELD in ctx.side.numeric:
-        mask &= torch.from_numpy(available(ctx.side.numeric[YEAR_FIELD], ctx.user_year[rows]))
+    year = ctx.side.release_year() if available_only else None
+    if year is not None:
+        mask &= torch.from_numpy(available(year, ctx.user_year[rows]))
     b, i = mask.nonzero(as_tuple=True)
     cols = []
     for z, rank in zip(zs, ranks, strict=True):
@@ -381,6 +382,11 @@ def rerank(
     device = compute_device(members[0].cfg.trainer.accelerator)
 
     ctx, dm = validation_context(members, device, item_features)
+    if available_only and ctx.side.release_year() is None:
+        raise LightrecError(
+            "--available-only needs a numeric release-year side field, year or years "
+            "(data.item_features: a years.tsv, or a year column)"
+        )
     users = np.flatnonzero(np.diff(dm.valid_csr.indptr) > 0)
     if len(users) > max_users:
         users = np.sort(np.random.default_rng(seed).choice(users, max_users, replace=False))

@@ -3,9 +3,11 @@ with a run's item map, for the stages that use it (the re-ranker, the availabili
 
 Two layouts (``data.item_features``):
 
-- a **folder** of tab-separated ``<field>.tsv`` files, each with the header ``item<TAB><field>``
-  and one row per (item, value): a multi-valued field (genres, directors) has several rows
-  per item (the MovieLens competition's layout);
+- a **folder** of tab-separated ``<field>.tsv`` files, each with a header of two columns,
+  ``item`` and the value's (any name: the MovieLens competition ships ``genres.tsv`` as
+  ``item<TAB>genre``), and one row per (item, value); the file's stem names the field, and
+  a multi-valued field (genres, directors) has several rows per item. Quotes are plain
+  characters (a title may begin with one);
 - one **CSV** file with an ``item`` column and one column per field, several values of a
   cell separated by ``|`` (the built-in MovieLens-100K's ``items.csv``:
   ``item,title,year,genres``).
@@ -21,6 +23,7 @@ have none (no row, NaN).
 
 from __future__ import annotations
 
+import csv
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +39,7 @@ log = logging.getLogger(__name__)
 
 MULTI_SEP = "|"  # several values of a CSV cell
 NUMERIC_SHARE = 0.95  # a field this share of whose values are numbers is numeric
+YEAR_FIELDS = ("year", "years")  # the release year: items.csv's column, the competition's file
 
 
 @dataclass
@@ -51,6 +55,14 @@ class ItemFeatures:
     @property
     def empty(self) -> bool:
         return not self.categorical and not self.numeric
+
+    def release_year(self) -> np.ndarray | None:
+        """Each item's release year (NaN where unknown): the numeric field of
+        ``YEAR_FIELDS``, or None when there is none."""
+        for name in YEAR_FIELDS:
+            if name in self.numeric:
+                return self.numeric[name]
+        return None
 
 
 def time_to_year(times: np.ndarray) -> np.ndarray:
@@ -140,18 +152,21 @@ def _read_folder(folder: Path) -> dict[str, pd.DataFrame]:
     pairs = {}
     for tsv in sorted(folder.glob("*.tsv")):
         try:
-            frame = pd.read_csv(tsv, sep="\t", dtype=str, keep_default_na=False)
+            frame = pd.read_csv(
+                tsv, sep="\t", dtype=str, keep_default_na=False, quoting=csv.QUOTE_NONE
+            )
         except (OSError, UnicodeDecodeError, pd.errors.ParserError) as e:
             raise LightrecError(f"item features file {tsv} cannot be read ({e})") from None
         except pd.errors.EmptyDataError:
             raise LightrecError(f"item features file {tsv} is empty") from None
         name = tsv.stem
-        if list(frame.columns) != ["item", name]:
+        header = [str(c) for c in frame.columns]
+        if len(header) != 2 or header[0] != "item":
             raise LightrecError(
-                f"item features file {tsv} must have the header item<TAB>{name} "
-                f"(it has: {', '.join(map(str, frame.columns))})"
+                f"item features file {tsv} must have a header of two columns, item and its "
+                f"value (item<TAB>{name}; it has: {', '.join(header)})"
             )
-        pairs[name] = frame.rename(columns={name: "value"})
+        pairs[name] = frame.set_axis(["item", "value"], axis=1)
     return pairs
 
 
