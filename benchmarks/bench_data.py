@@ -21,7 +21,7 @@ import pandas as pd
 
 from common import shipped_config
 from lightrec.data.recsys_data import RecSysDataModule
-from lightrec.train import build_datamodule
+from lightrec.training.fit import build_datamodule
 from synth import write_log
 
 

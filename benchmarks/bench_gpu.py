@@ -1,8 +1,9 @@
 """The product against shared/bench's reference loops, side by side, in one session.
 
-``python benchmarks/bench_gpu.py [--scale 1.0] [--which vae,bert,sasrec,ease,predict]``
+``python benchmarks/bench_gpu.py --reference PATH [--scale 1.0] [--which vae,bert,...]``
 
-Runs ``../shared/bench/gpu_reference.py``'s loops (or ``--reference PATH``) and the same work
+Runs the reference loops of ``--reference`` (``gpu_reference.py``, kept outside this
+repository: the product never depends on it) and the same work
 through the product, on the same device, then prints one JSON line per part and a markdown
 table of the ratios (product / reference; under 1.0 is faster):
 
@@ -41,8 +42,8 @@ from omegaconf import OmegaConf
 from common import ROOT, shipped_config
 from lightrec.data.batches import CSRCollate
 from lightrec.data.recsys_data import RecSysDataModule
-from lightrec.recommend import model_scorer, recommend_topk
-from lightrec.train import build_datamodule, build_model
+from lightrec.runs.scoring import model_scorer, recommend_topk
+from lightrec.training.fit import build_datamodule, build_model
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -283,7 +284,12 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--which", default="vae,bert,sasrec,ease,predict")
     ap.add_argument("--epochs", type=int, default=4, help="product epochs per setting (1 warm-up)")
-    ap.add_argument("--reference", type=Path, default=ROOT.parent / "shared/bench/gpu_reference.py")
+    ap.add_argument(
+        "--reference",
+        type=Path,
+        required=True,
+        help="the reference loops' file (gpu_reference.py; not part of this repository)",
+    )
     ap.add_argument("--work", type=Path, default=ROOT / "benchmarks/.work/gpu")
     a = ap.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = True  # as the reference

@@ -29,7 +29,7 @@ from lightrec.data.batches import dense_rows
 from lightrec.data.recsys_data import RecSysDataModule
 from lightrec.metrics import MetricAccumulator, exclude_seen
 from lightrec.models.multi_vae import MultiVAE, kl_weight
-from lightrec.train import build_datamodule, build_model
+from lightrec.training.fit import build_datamodule, build_model
 
 
 def make(batch_size: int) -> tuple[RecSysDataModule, MultiVAE]:

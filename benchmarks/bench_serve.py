@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lightrec.api import load_run
+from lightrec.serving.api import load_run
 
 
 def free_port() -> int:

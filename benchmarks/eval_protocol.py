@@ -40,7 +40,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from lightrec.data.datasets import movielens_100k
-from lightrec.submission import hide, score
+from lightrec.runs.submission import hide, score
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = [str(ROOT / "run.sh")]  # ./run.sh MODE CONFIG ..., as a user runs every config

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The hyper-parameter searches (lightrec.search, Optuna) behind the shipped configs
-# multi_vae_v3, recvae, sasrec and the EASE lambda, one after the other (about 2 hours on 2
-# CPU cores).
+# Hyper-parameter searches (lightrec.search, Optuna's TPE) of EASE's lambda, MultiVAE,
+# RecVAE and SASRec, one after the other (about 2 hours on 2 CPU cores). The shipped configs
+# came from an earlier sweeper that drew differently: these searches reproduce the method,
+# not those exact values (each config says where its values come from).
 #
 #   benchmarks/run_searches.sh [CONFIG ...] [key=value ...]
 #       (default configs: ease multi_vae_v2 recvae sasrec; the overrides go to every search,

@@ -24,7 +24,7 @@ import numpy as np
 if Path.cwd().name == "notebooks":
     os.chdir(Path.cwd().parent)
 
-from lightrec import viz
+from lightrec.analysis import viz
 """
 
 
@@ -211,7 +211,7 @@ MF_BASICS = [
         "factorisation trained with Adam, and a rating autoencoder (I-AutoRec) with a masked "
         "MSE. The trained models stop early on validation RMSE; test RMSE is read once."
     ),
-    new_code_cell(SETUP + "import pandas as pd\n\nfrom lightrec import explicit as ex\n"),
+    new_code_cell(SETUP + "import pandas as pd\n\nfrom lightrec.analysis import explicit as ex\n"),
     new_code_cell(
         "# Parameters: the ratings come from lightrec's MovieLens-100K loader (DATA_DIR), or\n"
         "# from a CSV with user,item,rating columns (the tests use a small generated one).\n"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from helpers import make_log
-from lightrec.quiet import SILENCED
+from lightrec.utils.quiet import SILENCED
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -27,9 +27,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import lightrec  # noqa: F401 - registers the configs' resolvers, as the scripts do
 from lightrec.data.recsys_data import RecSysDataModule
+from lightrec.utils.path_utils import CONFIG_DIR  # the package's own configs
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG_DIR = ROOT / "configs"
 CONFIGS = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
 
 # Every shipped model config, with the overrides that make it tiny (on the generated logs of

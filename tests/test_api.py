@@ -15,8 +15,10 @@ import torch
 
 import lightrec
 from helpers import CONTRACT, compose_cfg, cpu_overrides, make_log
-from lightrec import cli, predict, train
+from lightrec import cli
 from lightrec.errors import LightrecError
+from lightrec.serving import predict
+from lightrec.training import fit as train
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +81,7 @@ def test_bad_requests_are_one_sentence(runs):
         (lambda: run.recommend(k=0), "predict.top_k"),
         (lambda: run.recommend_histories(pd.DataFrame({"user": [1]})), "no column item"),
         (lambda: run.similar_items("nope"), "item 'nope' is not one of the model's items"),
-        (lambda: lightrec.load_run(runs[0].parent / "nothing"), "not a finished run"),
+        (lambda: lightrec.load_run(runs[0].parent / "nothing"), "not a finished training run"),
         (lambda: lightrec.load_run(runs[1]["ease"], device="gpu9"), "device 'gpu9'"),
     ]
     for call, fragment in cases:
@@ -218,7 +220,7 @@ def test_the_exported_scorer_ranks_like_the_toolkit(runs, config, tmp_path):
     """Every model's scorer as a torch.export program: loaded without lightrec's classes,
     the same top 10 for every user (a batch of another size than the export's); the check
     catches a scorer that is not this run's."""
-    from lightrec import export
+    from lightrec.serving import export
 
     run = lightrec.load_run(runs[1][config])
     out = export.export(run, tmp_path / "scorer.pt2")

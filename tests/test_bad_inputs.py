@@ -21,9 +21,12 @@ import torch
 from omegaconf import OmegaConf
 
 from helpers import ROOT, compose_cfg, cpu_overrides, dm_for, make_log, run_cmd
-from lightrec import cli, predict, train
-from lightrec.config_check import check_config
+from lightrec import cli
+from lightrec.config.check import check_config
 from lightrec.errors import LightrecError
+from lightrec.runs import finished
+from lightrec.serving import predict
+from lightrec.training import fit as train
 from lightrec.utils.path_utils import RunDir
 
 PY_TRAIN = [sys.executable, str(ROOT / "train_multi_vae.py")]
@@ -354,7 +357,7 @@ def test_predict_refuses_a_corrupt_checkpoint_in_one_sentence(tmp_path, tiny_csv
 def test_a_hostile_run_folder_runs_nothing(tmp_path, tiny_csv):
     """A run folder is untrusted input: a config.yaml whose model (predict) or data (blend)
     names another class than lightrec's is one sentence, and that class is never built."""
-    from lightrec import blend
+    from lightrec.combine import blend
 
     runs = []
     for name in ("a", "b"):
@@ -367,7 +370,7 @@ def test_a_hostile_run_folder_runs_nothing(tmp_path, tiny_csv):
         saved.data.update({"path": str(tiny_csv)} if key == "data" else {})
         OmegaConf.save(saved, run.config)
     with pytest.raises(LightrecError) as e:
-        predict.load_model(runs[0].best_ckpt, predict.load_config(runs[0]))
+        finished.load_model(runs[0].best_ckpt, finished.load_config(runs[0]))
     one_sentence(e.value, str(runs[0].root), "model._target_='subprocess.Popen' is not a lightrec")
     with pytest.raises(LightrecError) as e:
         blend.blend([str(runs[1].root), str(runs[1].root)], out=tmp_path / "s.csv")
@@ -393,7 +396,7 @@ def test_a_finished_run_is_never_overwritten(tmp_path, tiny_csv):
 
 
 def test_blend_refuses_an_empty_list_and_a_folder_as_output(tmp_path, tiny_csv, capsys):
-    from lightrec import blend
+    from lightrec.combine import blend
 
     runs = [
         str(train.fit(compose_cfg(c, cpu_overrides(tmp_path, tiny_csv), tmp_path / c)).run.root)
@@ -407,7 +410,7 @@ def test_blend_refuses_an_empty_list_and_a_folder_as_output(tmp_path, tiny_csv, 
 
 
 def test_a_user_who_has_seen_everything_is_named_by_the_id():
-    from lightrec.recommend import check_enough_unseen
+    from lightrec.runs.scoring import check_enough_unseen
 
     history = sp.csr_matrix(np.ones((2, 3), dtype=np.float32))
     with pytest.raises(LightrecError) as e:
@@ -517,7 +520,7 @@ def test_three_cold_cache_trainings_and_three_predicts_at_once(tmp_path, tiny_cs
 
 @pytest.mark.parametrize("what", ["missing", "folder", "no item column"])
 def test_scoring_a_bad_submission_is_one_sentence(tmp_path, capsys, what):
-    from lightrec import submission
+    from lightrec.runs import submission
 
     hidden = tmp_path / "hidden.csv"
     hidden.write_text("user,item\n1,2\n")
@@ -552,7 +555,7 @@ def test_predict_uses_the_runs_own_data_unless_told(tmp_path, tiny_csv):
 
 
 def test_blend_refuses_runs_trained_on_different_contents_of_one_file(tmp_path):
-    from lightrec import blend
+    from lightrec.combine import blend
 
     csv = tmp_path / "log.csv"
     make_log().to_csv(csv, index=False)
@@ -640,7 +643,7 @@ def test_ids_of_two_files_match_as_text():
 
 
 def test_hide_writes_the_ids_back_as_they_were(tmp_path):
-    from lightrec import submission
+    from lightrec.runs import submission
 
     csv, log = zero_padded_log(tmp_path)
     train_out, hidden_out = tmp_path / "train.csv", tmp_path / "hidden.csv"
@@ -684,7 +687,7 @@ def test_a_checkpoint_writer_that_hides_the_errno_counts_as_a_full_disk_only_whe
 ):
     """torch's zip writer fails with a RuntimeError ("unexpected pos") on a full disk: the
     free space decides; nothing is left at the final path either way."""
-    from lightrec import resume
+    from lightrec.training import resume
     from lightrec.utils.io import NoSpace
 
     def broken_save(obj, f):
@@ -719,7 +722,7 @@ def test_training_onto_a_full_disk_is_one_sentence_before_any_work(
 def test_a_disk_filling_during_training_is_one_sentence(tmp_path, tiny_csv, monkeypatch, capsys):
     """The checkpoint write that finds the disk full ends the run with one sentence, and
     no checkpoint (whole or half) is left at a final path."""
-    from lightrec import resume
+    from lightrec.training import resume
 
     def full_save(obj, f):
         raise RuntimeError("unexpected pos 85184 vs 85104")

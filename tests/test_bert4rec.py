@@ -13,9 +13,10 @@ import torch
 import torch.nn.functional as F
 
 from helpers import build_model, compose_cfg, cpu_overrides, dm_for
-from lightrec import predict, train
 from lightrec.data.sequences import sequence_matrix
 from lightrec.models.bert4rec import IGNORE, BERT4RecNet, mask_items
+from lightrec.serving import predict
+from lightrec.training import fit as train
 
 MASK = 99
 

@@ -12,9 +12,12 @@ import pytest
 import torch
 
 from helpers import check_submission, compose_cfg, cpu_overrides, run_cmd
-from lightrec import blend, predict, train
+from lightrec.combine import blend, members
+from lightrec.combine import weights as weighting
 from lightrec.errors import LightrecError
 from lightrec.metrics import ranked_metric_sums
+from lightrec.serving import predict
+from lightrec.training import fit as train
 
 
 def toy_parts(n_users=300, n_items=50, seed=0):
@@ -25,14 +28,14 @@ def toy_parts(n_users=300, n_items=50, seed=0):
     seen = torch.zeros(n_users, n_items)
     good = targets * 1.5 + torch.randn(n_users, n_items, generator=g)
     noise = torch.randn(n_users, n_items, generator=g)
-    parts = [blend.normalise(s, seen, "zscore") for s in (good, noise)]
+    parts = [weighting.normalise(s, seen, "zscore") for s in (good, noise)]
     return parts, targets
 
 
 def test_a_useless_run_gets_no_weight():
     parts, targets = toy_parts()
-    search = blend.WeightSearch(parts, targets, "ndcg@10", 10)
-    weights, best = blend.choose_weights(search)
+    search = weighting.WeightSearch(parts, targets, "ndcg@10", 10)
+    weights, best = weighting.choose_weights(search)
     assert weights[1] <= 0.05 and weights.sum() == pytest.approx(1.0)
     alone = search(np.array([1.0, 0.0]))
     assert best >= alone
@@ -46,9 +49,9 @@ def test_two_complementary_runs_share_the_weight():
     a = targets * 3 * half[:, None] + torch.randn(targets.shape, generator=g)
     b = targets * 3 * ~half[:, None] + torch.randn(targets.shape, generator=g)
     seen = torch.zeros_like(targets)
-    parts = [blend.normalise(s, seen, "zscore") for s in (a, b)]
-    search = blend.WeightSearch(parts, targets, "ndcg@10", 10)
-    weights, best = blend.choose_weights(search)
+    parts = [weighting.normalise(s, seen, "zscore") for s in (a, b)]
+    search = weighting.WeightSearch(parts, targets, "ndcg@10", 10)
+    weights, best = weighting.choose_weights(search)
     singles = [search(np.eye(2)[i]) for i in (0, 1)]
     assert 0.3 <= weights[0] <= 0.7 and best > max(singles) + 0.1
 
@@ -64,19 +67,19 @@ def test_the_weight_search_ranks_as_if_over_every_item(method):
     seen = (torch.rand(n_users, n_items, generator=g) < 0.2).float() * (1 - targets)
     # whole-number scores: many equal ones, ranked in item order both ways
     raw = [(targets * 2 + torch.randn(n_users, n_items, generator=g)).round() for _ in range(3)]
-    parts = [blend.normalise(s, seen, method).half() for s in raw]
-    search = blend.WeightSearch(parts, targets, "ndcg@10", 10, pool=10)
-    for w in blend.simplex_grid(3, 0.1):
+    parts = [weighting.normalise(s, seen, method).half() for s in raw]
+    search = weighting.WeightSearch(parts, targets, "ndcg@10", 10, pool=10)
+    for w in weighting.simplex_grid(3, 0.1):
         total = sum(float(x) * p.float() for x, p in zip(w, parts, strict=True) if x > 0)
-        sums = ranked_metric_sums(blend.best_first(total, 10)[1], targets, [10])
+        sums = ranked_metric_sums(weighting.best_first(total, 10)[1], targets, [10])
         assert search(w) == pytest.approx(float(sums["ndcg@10"] / sums["users"]), abs=1e-6)
     # both ways were taken: some users from their candidates alone, some over every item
-    assert 0 < search.full_rows < n_users * len(blend.simplex_grid(3, 0.1))
+    assert 0 < search.full_rows < n_users * len(weighting.simplex_grid(3, 0.1))
 
 
 @pytest.mark.parametrize("n", [2, 3, 4])
 def test_simplex_grid_sums_to_one(n):
-    grid = blend.simplex_grid(n, 0.1)
+    grid = weighting.simplex_grid(n, 0.1)
     assert all(np.isclose(w.sum(), 1.0) and (w >= 0).all() for w in grid)
     assert len({tuple(np.round(w, 6)) for w in grid}) == len(grid)
 
@@ -94,7 +97,7 @@ def two_runs(tmp_path, tiny_csv):
 def test_blend_cli_writes_a_submission_and_prints_its_path_last(tmp_path, tiny_csv, two_runs):
     out = tmp_path / "blended" / "submission.csv"
     p = run_cmd(
-        [sys.executable, "-m", "lightrec.blend", *map(str, two_runs), "--out", str(out)],
+        [sys.executable, "-m", "lightrec.combine.blend", *map(str, two_runs), "--out", str(out)],
         cwd=tmp_path,
     )
     assert p.returncode == 0, p.stderr[-3000:]
@@ -124,7 +127,7 @@ def test_runs_of_other_data_are_refused(tmp_path, tiny_csv, two_runs):
     )
     train.fit(cfg)
     with pytest.raises(LightrecError, match="differ in their split") as e:
-        blend.load_members([str(two_runs[0]), str(other)])
+        members.load_members([str(two_runs[0]), str(other)])
     assert "\n" not in str(e.value)
 
 

@@ -246,17 +246,20 @@ def test_run_best_with_resume_keeps_finished_members_and_resumes_the_rest(tmp_pa
         f"paths.log_root={tmp_path / 'logs'}",
         "best.members=[ease,item_knn,rp3beta]",
     ]
-    for config in ("ease", "item_knn"):
-        done = run_cmd([str(ROOT / "run.sh"), "train", config, *ov[:-1]], cwd=tmp_path)
+    for config, other in (("ease", []), ("item_knn", []), ("rp3beta", ["model.alpha=0.5"])):
+        done = run_cmd([str(ROOT / "run.sh"), "train", config, *ov[:-1], *other], cwd=tmp_path)
         assert done.returncode == 0, done.stderr[-2000:]
     (knn,) = [m.parent for m in (tmp_path / "logs" / "item_knn").rglob("metrics.json")]
     (ease,) = [m.parent for m in (tmp_path / "logs" / "ease").rglob("metrics.json")]
-    _unfinish(knn)  # killed; rp3beta never started
+    (other,) = [m.parent for m in (tmp_path / "logs" / "rp3beta").rglob("metrics.json")]
+    _unfinish(knn)  # killed; rp3beta finished, but with other settings than the plan's
     p = run_cmd([str(ROOT / "run_best.sh"), *ov, "resume=true"], cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
-    assert "ease already finished" in p.stderr
+    assert "ease already finished with these settings" in p.stdout
+    assert f"rp3beta's latest finished run {other} was trained with model.alpha=0.5" in p.stdout
     blend = json.loads(
         (tmp_path / p.stdout.strip().splitlines()[-1]).parent.joinpath("blend.json").read_text()
     )
     assert blend["runs"][:2] == [str(ease), str(knn)]  # kept, and resumed in its own folder
-    assert len(list((tmp_path / "logs" / "rp3beta").rglob("metrics.json"))) == 1
+    assert blend["runs"][2] != str(other)  # trained afresh with the plan's settings
+    assert len(list((tmp_path / "logs" / "rp3beta").rglob("metrics.json"))) == 2

@@ -10,7 +10,7 @@ from hydra.utils import get_class
 from omegaconf import OmegaConf
 
 from helpers import CONFIG_DIR, CONFIGS, block, compose_cfg
-from lightrec.config_check import check_config
+from lightrec.config.check import check_config
 
 
 def test_there_are_model_configs():

@@ -25,9 +25,10 @@ from helpers import (
     same_numbers,
     swap_last,
 )
-from lightrec import predict, train
 from lightrec.data.batches import DeviceBatches
-from lightrec.resume import RunInterrupted
+from lightrec.runs import finished
+from lightrec.training import fit as train
+from lightrec.training.resume import RunInterrupted
 from lightrec.utils.path_utils import RunDir
 
 GRADIENT = [c for c in CONTRACT if not is_closed_form(c)]
@@ -73,15 +74,15 @@ def test_reloaded_checkpoints_give_the_trained_models_scores(tmp_path, tiny_csv,
 
     result = train.fit(cfg, extra_callbacks=[KeepLastWeights()])
     run = RunDir(run_dir)
-    model_cfg = predict.load_config(run)
+    model_cfg = finished.load_config(run)
     trained = result.model
     if in_memory:  # gradient models: the last epoch's weights, as they were in memory
         trained.load_state_dict(in_memory)
-    reloaded = predict.load_model(run.last_ckpt, model_cfg)
+    reloaded = finished.load_model(run.last_ckpt, model_cfg)
     assert torch.equal(
         all_scores(trained, result.datamodule), all_scores(reloaded, result.datamodule)
     )
-    best = predict.load_model(run.best_ckpt, model_cfg)
+    best = finished.load_model(run.best_ckpt, model_cfg)
     val = pl.Trainer(
         accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False
     ).validate(best, result.datamodule, verbose=False)

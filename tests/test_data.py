@@ -151,10 +151,10 @@ def reference_first_rows(user, item, time):
 @pytest.mark.parametrize("times", ["small ints", "nanosecond dates", "floats", "huge range"])
 @pytest.mark.parametrize("split", [False, True])
 def test_first_rows_matches_the_plain_rule(times, split, monkeypatch):
-    import lightrec.data.interactions as interactions
+    import lightrec.data.order as order
 
     if split:  # the two-core path, on a small input
-        monkeypatch.setattr(interactions, "_halves", lambda counts: len(counts) // 2)
+        monkeypatch.setattr(order, "_halves", lambda counts: len(counts) // 2)
     rng = np.random.default_rng(len(times))
     n = 5000
     user = rng.integers(0, 300, n) * 2  # every other user code has no rows
@@ -165,7 +165,7 @@ def test_first_rows_matches_the_plain_rule(times, split, monkeypatch):
         "floats": rng.integers(0, 50, n) / 7.0,
         "huge range": rng.integers(-(2**62), 2**62, n),
     }[times]
-    kept = interactions.first_rows(user, item, time)
+    kept = order.first_rows(user, item, time)
     want = reference_first_rows(user, item, time)
     assert np.array_equal(kept.rows, want)
     assert np.array_equal(kept.user, user[want]) and np.array_equal(kept.item, item[want])

@@ -11,9 +11,10 @@ import scipy.sparse as sp
 import torch
 
 from helpers import build_model, compose_cfg, cpu_overrides
-from lightrec import predict, train
 from lightrec.data.splits import TEST, TRAIN, VALID, competition_split, last_n_random_m
 from lightrec.errors import LightrecError
+from lightrec.serving import predict
+from lightrec.training import fit as train
 
 
 def test_closed_form_equals_least_squares_with_zero_diagonal():

@@ -16,9 +16,11 @@ from helpers import (
     make_log,
     tensorboard_tags,
 )
-from lightrec import predict, train
 from lightrec.errors import LightrecError
-from lightrec.recommend import model_scorer, recommend_topk
+from lightrec.runs import finished
+from lightrec.runs.scoring import model_scorer, recommend_topk
+from lightrec.serving import predict
+from lightrec.training import fit as train
 from lightrec.utils.path_utils import RunDir, get_directories, predict_checkpoint
 
 
@@ -58,8 +60,8 @@ def test_predict_scores_from_the_checkpoint(trained, tmp_path, tiny_csv):
     cfg, run_dir, _ = trained
     sub = pd.read_csv(predict.run(cfg))
     run = RunDir(run_dir)
-    model = predict.load_model(predict_checkpoint(cfg, run), predict.load_config(run))
-    history = predict.load_history(cfg.data, list(range(30)))
+    model = finished.load_model(predict_checkpoint(cfg, run), finished.load_config(run))
+    history = finished.load_history(cfg.data, list(range(30)))
     score = model_scorer(model.score_batch, history.collate("csr", 0), torch.device("cpu"))
     top = recommend_topk(score, len(history.users), 10, 64)
     assert sub.item.to_numpy().tolist() == top.ravel().tolist()

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from lightrec import explicit as ex
+from lightrec.analysis import explicit as ex
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pandas as pd
 
-from lightrec import submission
 from lightrec.data.splits import last_n_random_m
+from lightrec.runs import submission
 
 
 def _log(n_users: int = 30, per_user: int = 12, seed: int = 0) -> pd.DataFrame:

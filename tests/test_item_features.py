@@ -146,8 +146,8 @@ def test_a_run_folder_from_before_side_information_loads_without_it(tmp_path):
     from omegaconf import OmegaConf
 
     from helpers import compose_cfg
-    from lightrec.predict import load_config
-    from lightrec.train import build_datamodule
+    from lightrec.runs.finished import load_config
+    from lightrec.training.fit import build_datamodule
     from lightrec.utils.path_utils import RunDir
 
     cfg = compose_cfg("ease", [f"data.data_dir={ROOT / 'data'}"])

@@ -8,8 +8,9 @@ import os
 import time
 
 from helpers import compose_cfg, cpu_overrides, dm_for
-from lightrec import predict, train
 from lightrec.data import cache
+from lightrec.serving import predict
+from lightrec.training import fit as train
 from lightrec.utils.io import remove_stale_temps
 from lightrec.utils.path_utils import RunDir
 

@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from helpers import build_model, compose_cfg, cpu_overrides, only_metrics
-from lightrec import train
 from lightrec.errors import LightrecError
 from lightrec.models.losses import NextItemLoss, gbce_loss, sampled_softmax_loss
+from lightrec.training import fit as train
 
 
 def test_sampled_softmax_by_hand():
@@ -173,7 +173,7 @@ def test_a_checkpoint_from_before_the_loss_arguments_still_loads(tmp_path, tiny_
     the full cross-entropy models they are, and predict the same lists."""
     import pandas as pd
 
-    from lightrec import predict
+    from lightrec.serving import predict
 
     run_dir = tmp_path / "saved" / "hydra_logs" / "sasrec" / "d" / "t"
     overrides = [

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from helpers import MULTI_VAE_TAGS, ROOT, check_submission, compose_cfg, run_cmd, tensorboard_tags
-from lightrec import train
 from lightrec.data.datasets import ML100K_SHAPE, movielens_100k
+from lightrec.training import fit as train
 
 pytestmark = pytest.mark.slow
 DATA_DIR = ROOT / "data"  # the README's data folder: prepared once, reused

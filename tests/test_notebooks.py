@@ -13,8 +13,9 @@ import torch
 from nbclient import NotebookClient
 
 from helpers import ROOT, compose_cfg, cpu_overrides, make_log
-from lightrec import train, viz
+from lightrec.analysis import viz
 from lightrec.errors import LightrecError
+from lightrec.training import fit as train
 
 NOTEBOOKS = ROOT / "notebooks"
 

@@ -10,8 +10,9 @@ import pytorch_lightning as pl
 import torch
 
 from helpers import build_model, check_submission, compose_cfg, cpu_overrides
-from lightrec import predict, train
 from lightrec.models.recvae import RecVAENet, log_normal
+from lightrec.serving import predict
+from lightrec.training import fit as train
 
 
 def clone(module: torch.nn.Module) -> dict[str, torch.Tensor]:

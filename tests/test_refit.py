@@ -13,8 +13,10 @@ import scipy.sparse as sp
 import torch
 
 from helpers import CONTRACT, build_model, compose_cfg, cpu_overrides, make_log, swap_last
-from lightrec import predict, train
-from lightrec.recommend import model_scorer, recommend_topk
+from lightrec.runs import finished
+from lightrec.runs.scoring import model_scorer, recommend_topk
+from lightrec.serving import predict
+from lightrec.training import fit as train
 from lightrec.utils.path_utils import RunDir
 
 
@@ -81,8 +83,8 @@ def test_no_refit_without_validation_or_when_switched_off(tmp_path, tiny_csv):
 
 
 def topk_of(ckpt, run: RunDir, cfg) -> list:
-    model = predict.load_model(ckpt, predict.load_config(run))
-    history = predict.load_history(cfg.data, json.loads(run.id_maps.read_text())["item_ids"])
+    model = finished.load_model(ckpt, finished.load_config(run))
+    history = finished.load_history(cfg.data, json.loads(run.id_maps.read_text())["item_ids"])
     score = model_scorer(model.score_batch, history.collate("csr", 0), torch.device("cpu"))
     top = recommend_topk(score, len(history.users), 10, 64)
     return top.ravel().tolist()
@@ -93,7 +95,7 @@ def test_predict_uses_the_refit_model_and_says_so(tmp_path, tiny_csv, caplog):
     cfg = compose_cfg("multi_vae_v2", cpu_overrides(tmp_path, tiny_csv), run_dir)
     train.fit(cfg)
     run = RunDir(run_dir)
-    with caplog.at_level(logging.INFO, logger="lightrec.predict"):
+    with caplog.at_level(logging.INFO, logger="lightrec.serving.predict"):
         sub = pd.read_csv(predict.run(cfg))
     assert "the refit model" in caplog.text and "refit.ckpt" in caplog.text
     assert sub.item.tolist() == topk_of(run.refit_ckpt, run, cfg)
@@ -103,7 +105,7 @@ def test_predict_uses_the_refit_model_and_says_so(tmp_path, tiny_csv, caplog):
         "multi_vae_v2", [*cpu_overrides(tmp_path, tiny_csv), "predict.use_refit=false"]
     )
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="lightrec.predict"):
+    with caplog.at_level(logging.INFO, logger="lightrec.serving.predict"):
         sub = pd.read_csv(predict.run(no_refit))
     assert "the selected model" in caplog.text
     assert sub.item.tolist() == topk_of(run.best_ckpt, run, cfg)
@@ -115,7 +117,7 @@ def test_epoch_average_is_the_mean_of_the_last_epochs_weights():
     buffer is left as it was. Without the averaging the weight would stay 5."""
     from types import SimpleNamespace
 
-    from lightrec.callbacks import EpochAverage
+    from lightrec.training.callbacks import EpochAverage
 
     module = torch.nn.Linear(2, 1, bias=False)
     module.register_buffer("steps", torch.tensor(7))

@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from helpers import block
+from lightrec.analysis.report import BEGIN, END, main, write_report
 from lightrec.errors import LightrecError
-from lightrec.report import BEGIN, END, main, write_report
 
 
 def fake_run(root, config, name, val_ndcg, test_ndcg, holdout="valid_and_test"):
@@ -68,7 +68,8 @@ def test_no_runs_is_one_sentence(tmp_path, capsys):
 
 def test_the_report_draws_each_models_validation_curve(tmp_path, tiny_csv):
     from helpers import compose_cfg, cpu_overrides
-    from lightrec import report, train
+    from lightrec.analysis import report
+    from lightrec.training import fit as train
 
     root = tmp_path / "saved" / "hydra_logs"
     ov = [*cpu_overrides(tmp_path, tiny_csv), "trainer.max_epochs=4", "refit=false"]
@@ -89,7 +90,7 @@ def test_the_table_alone_writes_nothing(tmp_path, tiny_csv, capsys, monkeypatch)
     """`lightrec report` prints the table; docs/RESULTS.md and the charts are written only
     with --out or --docs."""
     from helpers import compose_cfg, cpu_overrides
-    from lightrec import train
+    from lightrec.training import fit as train
 
     root = tmp_path / "saved" / "hydra_logs"
     ov = [*cpu_overrides(tmp_path, tiny_csv), "refit=false"]

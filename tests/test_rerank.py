@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 
 from helpers import check_submission, compose_cfg, cpu_overrides, make_log, run_cmd
-from lightrec import rerank, train
+from lightrec.combine import features, ranker, rerank
 from lightrec.errors import LightrecError
+from lightrec.training import fit as train
 
 MEMBERS = ("ease", "item_knn")
 
@@ -103,7 +104,7 @@ def test_rerank_writes_the_submission_contract(tmp_path):
 def test_the_availability_filter_drops_films_released_after_the_users_last_year():
     items = pd.DataFrame({"item": ["a", "b", "c", "d"], "year": [1990, 1997, 1999, np.nan]})
     users = pd.DataFrame({"user": ["u1", "u2"], "last_year": [1997, 2001]})
-    mask = rerank.available(items["year"].to_numpy(float), users["last_year"].to_numpy(float))
+    mask = features.available(items["year"].to_numpy(float), users["last_year"].to_numpy(float))
     kept = {u: items["item"][m].tolist() for u, m in zip(users["user"], mask, strict=True)}
     assert kept == {"u1": ["a", "b", "d"], "u2": ["a", "b", "c", "d"]}
 
@@ -146,7 +147,7 @@ def test_the_ranker_learns_from_features(tmp_path):
         "user": np.repeat(np.arange(n_users), per),
         "item": np.tile(np.arange(per), n_users),
     }
-    _, check = rerank.fit_ranker(data, seed=0, compare={"noise": 0})
+    _, check = ranker.fit_ranker(data, seed=0, compare={"noise": 0})
     assert check["ranker"] > 0.9 and check["noise"] < 0.4
     with pytest.raises(LightrecError):
         rerank.rerank([], out=tmp_path / "s.csv")

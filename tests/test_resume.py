@@ -28,9 +28,9 @@ from helpers import (
     run_cmd,
     same_numbers,
 )
-from lightrec import train
 from lightrec.errors import LightrecError
-from lightrec.resume import RunInterrupted, random_state, set_random_state
+from lightrec.training import fit as train
+from lightrec.training.resume import RunInterrupted, random_state, set_random_state
 
 
 def test_random_states_round_trip():

@@ -11,9 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from helpers import build_model, check_submission, compose_cfg, cpu_overrides
-from lightrec import predict, train
 from lightrec.models import sasrec
 from lightrec.models.sasrec import SASRecNet, causal_mask
+from lightrec.serving import predict
+from lightrec.training import fit as train
 
 
 def net(**kw) -> SASRecNet:

@@ -22,7 +22,8 @@ from optuna.trial import TrialState
 from helpers import CONFIG_DIR, compose_cfg, logging_restored, run_cmd
 from lightrec import cli
 from lightrec.errors import LightrecError
-from lightrec.search import space, suggest
+from lightrec.search import workers
+from lightrec.search.study import open_study, space, suggest
 
 SEARCHES = sorted(p.stem for p in (CONFIG_DIR / "hparams_search").glob("*.yaml"))
 MODEL_OF = {"multi_vae": "multi_vae_v2", "bert4rec": "bert4rec_v2"}
@@ -84,10 +85,15 @@ def _study(journal: Path, name: str = "multi_vae") -> optuna.Study:
     return optuna.load_study(study_name=name, storage=storage)
 
 
-def _slots(study: optuna.Study) -> dict[int, dict]:
-    """The params of each finished trial by its place in the search."""
-    done = study.get_trials(states=(TrialState.COMPLETE,))
-    return {t.user_attrs["slot"]: t.params for t in done}
+def _finished(study: optuna.Study) -> dict[int, dict]:
+    """The params of each finished trial by its number."""
+    return {t.number: t.params for t in study.get_trials(states=(TrialState.COMPLETE,))}
+
+
+def _drawn_alone(seed: int, params: dict) -> dict:
+    """What a start-up trial draws with ``seed`` and nothing else in its study."""
+    alone = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed))
+    return suggest(alone.ask(), space(params))
 
 
 def test_a_search_persists_and_selects_on_validation(tmp_path, tiny_csv):
@@ -130,14 +136,11 @@ def test_a_killed_search_resumes_with_its_finished_trials_kept(tmp_path, tiny_cs
         "trainer.max_epochs=40",
         "early_stopping.patience=100",
     ]
-    # what the uninterrupted search draws: its 5 trials are all random start-up trials (8),
-    # so the place's seed alone (search.seed 1 + place) decides them
+    # every trial here is a random start-up trial (8), so its seed alone (search.seed 1 +
+    # its number) decides its values
     cfg = compose_cfg("multi_vae_v2", ["hparams_search=multi_vae"])
-    assert cfg.search.n_startup_trials >= 5 and cfg.search.seed == 1
-    expected = {}
-    for place in range(5):
-        alone = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=1 + place))
-        expected[place] = suggest(alone.ask(), space(cfg.search.params))
+    assert cfg.search.n_startup_trials >= 6 and cfg.search.seed == 1
+    drawn = {n: _drawn_alone(1 + n, cfg.search.params) for n in range(6)}
 
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
@@ -169,7 +172,10 @@ def test_a_killed_search_resumes_with_its_finished_trials_kept(tmp_path, tiny_cs
     assert states == [TrialState.COMPLETE] * 2 + [TrialState.FAIL] + [TrialState.COMPLETE] * 3
     for n, mtime in kept.items():  # not rerun
         assert (journal.parent / f"trial_{n:03d}" / "metrics.json").stat().st_mtime_ns == mtime
-    assert _slots(study) == expected  # the sequence the seed gives, kill or no kill
+    # the killed trial's values are tried again by the next trial; later trials draw with
+    # the seed of their own number
+    assert _finished(study) == {0: drawn[0], 1: drawn[1], 3: drawn[2], 4: drawn[4], 5: drawn[5]}
+    assert study.trials[3].user_attrs["retry_of"] == 2
     assert (journal.parent / "best.yaml").is_file()
 
 
@@ -191,7 +197,6 @@ def test_two_workers_on_one_study_run_distinct_trials(tmp_path, tiny_csv):
     trials = _study(journal).trials
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
     assert len({t.user_attrs["worker"]["pid"] for t in trials}) == 2  # both worked
-    assert sorted(t.user_attrs["slot"] for t in trials) == [0, 1, 2, 3]  # distinct places
     assert len({json.dumps(t.params, sort_keys=True) for t in trials}) == 4
     for t in trials:
         assert (journal.parent / f"trial_{t.number:03d}" / "metrics.json").is_file()
@@ -328,3 +333,33 @@ def test_sigterm_fails_the_running_trial_and_prints_how_to_continue(tmp_path, ti
     (journal,) = tmp_path.rglob("study.journal")
     assert f"resume={journal.parent}" in err
     assert [t.state for t in _study(journal).trials] == [TrialState.FAIL]  # not left running
+
+
+def test_two_workers_and_a_failing_trial_never_share_a_draw(tmp_path):
+    """Forced interleaving on one journal: worker A asks trial 0, B asks trial 1, trial 0
+    fails, A asks trial 2. Trial 2 once took trial 1's place (the failed trial gave it up),
+    and so its seed and its draw; now each trial draws with search.seed + its number, which
+    the storage hands out atomically."""
+    cfg = compose_cfg("multi_vae_v2", ["hparams_search=multi_vae"])
+    distributions = space(cfg.search.params)
+    journal = str(tmp_path / "study.journal")
+    # two processes' views of one study, opened as the search opens them
+    a, b = (open_study(cfg, journal, distributions, resume=i > 0) for i in range(2))
+    a0 = a.ask()
+    b1 = b.ask()
+    drawn = {1: suggest(b1, distributions)}
+    a.tell(a0, state=TrialState.FAIL)
+    a2 = a.ask()
+    drawn[2] = suggest(a2, distributions)
+    assert (a0.number, b1.number, a2.number) == (0, 1, 2)
+    assert drawn[1] != drawn[2]
+    assert drawn == {n: _drawn_alone(1 + n, cfg.search.params) for n in (1, 2)}
+
+
+def test_a_reused_pid_is_not_a_live_worker():
+    """A worker is its pid and its process's start time: another process that later got
+    the same pid does not keep a dead worker's trial running."""
+    me = workers.me()
+    assert workers.alive(me)
+    assert not workers.alive({**me, "started": me["started"] - 3600})  # the pid, reused
+    assert not workers.alive({**me, "pid": 2**22 + 12345})  # no such process

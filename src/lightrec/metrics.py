@@ -19,6 +19,7 @@ the mean over any number of batches (or processes) is exact: sum the sums, then 
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 METRICS = ("recall", "ndcg", "hit")
@@ -123,3 +124,29 @@ class MetricAccumulator:
             for m in METRICS:
                 self.sums[f"{m}@{k}"] = zero
             self.sums[f"_appear@{k}"] = torch.zeros(self.num_items, device=device)
+
+
+def grouped_recall(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray, k: int) -> float:
+    """Recall@K (hits / min(K, positives)) within groups of candidates: ``labels`` and
+    ``scores`` hold consecutive groups of ``groups[g]`` rows (one user's candidates); equal
+    scores rank in row order. The mean over the groups with a positive (the users whose
+    list a re-ranker can change).
+
+    >>> y = np.array([0, 1, 0, 1, 0]); s = np.array([0.9, 0.8, 0.1, 0.2, 0.3])
+    >>> grouped_recall(y, s, np.array([3, 2]), 1)  # user 0 misses, user 1 misses
+    0.0
+    >>> grouped_recall(y, s, np.array([3, 2]), 2)  # each finds its one positive
+    1.0
+    """
+    groups = np.asarray(groups)
+    group_of = np.repeat(np.arange(len(groups)), groups)
+    order = np.lexsort((np.arange(len(scores)), -np.asarray(scores, dtype=np.float64), group_of))
+    starts = np.cumsum(groups) - groups
+    rank = np.arange(len(order)) - starts[group_of[order]]
+    hit = (rank < k) & (np.asarray(labels)[order] > 0)
+    hits = np.bincount(group_of[order], weights=hit, minlength=len(groups))
+    positives = np.bincount(group_of, weights=np.asarray(labels) > 0, minlength=len(groups))
+    has = positives > 0
+    if not has.any():
+        return 0.0
+    return round(float(np.mean(hits[has] / np.minimum(k, positives[has]))), 6)

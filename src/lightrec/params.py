@@ -1,7 +1,7 @@
 """Types with their allowed range, for the arguments configs set.
 
 A constructor that a config instantiates declares its arguments with these (``dropout:
-Probability``), so the class owns its rules and :mod:`lightrec.config_check` refuses a bad
+Probability``), so the class owns its rules and :mod:`lightrec.config.check` refuses a bad
 value before any work starts, naming the key. They are plain ``Annotated`` types: type
 checkers and readers see ``float`` / ``int``.
 """

@@ -8,6 +8,7 @@ from typing import Literal, get_args
 import numpy as np
 import scipy.sparse as sp
 import torch
+from torch.utils.data import Sampler
 
 # The data views a model can read (a model class declares its own: ``data_view``):
 # csr: user x item rows (the autoencoders, EASE); sequence: each user's most recent items as
@@ -155,3 +156,21 @@ class DeviceBatches:
         for start in range(0, len(order), self.batch_size):
             users = order[start : start + self.batch_size]
             yield {"users": users, self.key: self.rows.index_select(0, users)}
+
+
+class Shard(Sampler[int]):
+    """Positions ``rank, rank + world, ...`` of ``n``: one process's share, without the
+    padding duplicates of ``DistributedSampler`` (evaluation counts each user once).
+
+    >>> list(Shard(5, world=2, rank=1))
+    [1, 3]
+    """
+
+    def __init__(self, n: int, world: int, rank: int) -> None:
+        self.n, self.world, self.rank = n, world, rank
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.n, self.world))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.n, self.world))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import logging
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,14 +25,16 @@ from lightrec.data.batches import (
     SEQUENCE,
     CSRCollate,
     DeviceBatches,
+    Shard,
     View,
     csr_from_sorted,
     eval_collate,
     train_collate,
 )
 from lightrec.data.datasets import data_file
-from lightrec.data.interactions import ROLES, Interactions, encode, first_rows, read_interactions
+from lightrec.data.interactions import ROLES, Interactions, encode, read_interactions
 from lightrec.data.item_features import ItemFeatures, feature_source, read_item_features
+from lightrec.data.order import first_rows
 from lightrec.data.sequences import sequence_matrix
 from lightrec.data.splits import TEST, TRAIN, VALID, Holdout, SplitSpec, Strategy
 from lightrec.errors import LightrecError
@@ -92,24 +94,6 @@ def encode_and_split(
         },
     }
     return arrays, meta
-
-
-class Shard(Sampler[int]):
-    """Positions ``rank, rank + world, ...`` of ``n``: one process's share, without the
-    padding duplicates of ``DistributedSampler`` (evaluation counts each user once).
-
-    >>> list(Shard(5, world=2, rank=1))
-    [1, 3]
-    """
-
-    def __init__(self, n: int, world: int, rank: int) -> None:
-        self.n, self.world, self.rank = n, world, rank
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(range(self.rank, self.n, self.world))
-
-    def __len__(self) -> int:
-        return len(range(self.rank, self.n, self.world))
 
 
 class RecSysDataModule(pl.LightningDataModule):

@@ -9,7 +9,7 @@ division, so the numbers are exact under data parallelism.
 
 :class:`ClosedFormModule`: a model fit in one call on the training matrix
 (``fit_closed_form``) whose scores are a function of the user's history row (``scores``);
-``lightrec.train`` dispatches on this type.
+``lightrec.training.fit`` dispatches on this type.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class RecommenderModule(pl.LightningModule, ABC):
     def scores_from(self, x: torch.Tensor) -> torch.Tensor:
         """Scores (B, I) from the model's input alone: history rows (B, I) for the CSR view,
         token sequences (B, L) for the sequence view (what an exported scorer computes,
-        :mod:`lightrec.export`). A sequence model overrides it."""
+        :mod:`lightrec.serving.export`). A sequence model overrides it."""
         return self.score_batch({"input_dense": x})[0]
 
     def item_embeddings(self) -> torch.Tensor | None:

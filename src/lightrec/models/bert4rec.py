@@ -207,7 +207,7 @@ class BERT4Rec(RecommenderModule):
         self.weight_decay = weight_decay
 
     # (Lightning warns whenever a module overrides this hook while a DataModule is in use:
-    # masking here, on the device after the copy, is on purpose; lightrec.quiet silences it)
+    # masking here, on the device after the copy, is on purpose; lightrec.utils.quiet silences it)
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         """Batch preparation on the device: Cloze masking of training batches."""
         if self.trainer is not None and self.trainer.training:

@@ -19,16 +19,19 @@ continues; :func:`job_root` and :func:`claim_job_dir` where a stage's job folder
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from lightrec.errors import LightrecError
+from lightrec.utils.io import unwritable
 
-# the shipped configs (the one source of defaults), beside src/ in the project
-CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
+# the shipped configs (the one source of defaults), package data of lightrec
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
+CLOCK = "%Y-%m-%d/%H-%M-%S"  # a job folder's <date>/<time>, as Hydra names its own
 FINISHED_MARKER = "metrics.json"
 BEST_CKPT = "best.ckpt"
 LAST_CKPT = "last.ckpt"
@@ -234,6 +237,28 @@ def job_root(cfg: DictConfig, stage: str) -> tuple[str, str]:
     if stage == "predict":
         return "paths.predict_log_root", str(cfg.paths.predict_log_root)
     raise ValueError(f"stage must be 'train' or 'predict', got {stage!r}")
+
+
+def stamp(suffix: str = "") -> str:
+    """``<date>/<time><suffix>`` of now: the name of every new job folder (a run, a sweep, a
+    search, a blend's or re-ranker's submission)."""
+    return datetime.now().strftime(CLOCK) + suffix
+
+
+def output_path(out: Path | None, folder: str | Path) -> Path:
+    """Where a tool (blend, rerank, recommend, export) writes: ``out``, or
+    ``<folder>/<date>/<time>/submission.csv``; one sentence when ``out`` is a folder or its
+    folder cannot be written."""
+    if out is None:
+        return Path(folder) / stamp() / "submission.csv"
+    out = Path(out)
+    if out.is_dir():
+        raise LightrecError(
+            f"--out {out} is a folder: name the file, e.g. {out / 'submission.csv'}"
+        )
+    if problem := unwritable(out.parent):
+        raise LightrecError(f"--out {out}: its folder cannot be written ({problem})")
+    return out
 
 
 def claim_job_dir(cfg: DictConfig, stage: str, stamp: str) -> Path:

@@ -226,19 +226,28 @@ def check_loadable(ckpt: Path, model: torch.nn.Module) -> None:
             )
 
 
-def check_same_setup(cfg: DictConfig, run: RunDir) -> None:
-    """A resumed run must be the same computation: refuse another setup, naming the key."""
+def setup_differences(cfg: DictConfig, run: RunDir) -> dict[str, tuple[Any, Any]]:
+    """The keys that shape a training whose values differ between ``run``'s config.yaml and
+    ``cfg``: ``{key: (the run's value, cfg's)}``, empty when ``cfg`` would compute ``run``
+    again (``best resume=true`` keeps such a run)."""
     saved = OmegaConf.to_container(OmegaConf.load(run.config), resolve=True)
     now = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(saved, dict) and isinstance(now, dict)
-    for key in SAME_ON_RESUME:
-        for name, (a, b) in _diff(saved.get(key), now.get(key), key).items():
-            if name in NOT_TRAINING:
-                continue
-            raise LightrecError(
-                f"resume: {name} is {b!r} here but {a!r} in {run.root}; a run continues "
-                "with the settings it started with (give the same overrides, or none)"
-            )
+    return {
+        name: values
+        for key in SAME_ON_RESUME
+        for name, values in _diff(saved.get(key), now.get(key), key).items()
+        if name not in NOT_TRAINING
+    }
+
+
+def check_same_setup(cfg: DictConfig, run: RunDir) -> None:
+    """A resumed run must be the same computation: refuse another setup, naming the key."""
+    for name, (a, b) in setup_differences(cfg, run).items():
+        raise LightrecError(
+            f"resume: {name} is {b!r} here but {a!r} in {run.root}; a run continues "
+            "with the settings it started with (give the same overrides, or none)"
+        )
 
 
 def _diff(a: Any, b: Any, prefix: str) -> dict[str, tuple[Any, Any]]:

@@ -33,6 +33,10 @@ from lightrec.models.base import RecommenderModule
 from lightrec.params import CONSTRAINTS, FolderName, MaxTime, NonNegativeInt, PositiveInt
 
 MISSING = "???"
+NESTED = (
+    "config key {key}: only model._target_ and data._target_ name classes; nothing nested "
+    "is ever built (remove it)"
+)
 UNIONS = (Union, types.UnionType)  # Optional[int] and int | None
 
 
@@ -118,7 +122,7 @@ class Best:
 
 @dataclass
 class Search:
-    """A hyper-parameter search (:mod:`lightrec.search`); a file of configs/hparams_search/
+    """A hyper-parameter search (:mod:`lightrec.search.driver`); a file of configs/hparams_search/
     fills it in."""
 
     study_name: FolderName
@@ -205,6 +209,8 @@ def target_class(block: Mapping[str, Any], prefix: str, base: type) -> type:
     target = block.get("_target_")
     if not isinstance(target, str):
         raise LightrecError(f"config key {prefix}_target_ must name a class")
+    if not target.startswith("lightrec."):  # refused before anything is imported
+        raise LightrecError(f"{prefix}_target_={target!r} is not a lightrec {base.__name__}")
     try:
         cls = get_class(target)
     except Exception:  # noqa: BLE001 - any import failure is a bad name for the user
@@ -219,6 +225,8 @@ def _check_arguments(block: Mapping[str, Any], prefix: str, cls: type) -> None:
     params = inspect.signature(cls).parameters
     hints = typing.get_type_hints(cls.__init__, include_extras=True)  # type: ignore[misc]
     args = {k: v for k, v in block.items() if k != "_target_"}
+    if where := nested_target(args, prefix):
+        raise LightrecError(NESTED.format(key=where))
     for key in args:
         if key not in params:
             raise LightrecError(
@@ -340,3 +348,24 @@ def _plural(text: str) -> str:
         if text.startswith(one):
             return many + text[len(one) :]
     return text
+
+
+def nested_target(value: Any, prefix: str) -> str | None:
+    """The key of the first ``_target_`` at any depth of a plain value, or None.
+
+    >>> nested_target({"columns": {"user": {"_target_": "os.system"}}}, "data.")
+    'data.columns.user._target_'
+    >>> nested_target({"columns": [{"a": 1}]}, "data.") is None
+    True
+    """
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key == "_target_":
+                return f"{prefix}_target_"
+            if found := nested_target(item, f"{prefix}{key}."):
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            if found := nested_target(item, f"{prefix}{i}."):
+                return found
+    return None

@@ -25,9 +25,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lightrec.data.interactions import first_rows, parse_times
+from lightrec.data.interactions import parse_times
+from lightrec.data.order import first_rows
 from lightrec.data.splits import last_n_random_m
 from lightrec.errors import LightrecError
+from lightrec.utils.console import refuse
 from lightrec.utils.io import atomic_write
 
 logger = logging.getLogger(__name__)
@@ -171,8 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             sub = read(a.submission, "submission", pair)
             print(json.dumps(score(sub, read(a.hidden, "hidden file", pair), a.k)))
     except LightrecError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return refuse(e)
     return 0
 
 

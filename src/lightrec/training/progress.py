@@ -7,38 +7,23 @@ Lightning's TQDM bar (epoch, step, time left, the training loss and the monitore
 validation metric); a line reads ``epoch 4/300  loss 512.3  val/ndcg@10 0.0712 (best
 0.0730)  1.9 s``, printed once per epoch with no carriage-return redraws.
 
-:func:`start_line` and :func:`finished_line` are the lines that open and close a training.
+:func:`start_line` and :func:`finished_line` are the lines that open and close a training;
+:mod:`lightrec.utils.console` has the settings and the single lines.
 """
 
 from __future__ import annotations
 
-import sys
 import time
-from collections.abc import Iterable, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import TQDMProgressBar
 
-from lightrec.callbacks import step_loss
+from lightrec.training.callbacks import step_loss
 from lightrec.utils import device
+from lightrec.utils.console import mode
 from lightrec.utils.path_utils import RunDir
-
-T = TypeVar("T")
-MODES = ("auto", "bar", "lines", "none")
-
-
-def mode(progress: str) -> str:
-    """``bar``, ``lines`` or ``none`` for a ``progress`` setting (``auto``: is stdout a tty?)."""
-    if progress == "auto":
-        return "bar" if sys.stdout.isatty() else "lines"
-    return progress
-
-
-def say(line: str) -> None:
-    """One line for the user on standard output (start and end of a stage)."""
-    print(f"lightrec: {line}", flush=True)
 
 
 def callbacks(
@@ -113,16 +98,6 @@ class EpochLines(pl.Callback):
             parts.append(f"{self.monitor} {v:.4f} (best {self.best:.4f})")
         parts.append(f"{time.perf_counter() - self._t0:.1f} s")
         print("  ".join(parts), flush=True)
-
-
-def track(items: Iterable[T], total: int, progress: str, desc: str) -> Iterator[T]:
-    """``items``, with a TQDM bar in a terminal when there is more than one."""
-    if mode(progress) != "bar" or total <= 1:
-        yield from items
-        return
-    from tqdm import tqdm
-
-    yield from tqdm(items, total=total, desc=desc, leave=False, dynamic_ncols=True)
 
 
 def start_line(cfg: Any, model: pl.LightningModule, dm: Any, run: RunDir, resuming: bool) -> str:

@@ -18,9 +18,12 @@ from typing import Any
 import pytorch_lightning as pl
 import scipy.sparse as sp
 import torch
+from pytorch_lightning.loggers import TensorBoardLogger
 
+from lightrec.data.recsys_data import RecSysDataModule
 from lightrec.models.base import ClosedFormModule, RecommenderModule
-from lightrec.resume import AtomicCheckpointIO
+from lightrec.training.resume import AtomicCheckpointIO
+from lightrec.training.stage import Job, Stage, trainer
 from lightrec.utils.device import compute_device
 from lightrec.utils.parallel import is_rank_zero
 from lightrec.utils.path_utils import RunDir
@@ -61,6 +64,38 @@ def fit_run(
         "fit_time_s": round(seconds, 3),
         "resumed": 0,
     }
+
+
+class ClosedFormStage(Stage):
+    """One deterministic fit on the training matrix: the fit is both the best and the last
+    checkpoint, and the model holds its weights after it."""
+
+    holds_selected = True
+
+    def select(self, job: Job, model: RecommenderModule) -> dict[str, Any]:
+        assert isinstance(model, ClosedFormModule)
+        return fit_run(model, job.dm.train_csr, job.cfg.trainer.accelerator, job.run_dir)
+
+    def refit(
+        self,
+        job: Job,
+        model: RecommenderModule,
+        merged: RecSysDataModule,
+        logger: TensorBoardLogger,
+        epochs: int,
+    ) -> tuple[pl.Trainer, dict[str, Any]]:
+        """One fit on the merged rows (``epochs`` means nothing to a closed form)."""
+        assert isinstance(model, ClosedFormModule)
+        fit(model, merged.train_csr, job.cfg.trainer.accelerator, job.run_dir.refit_ckpt)
+        tester = trainer(
+            job.cfg, logger=logger, enable_checkpointing=False, enable_progress_bar=False
+        )
+        return tester, {}
+
+    @contextmanager
+    def released(self, model: RecommenderModule, ckpt: Path) -> Iterator[None]:
+        with weights_on_disk(model, ckpt):
+            yield
 
 
 @contextmanager

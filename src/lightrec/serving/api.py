@@ -17,7 +17,6 @@ classes).
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,14 +31,10 @@ from omegaconf import DictConfig
 from lightrec.data.interactions import History, Interactions, full_history, index_of, parse_times
 from lightrec.errors import LightrecError
 from lightrec.models.base import RecommenderModule
-from lightrec.predict import load_config, load_history, load_model
-from lightrec.recommend import check_top_k, model_scorer, top_items
-from lightrec.utils.path_utils import (
-    RunDir,
-    default_log_root,
-    latest_finished_run,
-    predict_checkpoint,
-)
+from lightrec.runs.finished import FinishedRun
+from lightrec.runs.scoring import check_top_k, top_items
+from lightrec.utils.console import refuse
+from lightrec.utils.path_utils import RunDir, default_log_root, latest_finished_run, output_path
 
 COLUMNS = ("user", "item", "score", "rank")
 
@@ -48,19 +43,30 @@ COLUMNS = ("user", "item", "score", "rank")
 class Run:
     """A finished run's model, ready to recommend (load it with :func:`load_run`)."""
 
-    path: Path
-    cfg: DictConfig  # the run's config.yaml
+    finished: FinishedRun
     model: RecommenderModule  # eval mode, on ``device``
     checkpoint: Path  # the one predict uses: the refit model when the run has one
-    item_ids: list
     device: torch.device
     _history: History | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.finished.root
+
+    @property
+    def cfg(self) -> DictConfig:
+        """The run's config.yaml."""
+        return self.finished.cfg
+
+    @property
+    def item_ids(self) -> list:
+        return self.finished.item_ids
 
     @property
     def history(self) -> History:
         """Every user's full history in the run's own data file (read on first use)."""
         if self._history is None:
-            self._history = load_history(self.cfg.data, self.item_ids)
+            self._history = self.finished.history()
         return self._history
 
     def recommend(self, users: Sequence | None = None, k: int = 10) -> pd.DataFrame:
@@ -120,8 +126,7 @@ class Run:
     # ------------------------------------------------------------ internals
     def _top(self, history: History, rows: np.ndarray, k: int) -> pd.DataFrame:
         check_top_k(k, len(self.item_ids))
-        collate = history.collate(self.model.data_view, self.cfg.data.max_len)
-        score = model_scorer(self.model.score_batch, collate, self.device)
+        score = self.finished.scorer(history, self.model, self.device)
         batch = int(self.cfg.predict.batch_size)
         items, scores = top_items(score, rows.tolist(), k, batch)
         ids = np.asarray(self.item_ids, dtype=object)
@@ -175,25 +180,19 @@ def load_run(
         run = latest_finished_run(log_root or default_log_root(), config)
     else:
         raise LightrecError("load_run needs a run folder or a config name")
-    if not run.finished:
-        raise LightrecError(f"{run.root} is not a finished run folder (no metrics.json)")
-    cfg = load_config(run)
-    ckpt = predict_checkpoint(cfg, run)
+    finished = FinishedRun.open(run)
+    ckpt = finished.checkpoint(bool(finished.cfg.predict.use_refit))  # one of the run's own
     try:
         where = torch.device(device)
     except RuntimeError as e:
         raise LightrecError(f"device {device!r} is not a device torch knows ({e})") from None
-    model = load_model(ckpt, cfg).to(where)
-    item_ids = json.loads(run.id_maps.read_text())["item_ids"]
-    return Run(run.root, cfg, model, ckpt, item_ids, where)
+    return Run(finished, finished.model(ckpt, where), ckpt, where)
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m lightrec recommend RUN_DIR [--histories FILE] --out FILE [--k 10]``."""
     import argparse
-    import sys
 
-    from lightrec.blend import output_path
     from lightrec.data.interactions import read_interactions
     from lightrec.utils.io import atomic_write
 
@@ -222,7 +221,6 @@ def main(argv: list[str] | None = None) -> int:
             recs = run.recommend_log(log_, a.k)
         atomic_write(out, lambda f: recs.to_csv(f, index=False))
     except LightrecError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return refuse(e)
     print(f"wrote {out}: {recs['user'].nunique():,} users x {a.k} items")
     return 0

@@ -24,6 +24,8 @@ def _view(target: str) -> str:
     from hydra.utils import get_class
 
     try:
+        if not str(target).startswith("lightrec."):  # nothing else is imported
+            raise ValueError(target)
         return str(get_class(target).data_view)  # type: ignore[attr-defined]
     except Exception:  # noqa: BLE001 - not importable, or not one of our models
         raise LightrecError(

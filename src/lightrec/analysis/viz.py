@@ -8,7 +8,6 @@ writes into the run folder.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from lightrec.data.datasets import data_file, item_table
 from lightrec.data.interactions import History
 from lightrec.errors import LightrecError
 from lightrec.models.base import RecommenderModule
-from lightrec.predict import load_config, load_history, load_model
+from lightrec.runs.finished import FinishedRun
 from lightrec.utils.path_utils import RunDir, default_log_root, latest_finished_run
 
 
@@ -63,16 +62,13 @@ def load_run(
         run = RunDir(Path(run_dir))
     else:
         run = latest_finished_run(log_root or default_log_root(), model_name)
-    if not run.finished:
-        raise LightrecError(f"{run.root} is not a finished run folder (no metrics.json)")
-    cfg = load_config(run)
-    model: RecommenderModule = load_model(run.best_ckpt, cfg)
-    item_ids = json.loads(run.id_maps.read_text())["item_ids"]
+    finished = FinishedRun.open(run)
+    cfg, item_ids = finished.cfg, finished.item_ids
+    model: RecommenderModule = finished.model(run.best_ckpt)
     table = item_table(data_file(cfg.data.path, cfg.data.data_dir), item_ids)
     titles = table["title"] if table is not None else None
     genres = table["genres"] if table is not None and "genres" in table else None
-    history = load_history(cfg.data, item_ids)
-    return LoadedRun(run.root, cfg, model, item_ids, history, titles, genres)
+    return LoadedRun(run.root, cfg, model, item_ids, finished.history(), titles, genres)
 
 
 # ---------------------------------------------------------------- MultiVAE

@@ -18,7 +18,6 @@ out of range, malformed JSON (422). Nothing in a request names a file; the serve
 from __future__ import annotations
 
 import argparse
-import sys
 import threading
 import warnings
 from typing import Any
@@ -31,8 +30,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
-from lightrec.api import Run, load_run
 from lightrec.errors import LightrecError
+from lightrec.serving.api import Run, load_run
+from lightrec.utils.console import refuse
 
 MAX_HISTORY = 10_000  # items in one request's history
 MAX_K = 1_000
@@ -140,8 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         run = load_run(a.run_dir, device=a.device)
         app = create_app(run)
     except LightrecError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return refuse(e)
     import uvicorn
 
     print(f"serving {run.path} ({type(run.model).__name__}) on http://{a.host}:{a.port}")

@@ -19,19 +19,19 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from lightrec.api import Run, load_run
-from lightrec.blend import output_path
 from lightrec.data.batches import SEQUENCE
 from lightrec.errors import LightrecError
 from lightrec.metrics import exclude_seen
 from lightrec.models.base import RecommenderModule
+from lightrec.serving.api import Run, load_run
+from lightrec.utils.console import refuse
 from lightrec.utils.io import atomic_write
+from lightrec.utils.path_utils import output_path
 
 
 class Scorer(torch.nn.Module):
@@ -48,8 +48,7 @@ class Scorer(torch.nn.Module):
 def model_input(run: Run, rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """``(input, seen)`` of the run's users ``rows``: what an exported scorer reads, built
     by the toolkit's own collate."""
-    collate = run.history.collate(run.model.data_view, run.cfg.data.max_len)
-    batch = collate(rows)
+    batch = run.finished.inputs(run.history, run.model)(rows)
     seen = torch.from_numpy(run.history.csr[rows].toarray())
     if run.model.data_view == SEQUENCE:
         return batch["seq"], seen
@@ -113,8 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                     "differently from the toolkit: do not use it"
                 )
     except LightrecError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return refuse(e)
     checked = f"; the same top 10 as the toolkit for {a.check} users" if a.check else ""
     print(f"wrote {a.out} and {a.out}.items.json{checked}")
     return 0

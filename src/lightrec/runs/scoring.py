@@ -1,7 +1,7 @@
 """Scoring users in batches on a device, and the top-K over unseen items.
 
 A *scorer* maps a list of user rows to ``(scores (B, I), seen (B, I))`` on its device: one
-model's (:func:`model_scorer`) or several models' blended (``lightrec.blend``). Predict, the
+model's (:func:`model_scorer`) or several models' blended (``lightrec.combine.blend``). Predict, the
 blend's validation and its submission all run the one loop here (:func:`batches`).
 """
 
@@ -15,7 +15,7 @@ import torch
 
 from lightrec.errors import LightrecError
 from lightrec.metrics import exclude_seen
-from lightrec.progress import track
+from lightrec.utils.console import track
 
 Batch = dict[str, torch.Tensor]
 Scorer = Callable[[list[int]], tuple[torch.Tensor, torch.Tensor]]
@@ -39,7 +39,7 @@ def batches(
     score: Scorer, rows: Sequence[int], batch_size: int, progress: str = "none"
 ) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
     """``(rows, scores, seen)`` for ``rows`` in batches of ``batch_size`` (a bar in a
-    terminal, see :mod:`lightrec.progress`)."""
+    terminal, see :mod:`lightrec.training.progress`)."""
     starts = range(0, len(rows), batch_size)
     for start in track(starts, len(starts), progress, "scoring users"):
         chunk = [int(r) for r in rows[start : start + batch_size]]
@@ -72,9 +72,25 @@ def top_items(
     return out, values
 
 
-def check_enough_unseen(history: sp.csr_matrix, k: int, user_ids: Sequence | np.ndarray) -> None:
-    """Fail early, naming the user, if someone has seen all but fewer than ``k`` items."""
-    unseen = history.shape[1] - np.diff(history.indptr)
+def without_items(score: Scorer, items: np.ndarray) -> Scorer:
+    """``score`` with ``items`` counted as seen by every user: never recommended."""
+    left_out = torch.from_numpy(np.asarray(items, dtype=np.int64))
+
+    def scored(rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        scores, seen = score(rows)
+        seen = seen.clone()
+        seen[:, left_out.to(seen.device)] = 1
+        return scores, seen
+
+    return scored
+
+
+def check_enough_unseen(
+    history: sp.csr_matrix, k: int, user_ids: Sequence | np.ndarray, left_out: int = 0
+) -> None:
+    """Fail early, naming the user, if someone has seen all but fewer than ``k`` items
+    (``left_out`` more items no user may get)."""
+    unseen = history.shape[1] - left_out - np.diff(history.indptr)
     short = np.flatnonzero(unseen < k)
     if len(short):
         raise LightrecError(

@@ -22,6 +22,7 @@ import yaml
 
 from lightrec.data.splits import SplitSpec
 from lightrec.errors import LightrecError
+from lightrec.utils.console import refuse
 from lightrec.utils.io import atomic_write
 from lightrec.utils.path_utils import FINISHED_MARKER, RunDir, default_log_root
 
@@ -235,8 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         curves = Path(a.curves_png) if a.curves_png else None
         print(write_report(Path(a.log_root), out, png, curves))
     except LightrecError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return refuse(e)
     return 0
 
 
