@@ -1,0 +1,191 @@
+"""Blend finished runs into one submission:
+
+``python -m lightrec blend RUN_DIR RUN_DIR [...]`` or, with the latest finished run of each
+config, ``python -m lightrec blend --latest ease recvae sasrec [--log-root saved/hydra_logs]``.
+
+1. The runs must share the data file, the split and the item map (one sentence otherwise).
+2. Each run's *selected* model (``best.ckpt``) scores the validation users from their
+   training rows; scores are normalised per user (``--method zscore``: mean 0, spread 1
+   over the items the user has not seen; ``rank``: ``1 / (60 + rank)``, reciprocal-rank
+   fusion).
+3. Weights on the simplex are chosen to maximise the runs' validation metric
+   (``checkpoint.monitor``, e.g. ``val/ndcg@10``) of the weighted sum: an exhaustive grid
+   for up to four runs, coordinate ascent beyond. Selection sees validation only.
+4. The same weights combine the runs' *refit* models (``refit.ckpt``; a run trained with
+   ``refit=false``, and every run under ``--no-refit``: the selected one), scored from
+   every user's full history in the data file, into
+   ``submission.csv`` (the contract of every other submission), with ``blend.json``
+   beside it (runs, weights, method, validation metrics of each run and of the blend).
+
+The chosen weights are printed, then the submission's path on the last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lightrec.combine.members import (
+    MAX_USERS,
+    add_run_arguments,
+    applied_models,
+    chosen_runs,
+    load_members,
+    validation_users,
+)
+from lightrec.combine.weights import METHODS, WeightSearch, choose_weights, member_scores, normalise
+from lightrec.data.interactions import History
+from lightrec.errors import LightrecError
+from lightrec.runs import submission
+from lightrec.runs.finished import FinishedRun
+from lightrec.runs.scoring import check_enough_unseen, check_top_k, recommend_topk
+from lightrec.utils.console import refuse
+from lightrec.utils.device import compute_device
+from lightrec.utils.io import write_json
+from lightrec.utils.path_utils import output_path
+
+log = logging.getLogger(__name__)
+BATCH_SIZE = 256  # users scored at once
+OUT_FOLDER = "saved/blends"  # where a submission goes without --out
+
+
+def validation_parts(
+    members: list[FinishedRun], method: str, max_users: int, device: torch.device
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Each member's normalised validation scores, and the validation targets (dense)."""
+    parts, targets = [], None
+    for m in members:
+        dm = m.datamodule()
+        users = validation_users(dm.valid_csr, max_users)  # the same for every member
+        score = m.validation_scorer(dm, device)
+        parts.append(member_scores(score, users, method, BATCH_SIZE))
+        if targets is None:
+            targets = torch.from_numpy(dm.valid_csr[users].toarray().astype(np.float32))
+    assert targets is not None
+    return parts, targets
+
+
+def blend(
+    run_dirs: list[str],
+    out: Path | None = None,
+    method: str = "zscore",
+    use_refit: bool = True,
+    max_users: int = MAX_USERS,
+    top_k: int | None = None,
+) -> tuple[Path, dict[str, Any]]:
+    """Choose weights on validation, apply them to the runs' refit models, write the
+    submission; return its path and what ``blend.json`` records."""
+    if method not in METHODS:
+        raise LightrecError(f"--method {method!r} is not one of {', '.join(METHODS)}")
+    out = output_path(out, OUT_FOLDER)
+    members = load_members(run_dirs)
+    k = top_k if top_k is not None else int(members[0].cfg.predict.top_k)
+    check_top_k(k, len(members[0].item_ids), "--top-k" if top_k is not None else "predict.top_k")
+    device = compute_device(members[0].cfg.trainer.accelerator)
+    monitor = str(members[0].cfg.checkpoint.monitor).removeprefix("val/")
+    metric_name, k_str = monitor.split("@")
+    k_eval = int(k_str)
+    parts, targets = validation_parts(members, method, max_users, device)
+    search = WeightSearch(parts, targets, monitor, k_eval)
+    singles = [search(np.eye(len(parts))[i]) for i in range(len(parts))]
+    weights, best = choose_weights(search)
+    log.debug("weight search: %d user rankings over every item", search.full_rows)
+
+    history = members[0].history()
+    check_enough_unseen(history.csr, k, history.users)
+    topk = _apply(members, weights, history, method, use_refit, k, device)
+    submission.write(out, history.users, members[0].item_ids, topk)
+    record = {
+        "runs": [str(m.root) for m in members],
+        "weights": [round(float(w), 4) for w in weights],
+        "method": method,
+        "models": applied_models(members, use_refit),
+        f"val/{monitor}": {"blend": round(best, 6), "runs": [round(v, 6) for v in singles]},
+        "validation_users": int(targets.shape[0]),
+        "submission": str(out),
+    }
+    write_json(Path(out).parent / "blend.json", record)
+    log.info(
+        "blend of %d runs (%s): val %s %.4f, best single %.4f",
+        len(members),
+        metric_name,
+        monitor,
+        best,
+        max(singles),
+    )
+    return Path(out), record
+
+
+def _apply(
+    members: list[FinishedRun],
+    weights: np.ndarray,
+    history: History,
+    method: str,
+    use_refit: bool,
+    k: int,
+    device: torch.device,
+) -> np.ndarray:
+    """Top-k of the weighted, normalised scores of every user's full history."""
+    active = []  # (scorer, weight) of the runs with a weight
+    for m, w in zip(members, weights, strict=True):
+        if w > 0:
+            model = m.model(m.checkpoint(use_refit), device)
+            active.append((m.scorer(history, model, device), float(w)))
+
+    def blended(rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        total, seen = None, None
+        for score, w in active:
+            scores, seen = score(rows)
+            part = w * normalise(scores, seen, method)
+            total = part if total is None else total + part
+        assert total is not None and seen is not None
+        return total, seen
+
+    return recommend_topk(blended, len(history.users), k, BATCH_SIZE)
+
+
+def report_blend(runs: list[str], **kw: Any) -> int:
+    """:func:`blend` for the command line: the weights, then the submission's path on the
+    last line; exit code 2 with one sentence on a user error."""
+    try:
+        path, record = blend(runs, **kw)
+    except LightrecError as e:
+        return refuse(e)
+    for run, w in zip(record["runs"], record["weights"], strict=True):
+        print(f"weight {w:.2f}  {run}")
+    print(path)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m lightrec blend",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_run_arguments(ap, OUT_FOLDER, "choose the weights on")
+    ap.add_argument("--method", choices=METHODS, default="zscore")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        runs = chosen_runs(a)
+    except LightrecError as e:
+        return refuse(e)
+    return report_blend(
+        runs,
+        out=a.out,
+        method=a.method,
+        use_refit=not a.no_refit,
+        max_users=a.max_users,
+        top_k=a.top_k,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""The re-ranker's candidates and their features, for one stage (validation, or the
+submission): each member's top items per user, and per (user, candidate) the members' z-scores
+and ranks and their mean, the item's popularity and times, the user's activity and times, and
+the user's affinity to the item's side information (:mod:`lightrec.combine.rerank` says which).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from lightrec.combine.weights import normalise, ranks_of
+from lightrec.data.item_features import ItemFeatures, time_to_year
+from lightrec.runs.scoring import Scorer
+
+RECENT_SHARE = 0.1  # "recent" popularity: the latest tenth of the rows
+
+
+@dataclass
+class Context:
+    """What the features of one stage are computed from (validation, or the submission)."""
+
+    history: sp.csr_matrix  # users x items the members read (binary)
+    scorers: list[Scorer]  # the members' scorers over the same user rows
+    item_stats: dict[str, np.ndarray]  # per item, named
+    user_stats: dict[str, np.ndarray]  # per user row, named
+    user_year: np.ndarray  # per user row: year of the last row (NaN if times are not dates)
+    side: ItemFeatures
+    side_dense: dict[str, torch.Tensor]  # the categorical fields, dense once (items x values)
+
+
+def context(
+    history: sp.csr_matrix,
+    scorers: list[Scorer],
+    user: np.ndarray,
+    item: np.ndarray,
+    time: np.ndarray,
+    side: ItemFeatures,
+) -> Context:
+    """A stage's context from its rows (user row, item index, time) and history matrix.
+    Times enter as quantiles among the stage's rows (0: the earliest row, 1: the latest), so
+    any clock works: when an item was consumed, when a user was active."""
+    n_users, n_items = history.shape
+    order = np.sort(time)
+    q = (np.searchsorted(order, time, side="right") / max(len(order), 1)).astype(np.float64)
+    recent = np.bincount(item[q > 1 - RECENT_SHARE], minlength=n_items)
+
+    def mean_by(key: np.ndarray, n: int) -> np.ndarray:
+        count = np.bincount(key, minlength=n)
+        return np.where(count > 0, np.bincount(key, q, n) / np.maximum(count, 1), np.nan)
+
+    def extreme_by(key: np.ndarray, n: int, first: bool) -> np.ndarray:
+        out = np.full(n, np.inf if first else -np.inf)
+        (np.minimum if first else np.maximum).at(out, key, q)
+        out[np.isinf(out)] = np.nan
+        return out
+
+    last = np.full(n_users, time.min() if len(time) else 0, dtype=time.dtype)
+    np.maximum.at(last, user, time)
+    item_stats = {
+        "pop_all": np.log1p(np.diff(history.tocsc().indptr)),
+        "pop_recent": np.log1p(recent),
+        "item_first_time": extreme_by(item, n_items, first=True),
+        "item_mean_time": mean_by(item, n_items),
+    }
+    user_stats = {
+        "user_items": np.log1p(np.diff(history.indptr)),
+        "user_first_time": extreme_by(user, n_users, first=True),
+        "user_mean_time": mean_by(user, n_users),
+        "user_last_time": extreme_by(user, n_users, first=False),
+    }
+    as32 = {k: v.astype(np.float32) for k, v in {**item_stats, **user_stats}.items()}
+    return Context(
+        history,
+        scorers,
+        {k: as32[k] for k in item_stats},
+        {k: as32[k] for k in user_stats},
+        time_to_year(last),
+        side,
+        {name: torch.from_numpy(m.toarray()) for name, m in side.categorical.items()},
+    )
+
+
+# differences of an item's and a user's times: did the item exist, was it in use, while the
+# user was active (an item first seen after the user's last row cannot be the user's)
+TIME_GAPS = (
+    ("item_first_time", "user_last_time"),
+    ("item_mean_time", "user_mean_time"),
+    ("item_mean_time", "user_first_time"),
+)
+
+
+def feature_names(n_members: int, ctx: Context) -> list[str]:
+    names = [f"m{m}_{what}" for m in range(n_members) for what in ("z", "rank")]
+    names += ["mean_z", *ctx.item_stats, *ctx.user_stats]
+    names += [f"{a}_minus_{b}" for a, b in TIME_GAPS]
+    for name in ctx.side.categorical:
+        names += [f"{name}_share", f"{name}_seen"]
+    for name in ctx.side.numeric:
+        names += [name, f"{name}_minus_user_mean", f"{name}_minus_user_latest"]
+    return names
+
+
+def available(item_year: np.ndarray, user_year: np.ndarray) -> np.ndarray:
+    """(users, items) mask of the items each user could have consumed: released in or before
+    the year of the user's last row. An unknown year (NaN) keeps the item.
+
+    >>> available(np.array([1990.0, 1998.0, np.nan]), np.array([1995.0, 2000.0])).tolist()
+    [[True, False, True], [True, True, True]]
+    """
+    late = item_year[None, :] > user_year[:, None]  # NaN compares False
+    return ~late
+
+
+@torch.no_grad()
+def candidate_batch(
+    ctx: Context, rows: list[int], n_candidates: int, available_only: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For user ``rows``: ``(batch_pos, item, features, mean_z)`` of every candidate,
+    grouped by user in the order of ``rows``, and the mean z-score matrix (B, I)."""
+    zs, ranks = [], []
+    mask = None
+    seen = None
+    for score in ctx.scorers:
+        scores, seen = score(rows)
+        z = normalise(scores.float().cpu(), seen.cpu(), "zscore")
+        top = z.topk(n_candidates, dim=1).indices
+        hit = torch.zeros_like(z, dtype=torch.bool).scatter_(1, top, True)
+        mask = hit if mask is None else mask | hit
+        zs.append(z)
+        ranks.append(ranks_of(z).float())
+    assert mask is not None and seen is not None
+    x = torch.from_numpy(ctx.history[rows].toarray())
+    mask &= x <= 0  # never a seen item (a member may rank one when all else is -inf)
+    mean_z = torch.stack(zs).mean(dim=0)
+    year = ctx.side.release_year() if available_only else None
+    if year is not None:
+        mask &= torch.from_numpy(available(year, ctx.user_year[rows]))
+    b, i = mask.nonzero(as_tuple=True)
+    cols = []
+    for z, rank in zip(zs, ranks, strict=True):
+        cols += [z[b, i], rank[b, i]]
+    n_hist = x.sum(dim=1)
+    item_stats = {k: torch.from_numpy(v)[i] for k, v in ctx.item_stats.items()}
+    user_stats = {k: torch.from_numpy(v[rows])[b] for k, v in ctx.user_stats.items()}
+    cols += [mean_z[b, i], *item_stats.values(), *user_stats.values()]
+    cols += [item_stats[a] - user_stats[u] for a, u in TIME_GAPS]
+    for f in ctx.side_dense.values():  # items x values
+        counts = x @ f  # how many of the user's items have each value
+        share = counts / n_hist.clamp(min=1)[:, None]
+        per_item = f.sum(dim=1).clamp(min=1)
+        cols.append(((share @ f.T)[b, i] / per_item[i]).float())
+        cols.append((((counts > 0).float() @ f.T)[b, i] / per_item[i]).float())
+    for values in ctx.side.numeric.values():
+        v = torch.from_numpy(values).float()
+        known = ~torch.isnan(v)
+        vz = torch.where(known, v, 0.0)
+        has = x * known.float()
+        mean = (has @ vz) / has.sum(dim=1).clamp(min=1)
+        latest = torch.where(has > 0, vz[None, :], -torch.inf).max(dim=1).values
+        cols += [v[i], v[i] - mean[b], v[i] - latest[b]]
+    feats = torch.stack([c.float() for c in cols], dim=1)
+    feats[torch.isinf(feats)] = torch.nan  # LightGBM reads NaN as missing
+    return b, i, feats, mean_z
+
+
+def stage_data(
+    ctx: Context,
+    users: np.ndarray,
+    n_candidates: int,
+    available_only: bool,
+    batch_size: int,
+    targets: sp.csr_matrix | None = None,
+) -> dict[str, Any]:
+    """Candidates, features, (labels) and groups for ``users``, in batches."""
+    parts: dict[str, list] = {"user": [], "item": [], "x": [], "y": [], "group": []}
+    for start in range(0, len(users), batch_size):
+        rows = [int(u) for u in users[start : start + batch_size]]
+        b, i, feats, _ = candidate_batch(ctx, rows, n_candidates, available_only)
+        row_of = np.asarray(rows)[b.numpy()]
+        parts["user"].append(row_of)
+        parts["item"].append(i.numpy())
+        parts["x"].append(feats.numpy())
+        parts["group"].append(np.bincount(b.numpy(), minlength=len(rows)))
+        if targets is not None:
+            parts["y"].append(targets[rows].toarray()[b.numpy(), i.numpy()] > 0)
+    out = {k: np.concatenate(v) for k, v in parts.items() if v}
+    return out

@@ -1,0 +1,214 @@
+"""The second stage: re-rank the members' candidates with a GBDT ranker on side features.
+
+``python -m lightrec rerank RUN_DIR RUN_DIR [...]`` or ``--latest ease recvae ...``:
+
+1. The runs must share the data file, the split and the item map (as for ``blend``).
+2. **Candidates**: for each user, the union of every member's top ``--candidates`` unseen
+   items (z-scored per user, as the blend normalises).
+3. **Features** of each (user, candidate): each member's z-score and rank and their mean;
+   the item's popularity, all-time and over the latest 10% of rows (log counts); the user's
+   activity (log of items) and how recent the user's last row is (its quantile among all
+   rows); per categorical side field (genres, directors, writers; ``data.item_features``)
+   the share of the user's history with the item's values and the share of the item's values
+   the user has seen; per numeric field (year) the item's value, and its difference from
+   the mean and the latest of the user's history.
+4. **Training**, on validation only: the members' *selected* models score the validation
+   users from their training rows; labels are the validation items. A LightGBM
+   ``lambdarank`` ranker of small trees with users as groups, its tree count chosen by
+   5-fold cross-validation over those users, then refit on all of them with that count.
+5. **Submission**: the members' *refit* models (a run without one, and every run under
+   ``--no-refit``: the selected one) score
+   every user from the full data file; the ranker orders their candidates; top-k is written
+   like every submission, with ``rerank.json`` (runs, features and their gain, trees, the
+   cross-validated Recall@10 among the candidates of the ranker, of each member and of the
+   mean z-score) and ``ranker.txt`` (LightGBM's text model) beside it.
+
+``--available-only``: candidates whose release year (the numeric side field ``year`` or
+``years``) is after the year of the user's last row are dropped (an item cannot be watched
+before it exists). The ranker never sees a test or hidden item: labels come from the
+validation rows, features from the training rows (tests/test_rerank.py proves it by
+changing the test rows).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lightrec.combine.features import Context, context, feature_names, stage_data
+from lightrec.combine.members import (
+    MAX_USERS,
+    SAMPLE_SEED,
+    add_run_arguments,
+    applied_models,
+    chosen_runs,
+    load_members,
+    validation_users,
+)
+from lightrec.combine.ranker import apply_ranker, fit_ranker
+from lightrec.data.recsys_data import RecSysDataModule
+from lightrec.data.splits import TRAIN
+from lightrec.errors import LightrecError
+from lightrec.runs import submission
+from lightrec.runs.finished import FinishedRun
+from lightrec.runs.scoring import check_top_k
+from lightrec.utils.console import refuse
+from lightrec.utils.device import compute_device
+from lightrec.utils.io import atomic_write, write_json
+from lightrec.utils.path_utils import output_path
+
+log = logging.getLogger(__name__)
+CANDIDATES = 50  # each member's top items per user
+BATCH_SIZE = 256  # users whose candidates are built at once
+OUT_FOLDER = "saved/reranks"  # where a submission goes without --out
+
+
+def validation_context(
+    members: list[FinishedRun], device: torch.device, item_features: str | None
+) -> tuple[Context, RecSysDataModule]:
+    """The validation stage: the members' selected models on the training rows; the side
+    information is ``item_features`` or the first member's ``data.item_features``."""
+    first: RecSysDataModule | None = None
+    scorers = []
+    for m in members:
+        dm = m.datamodule()
+        first = first or dm
+        scorers.append(m.validation_scorer(dm, device))
+    assert first is not None
+    dm = first
+    if item_features is not None:
+        dm.item_features = item_features
+    a = dm.arrays
+    assert a is not None
+    train = a["split"] == TRAIN
+    ctx = context(
+        dm.train_csr,
+        scorers,
+        a["user"][train],
+        a["item"][train],
+        a["time"][train],
+        dm.side_features(),
+    )
+    return ctx, dm
+
+
+def rerank(
+    run_dirs: list[str],
+    out: Path | None = None,
+    n_candidates: int = CANDIDATES,
+    use_refit: bool = True,
+    available_only: bool = False,
+    max_users: int = MAX_USERS,
+    top_k: int | None = None,
+    seed: int = SAMPLE_SEED,
+    item_features: str | None = None,
+) -> tuple[Path, dict[str, Any]]:
+    """Train the ranker on validation, apply it to the runs' refit models, write the
+    submission; return its path and what ``rerank.json`` records."""
+    out = output_path(out, OUT_FOLDER)
+    if n_candidates < 1:
+        raise LightrecError(f"--candidates {n_candidates} must be at least 1")
+    if top_k is not None:
+        check_top_k(top_k, sys.maxsize, "--top-k")  # before any run is read
+    members = load_members(run_dirs)
+    k = top_k if top_k is not None else int(members[0].cfg.predict.top_k)
+    n_items = len(members[0].item_ids)
+    check_top_k(k, n_items, "--top-k" if top_k is not None else "predict.top_k")
+    n_candidates = min(n_candidates, n_items)
+    device = compute_device(members[0].cfg.trainer.accelerator)
+
+    ctx, dm = validation_context(members, device, item_features)
+    if available_only and ctx.side.release_year() is None:
+        raise LightrecError(
+            "--available-only needs a numeric release-year side field, year or years "
+            "(data.item_features: a years.tsv, or a year column)"
+        )
+    users = validation_users(dm.valid_csr, max_users, seed)
+    data = stage_data(ctx, users, n_candidates, available_only, BATCH_SIZE, dm.valid_csr)
+    names = feature_names(len(members), ctx)
+    compare = {"mean_z": names.index("mean_z")}
+    compare.update({m.cfg.model_name: names.index(f"m{j}_z") for j, m in enumerate(members)})
+    ranker, inner = fit_ranker(data, seed, compare)
+    del data, ctx
+
+    history = members[0].history()
+    scorers = [m.scorer(history, m.model(m.checkpoint(use_refit), device), device) for m in members]
+    user, item, time = history.rows()
+    apply_ctx = context(history.csr, scorers, user, item, time, dm.side_features())
+    topk = apply_ranker(
+        apply_ctx, ranker, len(history.users), n_candidates, available_only, k, BATCH_SIZE
+    )
+    submission.write(out, history.users, members[0].item_ids, topk)
+    model_text = ranker.model_to_string()
+
+    def write_model(f: Any) -> None:
+        f.write(model_text)
+
+    atomic_write(out.parent / "ranker.txt", write_model)
+    importance = ranker.feature_importance(importance_type="gain")
+    record = {
+        "runs": [str(m.root) for m in members],
+        "models": applied_models(members, use_refit),
+        "candidates_per_member": n_candidates,
+        "available_only": available_only,
+        "features": names,
+        "gain": {n: round(float(g), 2) for n, g in zip(names, importance, strict=True)},
+        "validation_users": int(len(users)),
+        "cross_validated_recall@10": inner,
+        "submission": str(out),
+    }
+    write_json(out.parent / "rerank.json", record)
+    return out, record
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m lightrec rerank",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_run_arguments(ap, OUT_FOLDER, "train the ranker on")
+    ap.add_argument("--candidates", type=int, default=CANDIDATES, help="top items per member")
+    ap.add_argument(
+        "--available-only",
+        action="store_true",
+        help="drop items released after the user's last activity year",
+    )
+    ap.add_argument(
+        "--seed", type=int, default=SAMPLE_SEED, help="the users', the folds' and the ranker's seed"
+    )
+    ap.add_argument(
+        "--item-features",
+        help="side information to use (default: the first run's data.item_features)",
+    )
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        runs = chosen_runs(a)
+        path, record = rerank(
+            runs,
+            out=a.out,
+            n_candidates=a.candidates,
+            use_refit=not a.no_refit,
+            available_only=a.available_only,
+            max_users=a.max_users,
+            top_k=a.top_k,
+            seed=a.seed,
+            item_features=a.item_features,
+        )
+    except LightrecError as e:
+        return refuse(e)
+    inner = record["cross_validated_recall@10"]
+    others = ", ".join(f"{k} {v:.4f}" for k, v in inner.items() if k not in ("users", "trees"))
+    print(f"ranker: {inner['trees']} trees; cross-validated Recall@10 among candidates: {others}")
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Data preparation: built-in datasets, splits, the disk cache and the RecSysDataModule."""

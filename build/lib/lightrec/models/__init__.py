@@ -1,0 +1,1 @@
+"""Recommender models: plain nn.Module backbones and the LightningModules that train them."""

@@ -1,0 +1,237 @@
+"""A finished training run, opened as untrusted input: the one place that loads a run's config,
+model and data, and scores any history with it (predict, blend, rerank, the API, export and
+the notebooks all open runs here).
+
+A run folder may come from someone else: its ``config.yaml`` names only lightrec's own classes
+(checked before anything is imported; nested ``_target_`` blocks are refused, never built),
+its checkpoints load with ``weights_only=True``, and the checkpoint used is always one of the
+run's own (a ``ckpt_path`` inside its config.yaml is ignored).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from lightrec.config.build import build_datamodule
+from lightrec.config.check import nested_target, target_class
+from lightrec.data.batches import CSRCollate
+from lightrec.data.datasets import data_file
+from lightrec.data.interactions import History, full_history, read_interactions
+from lightrec.data.recsys_data import RecSysDataModule
+from lightrec.errors import LightrecError
+from lightrec.models.base import RecommenderModule
+from lightrec.runs.scoring import Scorer, model_scorer
+from lightrec.utils.path_utils import RunDir
+
+log = logging.getLogger(__name__)
+
+# keys added to the configs since a run folder may have been written, with the value that
+# reproduces what such a run had
+ADDED_KEYS = {"data.item_features": None}
+# model arguments added since a checkpoint may have been written (its hyper_parameters lack
+# them), with the value that reproduces it: SASRec and BERT4Rec trained with full CE
+ADDED_MODEL_ARGS = {"loss": "ce", "num_negatives": 256, "negatives": "uniform", "gbce_t": 0.75}
+
+
+def load_config(run: RunDir) -> DictConfig:
+    """A run folder's config.yaml (a run written before a key existed gets the value that
+    reproduces it, :data:`ADDED_KEYS`), checked to name only lightrec's classes."""
+    try:
+        cfg = OmegaConf.load(run.config)
+    except Exception as e:  # noqa: BLE001 - not YAML, not a mapping, unreadable
+        raise LightrecError(f"run folder {run.root}: config.yaml cannot be read ({e})") from None
+    if not isinstance(cfg, DictConfig) or "model" not in cfg or "data" not in cfg:
+        raise LightrecError(f"run folder {run.root}: config.yaml is not a run's config")
+    for key, value in ADDED_KEYS.items():
+        if OmegaConf.select(cfg, key, default="???") == "???":
+            OmegaConf.update(cfg, key, value, force_add=True)
+    try:  # only lightrec's classes are built from it, and nothing nested
+        target_class(cfg.model, "model.", RecommenderModule)
+        target_class(cfg.data, "data.", RecSysDataModule)
+        for part in ("model", "data"):
+            block = OmegaConf.to_container(cfg[part], resolve=False)
+            assert isinstance(block, dict)
+            block.pop("_target_", None)
+            if where := nested_target(block, f"{part}."):
+                raise LightrecError(f"config key {where} names a class; nothing nested is built")
+    except LightrecError as e:
+        raise LightrecError(f"run folder {run.root}: {e}") from None
+    return cfg
+
+
+def load_model(ckpt_path: Path, run_cfg: DictConfig) -> RecommenderModule:
+    """Rebuild the run's model class from the checkpoint's plain hyper-parameters, holding
+    one copy of its weights (built on the meta device, then given the loaded tensors); one
+    sentence when the file is unreadable or holds another model."""
+    try:
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - truncated zip, garbage, not a checkpoint at all
+        raise LightrecError(
+            f"checkpoint {ckpt_path} cannot be read ({type(e).__name__}): it is corrupt or "
+            "truncated; train the run again"
+        ) from None
+    try:
+        cls = target_class(run_cfg.model, "model.", RecommenderModule)
+    except LightrecError as e:
+        raise LightrecError(f"run folder {Path(ckpt_path).parent.parent}: {e}") from None
+    try:
+        args = dict(state["hyper_parameters"])
+        accepted = inspect.signature(cls).parameters
+        for name, value in ADDED_MODEL_ARGS.items():
+            if name in accepted and name not in args:
+                args[name] = value
+        model = _with_weights(cls, args, state["state_dict"])
+    except (KeyError, TypeError, RuntimeError) as e:
+        why = str(e).strip().splitlines()[0][:160]
+        raise LightrecError(
+            f"checkpoint {ckpt_path} does not hold the {cls.__name__} model its run folder's "
+            f"config.yaml names ({type(e).__name__}: {why})"
+        ) from None
+    return model.eval()
+
+
+def _with_weights(
+    cls: type[RecommenderModule], args: dict[str, Any], weights: dict[str, torch.Tensor]
+) -> RecommenderModule:
+    """``cls(**args)`` holding ``weights``: built on the meta device (no memory) and given
+    the loaded tensors themselves (``assign``), so an item x item model holds one copy of
+    B, not two; a model that needs real tensors to build is built and copied into."""
+    try:
+        with torch.device("meta"):
+            model = cls(**args)
+        model.load_state_dict(weights, assign=True)
+        if not any(t.is_meta for t in (*model.parameters(), *model.buffers())):
+            return model
+    except (NotImplementedError, RuntimeError, ValueError):
+        pass  # a constructor that computes with its tensors: the plain way below
+    model = cls(**args)
+    model.load_state_dict(weights)
+    return model
+
+
+def load_history(data_cfg: DictConfig, item_ids: list) -> History:
+    """Every user's full history in the data file a ``data:`` block names, over a trained
+    model's item map."""
+    path = data_file(data_cfg.path, data_cfg.data_dir)
+    history = full_history(read_interactions(path, data_cfg.columns), item_ids)
+    if history.n_unknown:
+        log.warning("%d rows name items the model never saw; ignored", history.n_unknown)
+    return history
+
+
+@dataclass
+class FinishedRun:
+    """A finished run folder: its config, id maps and checkpoints, and what they score."""
+
+    folder: RunDir
+    cfg: DictConfig
+    item_ids: list
+    user_ids: list
+    _models: dict[tuple[Path, str], RecommenderModule] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def open(cls, path: str | Path | RunDir) -> FinishedRun:
+        """The run at ``path``; one sentence when it is not a finished run of lightrec's."""
+        folder = path if isinstance(path, RunDir) else RunDir(Path(path).expanduser())
+        if not folder.finished:
+            raise LightrecError(f"{folder.root} is not a finished training run (no metrics.json)")
+        cfg = load_config(folder)
+        try:
+            maps = json.loads(folder.id_maps.read_text(encoding="utf-8"))
+            item_ids, user_ids = list(maps["item_ids"]), list(maps["user_ids"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise LightrecError(f"run folder {folder.root}: id_maps.json cannot be read") from None
+        return cls(folder, cfg, item_ids, user_ids)
+
+    @property
+    def root(self) -> Path:
+        return self.folder.root
+
+    @property
+    def name(self) -> str:
+        return str(self.cfg.model_name)
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return json.loads(self.folder.metrics.read_text(encoding="utf-8"))
+
+    def checkpoint(self, use_refit: bool = True) -> Path:
+        """The model this run submits with: the refit model when it has one (and
+        ``use_refit``), else the selected one (:meth:`RunDir.submission_ckpt`)."""
+        return self.folder.submission_ckpt(use_refit)
+
+    def model(
+        self, ckpt: Path | None = None, device: torch.device | str = "cpu"
+    ) -> RecommenderModule:
+        """The model of ``ckpt`` (default: :meth:`checkpoint`) on ``device``, loaded once."""
+        ckpt = self.checkpoint() if ckpt is None else ckpt
+        key = (Path(ckpt), str(device))
+        if key not in self._models:
+            self._models[key] = load_model(ckpt, self.cfg).to(device)
+        return self._models[key]
+
+    def history(self, data_cfg: DictConfig | None = None) -> History:
+        """Every user's full history in the run's data file (or the one ``data_cfg`` names)."""
+        return load_history(self.cfg.data if data_cfg is None else data_cfg, self.item_ids)
+
+    def scorer(
+        self,
+        history: History,
+        model: RecommenderModule | None = None,
+        device: torch.device | str = "cpu",
+    ) -> Scorer:
+        """Scores of ``history``'s users (rows), read in the model's own view: the one path
+        from a checkpoint to scores (``model`` defaults to :meth:`model`)."""
+        model = self.model(device=device) if model is None else model
+        return model_scorer(model.score_batch, self.inputs(history, model), torch.device(device))
+
+    def inputs(self, history: History, model: RecommenderModule) -> CSRCollate:
+        """``history``'s users (rows) as ``model`` reads them: CSR rows, or token sequences
+        of the run's ``data.max_len`` (what :meth:`scorer` scores and export traces)."""
+        return history.collate(model.data_view, self.cfg.data.max_len)
+
+    def datamodule(self) -> RecSysDataModule:
+        """The run's data as it was trained (prepared and set up), refused in one sentence
+        when the file's content changed since (its validation rows would not be the run's)."""
+        dm = build_datamodule(self.cfg)
+        dm.prepare_data()
+        dm.setup("fit")
+        trained_on = self.metrics.get("data", {}).get("file_md5")
+        if trained_on and dm.data_md5 and trained_on != dm.data_md5:
+            raise LightrecError(
+                f"the data file {dm.data_path} changed since run {self.root} was trained on "
+                "it (its content MD5 differs): train the runs again on the file as it is"
+            )
+        return dm
+
+    def validation_scorer(self, dm: RecSysDataModule, device: torch.device) -> Scorer:
+        """The selected model (``best.ckpt``) scoring validation users from their training
+        rows: what the blend's weights and the ranker learn from."""
+        if not dm.has_validation:
+            raise LightrecError(f"run {self.root} has no validation split to choose on")
+        model = self.model(self.folder.best_ckpt, device)
+        return model_scorer(model.score_batch, dm.scoring_collate("valid"), device)
+
+
+def describe_checkpoint(run: FinishedRun, ckpt: Path) -> str:
+    """Which model a checkpoint is, in words (predict says which one it used)."""
+    if ckpt == run.folder.refit_ckpt:
+        refit = run.metrics.get("refit", {})
+        return (
+            f"the refit model {ckpt} (trained on training + validation rows for "
+            f"{refit.get('epochs', '?')} epochs)"
+        )
+    if ckpt == run.folder.best_ckpt:
+        why = (
+            "predict.use_refit=false" if run.folder.refit_ckpt.is_file() else "the run has no refit"
+        )
+        return f"the selected model {ckpt} (best on validation; {why})"
+    return f"the checkpoint {ckpt}"
