@@ -3,6 +3,7 @@ objects built from the shipped YAML (the one source of defaults), and subprocess
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -11,7 +12,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +166,27 @@ def run_cmd(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 
     return subprocess.run(
         args, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout, check=False
     )
+
+
+def run_here(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """``python -m lightrec ARGV`` run in this process, from ``cwd``: the exit code, standard
+    output and standard error a shell would see, without an interpreter's start-up (torch
+    and Lightning cost seconds to import). The few tests of the scripts themselves, signals,
+    kills and several processes run real subprocesses (:func:`run_cmd`)."""
+    from lightrec import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    before = os.getcwd()
+    os.chdir(cwd)
+    try:
+        with logging_restored(), redirect_stdout(out), redirect_stderr(err):
+            try:
+                code = cli.main([str(a) for a in argv])
+            except SystemExit as e:  # a stage's own exit, as under `python -m lightrec`
+                code = e.code if isinstance(e.code, int) else 1
+    finally:
+        os.chdir(before)
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
 
 
 @contextmanager

@@ -20,7 +20,7 @@ import scipy.sparse as sp
 import torch
 from omegaconf import OmegaConf
 
-from helpers import ROOT, compose_cfg, cpu_overrides, dm_for, make_log, run_cmd
+from helpers import ROOT, compose_cfg, cpu_overrides, dm_for, make_log, run_here
 from lightrec import cli
 from lightrec.config.check import check_config
 from lightrec.errors import LightrecError
@@ -29,8 +29,9 @@ from lightrec.serving import predict
 from lightrec.training import fit as train
 from lightrec.utils.path_utils import RunDir
 
-PY_TRAIN = [sys.executable, str(ROOT / "train_multi_vae.py")]
-PY_PREDICT = [sys.executable, str(ROOT / "predict_multi_vae.py")]
+TRAIN = ["train", "multi_vae_v2"]  # what train_multi_vae.py runs, in this process
+EASE_TRAIN = [sys.executable, str(ROOT / "train_ease.py")]
+EASE_PREDICT = [sys.executable, str(ROOT / "predict_ease.py")]
 
 
 def one_sentence(error: BaseException, *fragments: str) -> None:
@@ -164,16 +165,8 @@ def test_only_lightrec_classes_are_built_from_a_config():
 def test_a_sequence_model_told_to_read_rows_is_one_sentence(tmp_path, tiny_csv):
     """The model class declares its data view: `train_bert4rec.py data.view=csr` is refused
     before any work (it used to train, then die with KeyError: 'seq')."""
-    p = run_cmd(
-        [
-            sys.executable,
-            str(ROOT / "train_bert4rec.py"),
-            *tiny(tmp_path, tiny_csv),
-            "trainer.min_epochs=1",
-            "data.view=csr",
-        ],
-        cwd=tmp_path,
-    )
+    argv = ["train", "bert4rec_v2", *tiny(tmp_path, tiny_csv), "trainer.min_epochs=1"]
+    p = run_here([*argv, "data.view=csr"], tmp_path)
     refused(p, "data.view='csr' does not fit the model: BERT4Rec reads the 'sequence' view")
     assert not (tmp_path / "saved").exists() or not any((tmp_path / "saved").rglob("*"))
 
@@ -314,14 +307,14 @@ def test_the_entry_refuses_before_making_anything(tmp_path, tiny_csv, capsys, ex
 
 
 def test_the_scripts_refuse_before_making_anything(tmp_path, tiny_csv):
-    p = run_cmd([*PY_TRAIN, "-m", "model.lr=0.01,-1", *tiny(tmp_path, tiny_csv)], cwd=tmp_path)
+    p = run_here([*TRAIN, "-m", "model.lr=0.01,-1", *tiny(tmp_path, tiny_csv)], tmp_path)
     refused(p, "model.lr=-1 must be a number greater than 0")
     assert not (tmp_path / "saved").exists() or not any((tmp_path / "saved").iterdir())
 
 
 def test_a_bad_data_file_leaves_no_run_folder(tmp_path):
     csv = write(tmp_path, "user;item;time\n1;2;3\n")
-    p = run_cmd([*PY_TRAIN, *tiny(tmp_path, csv)], cwd=tmp_path)
+    p = run_here([*TRAIN, *tiny(tmp_path, csv)], tmp_path)
     refused(p, str(csv), "separated by ';'")
     nothing_written(tmp_path)
     assert not list((tmp_path / "saved").rglob("*.log"))
@@ -330,8 +323,8 @@ def test_a_bad_data_file_leaves_no_run_folder(tmp_path):
 def test_an_unwritable_output_folder(tmp_path, tiny_csv):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
-    p = run_cmd(
-        [*PY_TRAIN, *tiny(tmp_path, tiny_csv), f"paths.log_root={blocker / 'runs'}"], cwd=tmp_path
+    p = run_here(
+        [*TRAIN, *tiny(tmp_path, tiny_csv), f"paths.log_root={blocker / 'runs'}"], tmp_path
     )
     refused(p, f"paths.log_root={blocker / 'runs'} cannot be written")
 
@@ -345,11 +338,11 @@ def test_an_unwritable_cache_folder_is_a_warning_and_the_run_goes_on(tmp_path, t
 
 
 def test_predict_refuses_a_corrupt_checkpoint_in_one_sentence(tmp_path, tiny_csv):
-    p = run_cmd([*PY_TRAIN, *tiny(tmp_path, tiny_csv)], cwd=tmp_path)
+    p = run_here([*TRAIN, *tiny(tmp_path, tiny_csv)], tmp_path)
     assert p.returncode == 0, p.stderr[-2000:]
     (ckpt,) = (tmp_path / "saved").rglob("refit.ckpt")
     ckpt.write_bytes(ckpt.read_bytes()[:1000])
-    p = run_cmd([*PY_PREDICT, *tiny(tmp_path, tiny_csv)], cwd=tmp_path)
+    p = run_here(["predict", "multi_vae_v2", *tiny(tmp_path, tiny_csv)], tmp_path)
     refused(p, str(ckpt), "corrupt or truncated")
     assert not list(tmp_path.rglob("submission.csv"))
 
@@ -475,11 +468,13 @@ def test_an_awkward_file_trains_and_predicts_with_its_own_ids(tmp_path):
 
 
 def test_three_cold_cache_trainings_and_three_predicts_at_once(tmp_path, tiny_csv):
+    # three processes at once, EASE for speed: one prepares the cache, the others wait for
+    # it; predicts of one run write one whole submission
     env = {**os.environ, "LIGHTREC_VENV": sys.prefix}
     ov = tiny(tmp_path, tiny_csv)
     procs = [
         subprocess.Popen(
-            [*PY_TRAIN, *ov, f"seed={s}"],
+            [*EASE_TRAIN, *ov, f"seed={s}"],
             cwd=tmp_path,
             env=env,
             stdout=subprocess.DEVNULL,
@@ -496,7 +491,7 @@ def test_three_cold_cache_trainings_and_three_predicts_at_once(tmp_path, tiny_cs
     latest = max((tmp_path / "saved").rglob("metrics.json"), key=lambda m: m.stat().st_mtime).parent
     procs = [
         subprocess.Popen(
-            [*PY_PREDICT, *ov],
+            [*EASE_PREDICT, *ov],
             cwd=tmp_path,
             env=env,
             stdout=subprocess.DEVNULL,

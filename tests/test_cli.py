@@ -1,20 +1,18 @@
-"""The entry points and the run script as a user drives them (subprocesses; refusals that
-happen before any training run in-process, through the same ``cli.main``)."""
+"""The entry points and the run scripts as a user drives them: the scripts themselves in
+subprocesses, the rest in this process through the same ``cli.main`` (helpers.run_here)."""
 
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
+import yaml
 
-from helpers import ROOT, logging_restored, run_cmd
-from lightrec import cli
+from helpers import ROOT, run_cmd, run_here
 
 PY_TRAIN = [sys.executable, str(ROOT / "train_multi_vae.py")]
-PY_PREDICT = [sys.executable, str(ROOT / "predict_multi_vae.py")]
 SCRIPT = str(ROOT / "run_multi_vae.sh")
 
 
@@ -36,18 +34,6 @@ def assert_one_sentence(proc, *fragments):
         assert f in proc.stderr, proc.stderr[-2000:]
 
 
-def in_process(argv: list[str], capsys, monkeypatch, cwd: Path) -> SimpleNamespace:
-    """``python -m lightrec ARGV`` run in this process (no interpreter start-up: the refusals
-    below happen before any training), as the exit code and standard error a shell sees."""
-    monkeypatch.chdir(cwd)
-    with logging_restored():
-        try:
-            code = cli.main(argv)
-        except SystemExit as e:  # a stage's own exit, as under `python -m lightrec`
-            code = e.code
-    return SimpleNamespace(returncode=code, stderr=capsys.readouterr().err)
-
-
 def runs(tmp_path):
     return list((tmp_path / "saved" / "hydra_logs").rglob("metrics.json"))
 
@@ -56,29 +42,29 @@ def runs(tmp_path):
     "content, fragment",
     [(None, "does not exist"), ("", "is empty"), ("user,thing,time\n1,2,3\n", "no column 'item'")],
 )
-def test_bad_data_file_one_sentence_nothing_written(
-    tmp_path, capsys, monkeypatch, content, fragment
-):
+def test_bad_data_file_one_sentence_nothing_written(tmp_path, content, fragment):
     csv = tmp_path / "log.csv"
     if content is not None:
         csv.write_text(content)
     argv = ["train", "multi_vae_v2", *tiny_overrides(tmp_path, csv)]
-    proc = in_process(argv, capsys, monkeypatch, tmp_path)
+    proc = run_here(argv, tmp_path)
     assert_one_sentence(proc, "error:", str(csv), fragment)
     assert proc.returncode == 2
     assert runs(tmp_path) == []
     assert not list((tmp_path / "saved").rglob("*.ckpt"))
 
 
-def test_unknown_config_key(tmp_path, tiny_csv, capsys, monkeypatch):
+def test_unknown_config_key(tmp_path, tiny_csv):
     argv = ["train", "multi_vae_v2", *tiny_overrides(tmp_path, tiny_csv), "model.dropuot=0.1"]
-    proc = in_process(argv, capsys, monkeypatch, tmp_path)
+    proc = run_here(argv, tmp_path)
     assert_one_sentence(proc, "model.dropuot")
     assert runs(tmp_path) == []
 
 
 def test_predict_with_no_trained_run(tmp_path, tiny_csv):
-    proc = run_cmd([*PY_PREDICT, *tiny_overrides(tmp_path, tiny_csv)], cwd=tmp_path)
+    # what predict_multi_vae.py runs: the predict mode with multi_vae_v2 as the default
+    argv = ["--default-config", "multi_vae_v2", "predict", *tiny_overrides(tmp_path, tiny_csv)]
+    proc = run_here(argv, tmp_path)
     assert_one_sentence(proc, "no finished training run of 'multi_vae_v2'")
     assert not list(tmp_path.rglob("submission.csv"))
 
@@ -90,7 +76,7 @@ def test_unknown_mode_prints_usage(tmp_path):
 
 
 def test_unknown_config_name(tmp_path):
-    proc = run_cmd([SCRIPT, "train", "multi_vae_v9"], cwd=tmp_path)
+    proc = run_here(["train", "multi_vae_v9"], tmp_path)
     assert proc.returncode == 2 and "configs/multi_vae_v9.yaml" in proc.stderr
 
 
@@ -110,25 +96,27 @@ def test_run_script_modes(tmp_path, tiny_csv):
     assert len(runs(tmp_path)) == 1 and len(entries()) == 1
     assert not list(tmp_path.rglob("submission.csv"))
 
-    p = run_cmd([SCRIPT, "predict", "multi_vae_v2", *ov], cwd=tmp_path)
+    # the same entry in this process (the script only adds the default config)
+    default = ["--default-config", "multi_vae_v2"]
+    p = run_here([*default, "predict", "multi_vae_v2", *ov], tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
     assert len(list(tmp_path.rglob("submission.csv"))) == 1
 
-    p = run_cmd([SCRIPT, "both", *ov], cwd=tmp_path)  # config omitted: the default
+    p = run_here([*default, "both", *ov], tmp_path)  # config omitted: the default
     assert p.returncode == 0, p.stderr[-3000:]
     assert len(runs(tmp_path)) == 2 and len(list(tmp_path.rglob("submission.csv"))) == 2
 
-    p = run_cmd([SCRIPT, "clean", "multi_vae_v2", *ov], cwd=tmp_path)
+    p = run_here([*default, "clean", "multi_vae_v2", *ov], tmp_path)
     assert p.returncode == 0 and entries() == []
     assert (cache_dir / "other-tool.db").exists()
     assert len(runs(tmp_path)) == 2  # clean touches the cache only
 
-    p = run_cmd([SCRIPT, "clean-train", "multi_vae", *ov], cwd=tmp_path)
+    p = run_here([*default, "clean-train", "multi_vae", *ov], tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
     assert len(entries()) == 1
     assert len(list((tmp_path / "saved" / "hydra_logs" / "multi_vae").rglob("metrics.json"))) == 1
 
-    p = run_cmd([SCRIPT, "clean-both", "multi_vae", *ov, "predict.top_k=5"], cwd=tmp_path)
+    p = run_here([*default, "clean-both", "multi_vae", *ov, "predict.top_k=5"], tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
     subs = sorted((tmp_path / "saved" / "hydra_logs" / "multi_vae").rglob("submission.csv"))
     assert len(subs) == 1
@@ -152,21 +140,21 @@ def test_multirun_sweep(tmp_path, tiny_csv):
 )
 def test_the_named_scripts_are_run_sh_with_a_default_config(tmp_path, tiny_csv, script, config):
     """run_bert4rec.sh and run_ease.sh are ./run.sh with their model's config as the default
-    (the modes themselves are test_run_script_modes'): train with the config omitted trains
-    that config; a bad mode is the usage, exit 2."""
-    ov = [*tiny_overrides(tmp_path, tiny_csv), "data.max_len=8", "model.hidden_size=16"]
-    ov = ov if config == "bert4rec_v2" else tiny_overrides(tmp_path, tiny_csv)
-    p = run_cmd([str(ROOT / script), "train", *ov], cwd=tmp_path)
+    (the modes themselves are test_run_script_modes'): train with the config omitted
+    composes that config (Hydra's --cfg job prints it, nothing runs); a bad mode is the
+    usage, exit 2."""
+    p = run_cmd([str(ROOT / script), "train", "--cfg", "job", f"seed={len(config)}"], tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
-    root = tmp_path / "saved" / "hydra_logs" / config
-    assert len(list(root.rglob("metrics.json"))) == 1 and not list(root.rglob("submission.csv"))
+    shown = yaml.safe_load(p.stdout)
+    assert shown["model_name"] == config and shown["seed"] == len(config)
+    assert not (tmp_path / "saved").exists()
     p = run_cmd([str(ROOT / script), "sideways"], cwd=tmp_path)
     assert p.returncode == 2 and "usage" in p.stderr.lower()
 
 
 def test_ease_lambda_sweep_is_one_multirun(tmp_path, tiny_csv):
-    py = [sys.executable, str(ROOT / "train_ease.py"), "-m"]
-    p = run_cmd([*py, *tiny_overrides(tmp_path, tiny_csv), "model.lam=1,10,100"], cwd=tmp_path)
+    argv = ["train", "ease", "-m", *tiny_overrides(tmp_path, tiny_csv), "model.lam=1,10,100"]
+    p = run_here(argv, tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
     lams = set()
     for m in runs(tmp_path):
@@ -204,7 +192,7 @@ def test_run_best_with_the_competition_recipe_reranks_its_members(tmp_path, tiny
         "data.random_m=2",
         "best.max_users=25",  # of the 40 validation users
     ]
-    p = run_cmd([str(ROOT / "run_best.sh"), *ov], cwd=tmp_path)
+    p = run_here(["best", *ov], tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
     submission = tmp_path / p.stdout.strip().splitlines()[-1]
     record = json.loads(submission.parent.joinpath("rerank.json").read_text())
@@ -220,7 +208,7 @@ def test_run_best_with_the_competition_recipe_reranks_its_members(tmp_path, tiny
 
 def test_a_bad_best_plan_is_one_sentence(tmp_path, tiny_csv):
     ov = [*tiny_overrides(tmp_path, tiny_csv), "best.combine=vote"]
-    p = run_cmd([str(ROOT / "run_best.sh"), *ov], cwd=tmp_path)
+    p = run_here(["best", *ov], tmp_path)
     assert p.returncode == 2 and p.stderr.startswith("error: ")
     assert "best.combine='vote'" in p.stderr and not (tmp_path / "saved").exists()
 
@@ -232,10 +220,10 @@ def _unfinish(run_dir: Path) -> None:
 
 def test_both_with_resume_resumes_then_predicts(tmp_path, tiny_csv):
     ov = [*tiny_overrides(tmp_path, tiny_csv), f"paths.log_root={tmp_path / 'logs'}"]
-    assert run_cmd([str(ROOT / "run.sh"), "train", "ease", *ov], cwd=tmp_path).returncode == 0
+    assert run_here(["train", "ease", *ov], tmp_path).returncode == 0
     (run,) = [m.parent for m in (tmp_path / "logs").rglob("metrics.json")]
     _unfinish(run)
-    p = run_cmd([str(ROOT / "run.sh"), "both", "ease", *ov, "resume=true"], cwd=tmp_path)
+    p = run_here(["both", "ease", *ov, "resume=true"], tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
     assert (run / "metrics.json").is_file() and (run / "submission.csv").is_file()
 
@@ -247,13 +235,13 @@ def test_run_best_with_resume_keeps_finished_members_and_resumes_the_rest(tmp_pa
         "best.members=[ease,item_knn,rp3beta]",
     ]
     for config, other in (("ease", []), ("item_knn", []), ("rp3beta", ["model.alpha=0.5"])):
-        done = run_cmd([str(ROOT / "run.sh"), "train", config, *ov[:-1], *other], cwd=tmp_path)
+        done = run_here(["train", config, *ov[:-1], *other], tmp_path)
         assert done.returncode == 0, done.stderr[-2000:]
     (knn,) = [m.parent for m in (tmp_path / "logs" / "item_knn").rglob("metrics.json")]
     (ease,) = [m.parent for m in (tmp_path / "logs" / "ease").rglob("metrics.json")]
     (other,) = [m.parent for m in (tmp_path / "logs" / "rp3beta").rglob("metrics.json")]
     _unfinish(knn)  # killed; rp3beta finished, but with other settings than the plan's
-    p = run_cmd([str(ROOT / "run_best.sh"), *ov, "resume=true"], cwd=tmp_path)
+    p = run_here(["best", *ov, "resume=true"], tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
     assert "ease already finished with these settings" in p.stdout
     assert f"rp3beta's latest finished run {other} was trained with model.alpha=0.5" in p.stdout

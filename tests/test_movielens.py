@@ -36,6 +36,7 @@ def test_run_script_clean_both_on_movielens(tmp_path):
             "multi_vae_v2",
             f"data.data_dir={DATA_DIR}",
             f"data_cache.cache_dir={tmp_path / 'cache'}",
+            "trainer.max_epochs=20",  # well past 0.08; early stopping comes at 56-70
         ],
         cwd=tmp_path,
     )

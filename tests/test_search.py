@@ -19,7 +19,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from optuna.trial import TrialState
 
-from helpers import CONFIG_DIR, compose_cfg, logging_restored, run_cmd
+from helpers import CONFIG_DIR, compose_cfg, logging_restored, run_here
 from lightrec import cli
 from lightrec.errors import LightrecError
 from lightrec.search import workers
@@ -98,7 +98,7 @@ def _drawn_alone(seed: int, params: dict) -> dict:
 
 def test_a_search_persists_and_selects_on_validation(tmp_path, tiny_csv):
     extra = ["search.n_trials=2", "search.seeds_per_trial=2", "search.confirm_seeds=1"]
-    p = run_cmd(_search(tmp_path, tiny_csv, *extra, "trainer.max_epochs=2"), cwd=tmp_path)
+    p = run_here(_search(tmp_path, tiny_csv, *extra, "trainer.max_epochs=2")[3:], tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
     (best_file,) = (tmp_path / "saved").rglob("best.yaml")
     folder = best_file.parent
@@ -164,7 +164,7 @@ def test_a_killed_search_resumes_with_its_finished_trials_kept(tmp_path, tiny_cs
         n: (journal.parent / f"trial_{n:03d}" / "metrics.json").stat().st_mtime_ns for n in (0, 1)
     }
 
-    p = run_cmd(_search(tmp_path, tiny_csv, *slow, "resume=true"), cwd=tmp_path)
+    p = run_here(_search(tmp_path, tiny_csv, *slow, "resume=true")[3:], tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
     assert "trial 2 was interrupted" in p.stdout
     study = _study(journal)
@@ -180,7 +180,8 @@ def test_a_killed_search_resumes_with_its_finished_trials_kept(tmp_path, tiny_cs
 
 
 def test_two_workers_on_one_study_run_distinct_trials(tmp_path, tiny_csv):
-    p = run_cmd(
+    # the launcher in this process; its two workers are processes of their own
+    p = run_here(
         _search(
             tmp_path,
             tiny_csv,
@@ -189,8 +190,8 @@ def test_two_workers_on_one_study_run_distinct_trials(tmp_path, tiny_csv):
             "search.confirm_seeds=0",
             "trainer.max_epochs=150",  # trials long enough that the later starter gets some
             "early_stopping.patience=1000",
-        ),
-        cwd=tmp_path,
+        )[3:],
+        tmp_path,
     )
     assert p.returncode == 0, p.stderr[-3000:]
     (journal,) = (tmp_path / "saved").rglob("study.journal")
@@ -221,8 +222,8 @@ def test_a_second_machine_joins_a_shared_storage(tmp_path, tiny_csv):
     deadline = time.monotonic() + 120
     while not shared.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
-    second = run_cmd(
-        _search(tmp_path, tiny_csv, *common, "resume=true", log_root=tmp_path / "b"), tmp_path
+    second = run_here(  # the second machine: this process
+        _search(tmp_path, tiny_csv, *common, "resume=true", log_root=tmp_path / "b")[3:], tmp_path
     )
     out, err = first.communicate(timeout=600)
     assert first.returncode == 0, err.decode()[-3000:]
@@ -250,7 +251,7 @@ def test_a_hopeless_trial_is_pruned_before_its_last_epoch(tmp_path, tiny_csv):
     }
     study.enqueue_trial(good)
     study.enqueue_trial({**good, "model.lr": 1e-9})  # an Optuna user's enqueued trial
-    p = run_cmd(
+    p = run_here(
         _search(
             tmp_path,
             tiny_csv,
@@ -262,8 +263,8 @@ def test_a_hopeless_trial_is_pruned_before_its_last_epoch(tmp_path, tiny_csv):
             "trainer.max_epochs=40",
             "early_stopping.patience=100",
             "resume=true",
-        ),
-        cwd=tmp_path,
+        )[3:],
+        tmp_path,
     )
     assert p.returncode == 0, p.stderr[-3000:]
     first, hopeless = _study(shared).trials

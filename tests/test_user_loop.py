@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from helpers import ROOT, make_log, run_cmd
+from helpers import ROOT, make_log, run_cmd, run_here
 
 PY_TRAIN = [sys.executable, str(ROOT / "train_multi_vae.py")]
 
@@ -97,7 +97,7 @@ def test_a_pipe_gets_one_line_per_epoch_and_no_redraws(tmp_path, tiny_csv):
 
 
 def test_the_key_overrides_the_choice(tmp_path, tiny_csv):
-    p = run_cmd([*PY_TRAIN, *tiny(tmp_path, tiny_csv, "progress=none")], cwd=tmp_path)
+    p = run_here(["train", "multi_vae_v2", *tiny(tmp_path, tiny_csv, "progress=none")], tmp_path)
     assert p.returncode == 0 and "epoch 1/3" not in p.stdout and "lightrec: finished" in p.stdout
     out = run_in_terminal([*PY_TRAIN, *tiny(tmp_path, tiny_csv, "progress=lines")], tmp_path)
     assert "epoch 1/3  loss" in out and "it/s" not in out
@@ -129,7 +129,8 @@ def tensorboard_of_a_sweep(tmp_path):
     pd.DataFrame({"item": range(30), "title": [f"Film number {i}" for i in range(30)]}).to_csv(
         csv.parent / "items.csv", index=False
     )
-    p = run_cmd([*PY_TRAIN, "-m", *tiny(tmp_path, csv), "model.dropout=0.3,0.6"], cwd=tmp_path)
+    argv = ["train", "multi_vae_v2", "-m", *tiny(tmp_path, csv), "model.dropout=0.3,0.6"]
+    p = run_here(argv, tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
     port = free_port()
     server = subprocess.Popen(

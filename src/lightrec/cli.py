@@ -10,17 +10,28 @@ aliases of it. It parses the mode and hands the work on: a config mode's stages 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import sys
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from lightrec import jobs, search
-from lightrec.analysis import report
-from lightrec.combine import best, blend, rerank
 from lightrec.errors import LightrecError
-from lightrec.runs import submission
-from lightrec.serving import api, export, serve
 from lightrec.utils import quiet
 from lightrec.utils.console import EXIT_USER_ERROR, refuse
+
+if TYPE_CHECKING:
+    from lightrec import jobs
+
+# each tool's own main; imported when its mode runs, so that `--help`, a bad mode and the
+# lighter tools start without the training stack
+TOOL_MAINS = {
+    "blend": "lightrec.combine.blend",
+    "export": "lightrec.serving.export",
+    "recommend": "lightrec.serving.api",
+    "rerank": "lightrec.combine.rerank",
+    "report": "lightrec.analysis.report",
+    "serve": "lightrec.serving.serve",
+    "submission": "lightrec.runs.submission",
+}
 
 CONFIG_MODES = {
     "train": "train a config (a sweep or a search with -m)",
@@ -83,8 +94,12 @@ def main(argv: list[str] | None = None, default_config: str | None = None) -> in
         print(usage(default_config))
         return 0
     quiet.silence()
+    from lightrec import jobs
+
     try:
         if mode == "best":
+            from lightrec.combine import best
+
             return best.run(rest)
         cmd = jobs.parse(argv, default_config)
         if cmd.mode.startswith("clean"):
@@ -99,11 +114,15 @@ def main(argv: list[str] | None = None, default_config: str | None = None) -> in
 def _without_resume(cmd: jobs.Command) -> jobs.Command:
     """The command with its ``resume=`` override dropped: in ``both``, the training stage
     resumes the run, and predict then uses it like any finished run."""
-    return dataclasses.replace(cmd, overrides=jobs.drop_keys(cmd.overrides, {"resume"}))
+    from lightrec.jobs import drop_keys
+
+    return dataclasses.replace(cmd, overrides=drop_keys(cmd.overrides, {"resume"}))
 
 
 def _run_stage(cmd: jobs.Command, stage: str) -> None:
     """A stage of a config mode; a training with ``hparams_search`` is a search."""
+    from lightrec import jobs, search
+
     if stage == "train" and "hparams_search" in cmd.given:
         if not cmd.multirun:
             raise LightrecError(
@@ -117,13 +136,5 @@ def _run_stage(cmd: jobs.Command, stage: str) -> None:
 
 
 def _tool(mode: str, args: list[str]) -> int:
-    mains: dict[str, Callable[[list[str]], int]] = {
-        "blend": blend.main,
-        "export": export.main,
-        "recommend": api.main,
-        "rerank": rerank.main,
-        "report": report.main,
-        "serve": serve.main,
-        "submission": submission.main,
-    }
-    return mains[mode](args)
+    code: int = importlib.import_module(TOOL_MAINS[mode]).main(args)
+    return code

@@ -92,7 +92,8 @@ class ItemItemModule(ClosedFormModule):
                 raise LightrecError(
                     f"{type(self).__name__} on {self.num_items:,} items needs about "
                     f"{need_gb:.1f} GB for {what} ({str(dtype).removeprefix('torch.')}), "
-                    f"over {where}:{hint} drop rare items (data.min_interactions), or use a "
+                    f"over {where}:{hint} remove rare items from the data file (no key drops "
+                    "items; data.min_interactions drops users), or use a "
                     "bigger device"
                 )
 
