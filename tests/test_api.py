@@ -148,16 +148,25 @@ def server(runs):
     from helpers import free_port
 
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lightrec", "serve", str(runs[1]["sasrec"]), "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    output = runs[0].parent / f"serve-{port}.out"  # a file, never a pipe nobody drains
+    with open(output, "w") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "lightrec",
+                "serve",
+                str(runs[1]["sasrec"]),
+                "--port",
+                str(port),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while True:
-        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        assert proc.poll() is None, output.read_text()[-2000:]
         try:
             if _call(base + "/health")[0] == 200:
                 break

@@ -16,6 +16,7 @@ from lightrec.combine import blend, members
 from lightrec.combine import weights as weighting
 from lightrec.errors import LightrecError
 from lightrec.metrics import ranked_metric_sums
+from lightrec.runs.scoring import top_items
 from lightrec.serving import predict
 from lightrec.training import fit as train
 
@@ -32,13 +33,25 @@ def toy_parts(n_users=300, n_items=50, seed=0):
     return parts, targets
 
 
+def _ndcg_by_hand(total: torch.Tensor, targets: torch.Tensor, k: int = 10) -> float:
+    """NDCG@k written out per user: items sorted by (-score, item), the reference for the
+    search's own ranking (one held-out item per user: IDCG is 1)."""
+    gains = []
+    for scores, target in zip(total.tolist(), targets.tolist(), strict=True):
+        ranked = sorted(range(len(scores)), key=lambda i: (-scores[i], i))[:k]
+        gains.append(sum(1 / np.log2(r + 2) for r, i in enumerate(ranked) if target[i] > 0))
+    return float(np.mean(gains))
+
+
 def test_a_useless_run_gets_no_weight():
     parts, targets = toy_parts()
     search = weighting.WeightSearch(parts, targets, "ndcg@10", 10)
     weights, best = weighting.choose_weights(search)
     assert weights[1] <= 0.05 and weights.sum() == pytest.approx(1.0)
-    alone = search(np.array([1.0, 0.0]))
-    assert best >= alone
+    # the value it chose on is the metric of those weights, ranked independently
+    total = sum(float(w) * p.float() for w, p in zip(weights, parts, strict=True))
+    assert best == pytest.approx(_ndcg_by_hand(total, targets), abs=1e-6)
+    assert _ndcg_by_hand(parts[1], targets) < 0.5 * best  # the noise is far below
 
 
 def test_two_complementary_runs_share_the_weight():
@@ -71,10 +84,29 @@ def test_the_weight_search_ranks_as_if_over_every_item(method):
     search = weighting.WeightSearch(parts, targets, "ndcg@10", 10, pool=10)
     for w in weighting.simplex_grid(3, 0.1):
         total = sum(float(x) * p.float() for x, p in zip(w, parts, strict=True) if x > 0)
-        sums = ranked_metric_sums(weighting.best_first(total, 10)[1], targets, [10])
+        # the reference: every item sorted by (-score, item), in plain Python
+        top = torch.tensor(
+            [sorted(range(n_items), key=lambda i, r=row: (-r[i], i))[:10] for row in total.tolist()]
+        )
+        sums = ranked_metric_sums(top, targets, [10])
         assert search(w) == pytest.approx(float(sums["ndcg@10"] / sums["users"]), abs=1e-6)
     # both ways were taken: some users from their candidates alone, some over every item
     assert 0 < search.full_rows < n_users * len(weighting.simplex_grid(3, 0.1))
+
+
+def test_the_submission_ranks_the_scores_validation_chose_on():
+    """Two items whose blended z-scores differ below half precision: the weight search
+    (half precision, ties in item order) ranks item 0 first; so must the submission (it
+    blended full precision, and ranked item 1 first)."""
+    a = torch.tensor([[2.0012, 2.0015, 0.0, 0.0, -1.0, -3.0]])  # equal in half precision
+    b = torch.tensor([[1.0, 1.0, 0.5, 0.0, -1.0, -1.5]])
+    seen = torch.zeros_like(a)
+    scorers = [(lambda rows, s=s: (s, seen), 0.5) for s in (a, b)]
+    parts = [weighting.normalise(s, seen, "zscore").half() for s in (a, b)]
+    search = weighting.WeightSearch(parts, torch.tensor([[1.0, 0, 0, 0, 0, 0]]), "ndcg@1", 1)
+    assert search(np.array([0.5, 0.5])) == 1.0  # validation: item 0 is the top-1
+    top, _ = top_items(blend.blended_scorer(scorers, "zscore"), [0], 1, 1)
+    assert top.tolist() == [[0]]
 
 
 @pytest.mark.parametrize("n", [2, 3, 4])
@@ -108,7 +140,7 @@ def test_blend_cli_writes_a_submission_and_prints_its_path_last(tmp_path, tiny_c
     check_submission(out, pd.read_csv(tiny_csv), k=10)
     record = json.loads((out.parent / "blend.json").read_text())
     assert record["models"] == ["refit", "refit"] and record["weights"] == weights
-    assert record["val/ndcg@10"]["blend"] >= max(record["val/ndcg@10"]["runs"]) - 1e-9
+    assert record["validation_users"] == 40 and len(record["val/ndcg@10"]["runs"]) == 2
 
 
 def test_blend_of_one_run_with_itself_is_that_run(tmp_path, tiny_csv, two_runs):

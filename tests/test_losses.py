@@ -6,13 +6,15 @@ loss."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import build_model, compose_cfg, cpu_overrides, only_metrics
+from helpers import build_model, check_submission, compose_cfg, cpu_overrides, only_metrics
 from lightrec.errors import LightrecError
 from lightrec.models.losses import NextItemLoss, gbce_loss, sampled_softmax_loss
+from lightrec.serving import predict
 from lightrec.training import fit as train
 
 
@@ -164,8 +166,13 @@ def test_a_run_with_a_sampled_loss_trains_and_predicts(tmp_path, tiny_csv, loss)
         "model.num_negatives=5",
         *more,
     ]
-    train.fit(compose_cfg("sasrec", overrides, run_dir))
-    assert only_metrics(tmp_path / "saved" / "hydra_logs")["val"]
+    cfg = compose_cfg("sasrec", overrides, run_dir)
+    result = train.fit(cfg)
+    metrics = only_metrics(tmp_path / "saved" / "hydra_logs")
+    assert 0.0 <= metrics["val"]["ndcg@10"] <= 1.0
+    assert metrics["val"]["ndcg@10"] == pytest.approx(result.monitored)
+    assert result.model.hparams.loss == name  # trained with the loss it was given
+    check_submission(predict.run(cfg), pd.read_csv(tiny_csv), k=10)
 
 
 def test_a_checkpoint_from_before_the_loss_arguments_still_loads(tmp_path, tiny_csv):

@@ -145,7 +145,8 @@ def test_resume_from_a_bad_or_foreign_checkpoint_is_one_sentence(tmp_path, tiny_
     last.write_bytes(good)
     log = pd.read_csv(tiny_csv)  # the data file changed: a new item appears
     pd.concat([log, log.head(5).assign(item=999)]).to_csv(tiny_csv, index=False)
-    with pytest.raises(LightrecError, match="the data or the model changed since the run"):
+    changed = rf"resume: the data file {tiny_csv} changed since {cut} started \(its items"
+    with pytest.raises(LightrecError, match=changed):
         train.fit(compose_cfg("multi_vae_v2", [*ov, "resume=true"]))
 
 

@@ -23,7 +23,7 @@ from helpers import CONFIG_DIR, compose_cfg, logging_restored, run_here
 from lightrec import cli
 from lightrec.errors import LightrecError
 from lightrec.search import workers
-from lightrec.search.study import open_study, space, suggest
+from lightrec.search.study import open_study, place, space, suggest
 
 SEARCHES = sorted(p.stem for p in (CONFIG_DIR / "hparams_search").glob("*.yaml"))
 MODEL_OF = {"multi_vae": "multi_vae_v2", "bert4rec": "bert4rec_v2"}
@@ -143,17 +143,19 @@ def test_a_killed_search_resumes_with_its_finished_trials_kept(tmp_path, tiny_cs
     drawn = {n: _drawn_alone(1 + n, cfg.search.params) for n in range(6)}
 
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        _search(tmp_path, tiny_csv, *slow),
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    errors = tmp_path / "search.err"  # a file, never a pipe nobody drains
+    with open(errors, "w") as err:
+        proc = subprocess.Popen(
+            _search(tmp_path, tiny_csv, *slow),
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
     saved = tmp_path / "saved"
     deadline = time.monotonic() + 300
     while not list(saved.rglob("trial_002/config.yaml")) and time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]  # type: ignore[union-attr]
+        assert proc.poll() is None, errors.read_text()[-3000:]
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)  # no handler runs: the trial is left "running"
     proc.wait()
@@ -197,7 +199,9 @@ def test_two_workers_on_one_study_run_distinct_trials(tmp_path, tiny_csv):
     (journal,) = (tmp_path / "saved").rglob("study.journal")
     trials = _study(journal).trials
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
-    assert len({t.user_attrs["worker"]["pid"] for t in trials}) == 2  # both worked
+    joined = {v["pid"] for k, v in _study(journal).user_attrs.items() if k.startswith("worker ")}
+    assert len(joined) == 2  # both workers joined the study (who ran what is up to timing)
+    assert {t.user_attrs["worker"]["pid"] for t in trials} <= joined
     assert len({json.dumps(t.params, sort_keys=True) for t in trials}) == 4
     for t in trials:
         assert (journal.parent / f"trial_{t.number:03d}" / "metrics.json").is_file()
@@ -213,20 +217,22 @@ def test_a_second_machine_joins_a_shared_storage(tmp_path, tiny_csv):
         "trainer.max_epochs=200",
         "early_stopping.patience=1000",
     ]
-    first = subprocess.Popen(
-        _search(tmp_path, tiny_csv, *common, log_root=tmp_path / "a"),
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    output = tmp_path / "first.out"  # a file, never a pipe nobody drains
+    with open(output, "w") as out:
+        first = subprocess.Popen(
+            _search(tmp_path, tiny_csv, *common, log_root=tmp_path / "a"),
+            cwd=tmp_path,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     deadline = time.monotonic() + 120
     while not shared.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     second = run_here(  # the second machine: this process
         _search(tmp_path, tiny_csv, *common, "resume=true", log_root=tmp_path / "b")[3:], tmp_path
     )
-    out, err = first.communicate(timeout=600)
-    assert first.returncode == 0, err.decode()[-3000:]
+    first.wait(timeout=600)
+    assert first.returncode == 0, output.read_text()[-3000:]
     assert second.returncode == 0, second.stderr[-3000:]
     trials = _study(shared).trials
     done = [t for t in trials if t.state == TrialState.COMPLETE]
@@ -310,25 +316,27 @@ def test_a_study_of_another_search_is_refused(tmp_path, tiny_csv, capsys):
 
 
 def test_sigterm_fails_the_running_trial_and_prints_how_to_continue(tmp_path, tiny_csv):
-    proc = subprocess.Popen(
-        _search(
-            tmp_path,
-            tiny_csv,
-            "search.n_trials=3",
-            "trainer.max_epochs=300",
-            "early_stopping.patience=1000",
-        ),  # fmt: skip
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    errors = tmp_path / "search.err"  # a file, never a pipe nobody drains
+    with open(errors, "w") as err_file:
+        proc = subprocess.Popen(
+            _search(
+                tmp_path,
+                tiny_csv,
+                "search.n_trials=3",
+                "trainer.max_epochs=300",
+                "early_stopping.patience=1000",
+            ),
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=err_file,
+        )
     deadline = time.monotonic() + 300
     while not list(tmp_path.rglob("trial_000/checkpoints/last.ckpt")):
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1]
+        assert proc.poll() is None and time.monotonic() < deadline, errors.read_text()[-3000:]
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
+    proc.wait(timeout=120)
+    err = errors.read_text()
     assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
     assert "interrupted (SIGTERM): the search is unfinished; continue it with:" in err
     (journal,) = tmp_path.rglob("study.journal")
@@ -364,3 +372,15 @@ def test_a_reused_pid_is_not_a_live_worker():
     assert workers.alive(me)
     assert not workers.alive({**me, "started": me["started"] - 3600})  # the pid, reused
     assert not workers.alive({**me, "pid": 2**22 + 12345})  # no such process
+
+
+def test_a_worker_that_asks_after_the_last_place_was_taken_runs_nothing(tmp_path):
+    """The count is read after ``ask()``, from the trials numbered before one's own: of two
+    workers asking at once for the last place, the later-numbered one gets none."""
+    cfg = compose_cfg("multi_vae_v2", ["hparams_search=multi_vae", "search.n_trials=1"])
+    distributions = space(cfg.search.params)
+    journal = str(tmp_path / "study.journal")
+    a, b = (open_study(cfg, journal, distributions, resume=i > 0) for i in range(2))
+    first, second = a.ask(), b.ask()  # both passed a check made before asking
+    assert place(a, first) == 0 < cfg.search.n_trials
+    assert place(b, second) == 1 >= cfg.search.n_trials  # told failed, marked surplus

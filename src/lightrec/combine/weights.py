@@ -11,7 +11,7 @@ import torch
 
 from lightrec.errors import LightrecError
 from lightrec.metrics import exclude_seen, ranked_metric_sums
-from lightrec.runs.scoring import Scorer, batches
+from lightrec.runs.scoring import Scorer, batches, best_first
 
 SEARCH_POOL = 100  # each member's best items per user that the weight search ranks first
 
@@ -117,29 +117,26 @@ class WeightSearch:
         top = self.items.gather(1, at)  # candidates are in item order: the same tie rule
         rows = torch.nonzero(~(values[:, -1] > bound)).squeeze(1)  # the bound may tie
         if len(rows):
-            full = sum(w * self.parts[j][rows].float() for w, j in active)
-            assert isinstance(full, torch.Tensor)
+            full = weighted([(w, self.parts[j][rows]) for w, j in active])
             top[rows] = best_first(full, self.k)[1]
             self.full_rows += len(rows)
         sums = ranked_metric_sums(top, self.targets, [self.k])
         return float(sums[self.metric] / sums["users"].clamp(min=1))
 
 
-def best_first(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each row's ``k`` highest scores and their columns, equal scores in column order (half
-    precision ties often at the top; ``topk`` would break them either way).
+def weighted(parts: list[tuple[float, torch.Tensor]]) -> torch.Tensor:
+    """The blend of normalised parts: the weighted sum in float32 of each part as kept (half
+    precision), the one computation the weight search ranks and the submission applies.
 
-    >>> best_first(torch.tensor([[1.0, 3.0, 3.0, 2.0]]), 2)[1].tolist()
-    [[1, 2]]
+    >>> weighted([(0.5, torch.tensor([[2.0]]).half()), (0.5, torch.tensor([[4.0]]).half())])
+    tensor([[3.]])
     """
-    values, columns = scores.topk(k, dim=1)
-    tied = (values[:, 1:] == values[:, :-1]).any(dim=1)
-    tied |= (scores >= values[:, -1:]).sum(dim=1) > k  # a tie across the cut
-    if tied.any():  # only these rows need the (slower) stable sort
-        rows = torch.nonzero(tied).squeeze(1)
-        v, c = scores[rows].sort(dim=1, descending=True, stable=True)
-        values[rows], columns[rows] = v[:, :k], c[:, :k]
-    return values, columns
+    total = None
+    for w, part in parts:
+        term = w * part.float()
+        total = term if total is None else total + term
+    assert total is not None, "a blend needs a part with a weight"
+    return total
 
 
 def _top(part: torch.Tensor, size: int, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:

@@ -56,18 +56,19 @@ def recommend_topk(
 def top_items(
     score: Scorer, rows: Sequence[int], k: int, batch_size: int, progress: str = "none"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(len(rows), k)`` item indices of the users ``rows``, best first, never an item the
-    user has seen, and their scores (the one top-K of predict and the Python API)."""
+    """``(len(rows), k)`` item indices of the users ``rows``, best first (equal scores in
+    item order), never an item the user has seen, and their scores (the one top-K of
+    predict, the blend and the Python API)."""
     out = np.empty((len(rows), k), dtype=np.int64)
     values = np.empty((len(rows), k), dtype=np.float32)
     at = 0
     for chunk, scores, seen in batches(score, rows, batch_size, progress):
-        top = exclude_seen(scores.float(), seen).topk(k, dim=1)
-        out[at : at + len(chunk)] = top.indices.cpu().numpy()
-        values[at : at + len(chunk)] = top.values.cpu().numpy()
+        top_values, top_items_ = best_first(exclude_seen(scores.float(), seen), k)
+        out[at : at + len(chunk)] = top_items_.cpu().numpy()
+        values[at : at + len(chunk)] = top_values.cpu().numpy()
         at += len(chunk)
-        if torch.isinf(top.values).any():
-            bad = chunk[int(torch.isinf(top.values).any(dim=1).nonzero()[0])]
+        if torch.isinf(top_values).any():
+            bad = chunk[int(torch.isinf(top_values).any(dim=1).nonzero()[0])]
             raise LightrecError(f"user row {bad} has fewer than predict.top_k={k} unseen items")
     return out, values
 
@@ -83,6 +84,23 @@ def without_items(score: Scorer, items: np.ndarray) -> Scorer:
         return scores, seen
 
     return scored
+
+
+def best_first(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's ``k`` highest scores and their columns, equal scores in column order (half
+    precision ties often at the top; ``topk`` would break them either way).
+
+    >>> best_first(torch.tensor([[1.0, 3.0, 3.0, 2.0]]), 2)[1].tolist()
+    [[1, 2]]
+    """
+    values, columns = scores.topk(k, dim=1)
+    tied = (values[:, 1:] == values[:, :-1]).any(dim=1)
+    tied |= (scores >= values[:, -1:]).sum(dim=1) > k  # a tie across the cut
+    if tied.any():  # only these rows need the (slower) stable sort
+        rows = torch.nonzero(tied).squeeze(1)
+        v, c = scores[rows].sort(dim=1, descending=True, stable=True)
+        values[rows], columns[rows] = v[:, :k], c[:, :k]
+    return values, columns
 
 
 def check_enough_unseen(

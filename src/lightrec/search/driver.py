@@ -171,13 +171,15 @@ def _work(search: Search) -> None:
     ones. A trial asked when every place was taken (another worker asked first) is told
     failed at once, marked ``surplus``, and ends this worker."""
     study = search.study
+    me = workers.me()
+    study.set_user_attr(f"worker {me['host']} {me['pid']}", me)  # joined, whatever it gets
     failures = 0
     previous = signal.signal(signal.SIGTERM, workers.stops_on_sigterm())
     n_trials = search.settings.n_trials
     try:
         while len(study.get_trials(deepcopy=False, states=COUNTED)) < n_trials:
             trial = study.ask()  # its number, and so its seed, come from the storage
-            trial.set_user_attr("worker", workers.me())
+            trial.set_user_attr("worker", me)
             if place(study, trial) >= n_trials:
                 trial.set_user_attr("surplus", True)
                 study.tell(trial, state=TrialState.FAIL)

@@ -20,6 +20,7 @@ epoch ended has no checkpoint yet: it starts again, in its own folder, from its 
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shlex
@@ -37,6 +38,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
+from lightrec.config.check import check_run_config
+from lightrec.data.recsys_data import RecSysDataModule
 from lightrec.errors import LightrecError
 from lightrec.utils.io import atomic_write, remove_stale_temps
 from lightrec.utils.path_utils import RunDir
@@ -230,7 +233,10 @@ def setup_differences(cfg: DictConfig, run: RunDir) -> dict[str, tuple[Any, Any]
     """The keys that shape a training whose values differ between ``run``'s config.yaml and
     ``cfg``: ``{key: (the run's value, cfg's)}``, empty when ``cfg`` would compute ``run``
     again (``best resume=true`` keeps such a run)."""
-    saved = OmegaConf.to_container(OmegaConf.load(run.config), resolve=True)
+    loaded = OmegaConf.load(run.config)
+    assert isinstance(loaded, DictConfig)
+    check_run_config(loaded, str(run.root))  # read as untrusted: nothing in it is built
+    saved = OmegaConf.to_container(loaded, resolve=True)
     now = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(saved, dict) and isinstance(now, dict)
     return {
@@ -239,6 +245,27 @@ def setup_differences(cfg: DictConfig, run: RunDir) -> dict[str, tuple[Any, Any]
         for name, values in _diff(saved.get(key), now.get(key), key).items()
         if name not in NOT_TRAINING
     }
+
+
+def check_same_data(run: RunDir, dm: RecSysDataModule) -> None:
+    """A resumed run must read the data it started with: the same users and items
+    (id_maps.json) and, when both are known, the same content (its MD5); refused in one
+    sentence naming the data file."""
+    try:
+        saved = json.loads(run.id_maps.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # no record to compare (a run that never got past its start)
+    now = {**dm.id_maps(), "data_file_md5": dm.data_md5}
+    differ = [k for k in ("user_ids", "item_ids") if saved.get(k) != now[k]]
+    if saved.get("data_file_md5") and now["data_file_md5"]:
+        if saved["data_file_md5"] != now["data_file_md5"]:
+            differ.append("content (MD5)")
+    if differ:
+        raise LightrecError(
+            f"resume: the data file {dm.data_path} changed since {run.root} started (its "
+            f"{' and '.join(d.replace('_ids', 's') for d in differ)} differ): a resumed run "
+            "must be the same computation; train a new run on the file as it is"
+        )
 
 
 def check_same_setup(cfg: DictConfig, run: RunDir) -> None:

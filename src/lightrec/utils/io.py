@@ -89,16 +89,32 @@ def remove_stale_temps(folder: str | Path, older_than_s: float = STALE_AFTER_S) 
     return removed
 
 
+def _umask() -> int:
+    """This process's umask (read by setting it, then putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | Path, write: Callable[[IO[Any]], None], binary: bool = False) -> Path:
-    """Call ``write(f)`` on a temporary file next to ``path``, then rename it into place.
-    A full disk is :class:`NoSpace`, with the temporary file gone."""
+    """Call ``write(f)`` on a temporary file next to ``path`` (text in UTF-8), flush it to the
+    disk, give it the mode a plain ``open`` would (0666 less the umask: a submission is
+    0644 under the usual umask 022, not the temporary file's 0600), rename it into place
+    and flush the folder, so that a crash leaves the old file or the new one. A full disk is
+    :class:`NoSpace`, with the temporary file gone."""
     path = Path(path)
     tmp = None
     try:
         fd, tmp = temp_beside(path)
-        with os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", newline="") as f:
+        with (
+            os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", newline="", encoding="utf-8") as f
+        ):
             write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+        _sync_folder(path.parent)
     except BaseException as e:
         free = free_bytes(path.parent)  # before the temporary file frees its space
         if tmp is not None:
@@ -107,6 +123,29 @@ def atomic_write(path: str | Path, write: Callable[[IO[Any]], None], binary: boo
             raise no_space(path, free) from None
         raise
     return path
+
+
+def _sync_folder(folder: Path) -> None:
+    """Flush a folder's entries (the rename) to the disk, where the system allows it."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems refuse to sync a folder; the file itself is on the disk
+    finally:
+        os.close(fd)
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8), atomically."""
+
+    def put(f: IO[Any]) -> None:
+        f.write(text)
+
+    return atomic_write(path, put)
 
 
 def write_json(path: str | Path, obj: Any) -> Path:

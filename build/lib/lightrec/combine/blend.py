@@ -39,12 +39,19 @@ from lightrec.combine.members import (
     load_members,
     validation_users,
 )
-from lightrec.combine.weights import METHODS, WeightSearch, choose_weights, member_scores, normalise
+from lightrec.combine.weights import (
+    METHODS,
+    WeightSearch,
+    choose_weights,
+    member_scores,
+    normalise,
+    weighted,
+)
 from lightrec.data.interactions import History
 from lightrec.errors import LightrecError
 from lightrec.runs import submission
 from lightrec.runs.finished import FinishedRun
-from lightrec.runs.scoring import check_enough_unseen, check_top_k, recommend_topk
+from lightrec.runs.scoring import Scorer, check_enough_unseen, check_top_k, recommend_topk
 from lightrec.utils.console import refuse
 from lightrec.utils.device import compute_device
 from lightrec.utils.io import write_json
@@ -52,7 +59,6 @@ from lightrec.utils.path_utils import output_path
 
 log = logging.getLogger(__name__)
 BATCH_SIZE = 256  # users scored at once
-OUT_FOLDER = "saved/blends"  # where a submission goes without --out
 
 
 def validation_parts(
@@ -83,8 +89,9 @@ def blend(
     submission; return its path and what ``blend.json`` records."""
     if method not in METHODS:
         raise LightrecError(f"--method {method!r} is not one of {', '.join(METHODS)}")
-    out = output_path(out, OUT_FOLDER)
+    out = None if out is None else output_path(out)  # a bad --out before any run is read
     members = load_members(run_dirs)
+    out = out or output_path(None, members[0].cfg.paths.blends)
     k = top_k if top_k is not None else int(members[0].cfg.predict.top_k)
     check_top_k(k, len(members[0].item_ids), "--top-k" if top_k is not None else "predict.top_k")
     device = compute_device(members[0].cfg.trainer.accelerator)
@@ -138,16 +145,24 @@ def _apply(
             model = m.model(m.checkpoint(use_refit), device)
             active.append((m.scorer(history, model, device), float(w)))
 
+    blended = blended_scorer(active, method)
+    return recommend_topk(blended, len(history.users), k, BATCH_SIZE)
+
+
+def blended_scorer(active: list[tuple[Scorer, float]], method: str) -> Scorer:
+    """The blend of ``(scorer, weight)`` pairs, each scorer's scores normalised and kept in
+    half precision exactly as the weight search kept them, so that the submission ranks the
+    very scores whose metric chose the weights (equal ones in item order, both ways)."""
+
     def blended(rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        total, seen = None, None
+        parts, seen = [], None
         for score, w in active:
             scores, seen = score(rows)
-            part = w * normalise(scores, seen, method)
-            total = part if total is None else total + part
-        assert total is not None and seen is not None
-        return total, seen
+            parts.append((w, normalise(scores, seen, method).half()))
+        assert seen is not None
+        return weighted(parts), seen
 
-    return recommend_topk(blended, len(history.users), k, BATCH_SIZE)
+    return blended
 
 
 def report_blend(runs: list[str], **kw: Any) -> int:
@@ -169,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_run_arguments(ap, OUT_FOLDER, "choose the weights on")
+    add_run_arguments(ap, "paths.blends", "choose the weights on")
     ap.add_argument("--method", choices=METHODS, default="zscore")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)

@@ -93,7 +93,11 @@ def add_run_arguments(ap: argparse.ArgumentParser, folder: str, users_for: str) 
         help="the latest finished run of each of these configs",
     )
     ap.add_argument("--log-root", default=default_log_root(), help="where --latest looks")
-    ap.add_argument("--out", type=Path, help=f"submission path (default {folder}/<time>/)")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        help=f"submission path (default: the first run's {folder}/<date>/<time>/)",
+    )
     ap.add_argument("--no-refit", action="store_true", help="use the selected models")
     ap.add_argument(
         "--max-users",

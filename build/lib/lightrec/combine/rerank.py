@@ -59,13 +59,12 @@ from lightrec.runs.finished import FinishedRun
 from lightrec.runs.scoring import check_top_k
 from lightrec.utils.console import refuse
 from lightrec.utils.device import compute_device
-from lightrec.utils.io import atomic_write, write_json
+from lightrec.utils.io import write_json, write_text
 from lightrec.utils.path_utils import output_path
 
 log = logging.getLogger(__name__)
 CANDIDATES = 50  # each member's top items per user
 BATCH_SIZE = 256  # users whose candidates are built at once
-OUT_FOLDER = "saved/reranks"  # where a submission goes without --out
 
 
 def validation_context(
@@ -110,12 +109,13 @@ def rerank(
 ) -> tuple[Path, dict[str, Any]]:
     """Train the ranker on validation, apply it to the runs' refit models, write the
     submission; return its path and what ``rerank.json`` records."""
-    out = output_path(out, OUT_FOLDER)
+    out = None if out is None else output_path(out)  # a bad --out before any run is read
     if n_candidates < 1:
         raise LightrecError(f"--candidates {n_candidates} must be at least 1")
     if top_k is not None:
         check_top_k(top_k, sys.maxsize, "--top-k")  # before any run is read
     members = load_members(run_dirs)
+    out = out or output_path(None, members[0].cfg.paths.reranks)
     k = top_k if top_k is not None else int(members[0].cfg.predict.top_k)
     n_items = len(members[0].item_ids)
     check_top_k(k, n_items, "--top-k" if top_k is not None else "predict.top_k")
@@ -144,12 +144,7 @@ def rerank(
         apply_ctx, ranker, len(history.users), n_candidates, available_only, k, BATCH_SIZE
     )
     submission.write(out, history.users, members[0].item_ids, topk)
-    model_text = ranker.model_to_string()
-
-    def write_model(f: Any) -> None:
-        f.write(model_text)
-
-    atomic_write(out.parent / "ranker.txt", write_model)
+    write_text(out.parent / "ranker.txt", ranker.model_to_string())
     importance = ranker.feature_importance(importance_type="gain")
     record = {
         "runs": [str(m.root) for m in members],
@@ -172,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_run_arguments(ap, OUT_FOLDER, "train the ranker on")
+    add_run_arguments(ap, "paths.reranks", "train the ranker on")
     ap.add_argument("--candidates", type=int, default=CANDIDATES, help="top items per member")
     ap.add_argument(
         "--available-only",

@@ -56,6 +56,8 @@ class Top:
 class Paths:
     log_root: str
     predict_log_root: str
+    blends: str
+    reranks: str
 
 
 @dataclass
@@ -218,6 +220,29 @@ def target_class(block: Mapping[str, Any], prefix: str, base: type) -> type:
     if not (isinstance(cls, type) and issubclass(cls, base)):
         raise LightrecError(f"{prefix}_target_={target!r} is not a lightrec {base.__name__}")
     return cls
+
+
+def check_run_config(cfg: Mapping[str, Any], where: str) -> None:
+    """A run folder's config.yaml, someone else's perhaps: its ``model`` and ``data`` blocks
+    must name lightrec's classes and nothing nested; one sentence naming ``where`` and the
+    key otherwise. Nothing is imported but lightrec's own modules."""
+    try:
+        for part, base in (("model", RecommenderModule), ("data", RecSysDataModule)):
+            block = cfg.get(part)
+            if not isinstance(block, Mapping):
+                raise LightrecError(f"config.yaml has no {part}: block")
+            target_class(block, f"{part}.", base)
+            plain = (
+                OmegaConf.to_container(block, resolve=False)
+                if isinstance(block, DictConfig)
+                else dict(block)
+            )
+            assert isinstance(plain, dict)
+            plain.pop("_target_", None)
+            if found := nested_target(plain, f"{part}."):
+                raise LightrecError(NESTED.format(key=found))
+    except LightrecError as e:
+        raise LightrecError(f"run folder {where}: {e}") from None
 
 
 def _check_arguments(block: Mapping[str, Any], prefix: str, cls: type) -> None:

@@ -85,7 +85,11 @@ def read_interactions(path: str | Path, columns: Mapping[str, str | None]) -> In
     plain, df = in_parallel([partial(_plain_numbers, path), partial(_read, path, usecols)])
     if not plain and not all(pd.api.types.is_object_dtype(df[c]) for c in ids):
         df = _read(path, usecols, dtype={c: object for c in ids})
-    elif any(pd.api.types.is_float_dtype(df[c]) for c in ids):  # "7.0"? a missing cell
+    elif any(
+        pd.api.types.is_float_dtype(df[c])  # "7.0"? a missing cell
+        or pd.api.types.is_unsigned_integer_dtype(df[c])  # past int64: ids as text
+        for c in ids
+    ):
         df = _read(path, usecols, dtype={c: object for c in ids})
     n_read = len(df)
     if n_read == 0:
@@ -162,10 +166,11 @@ def _starts_with(b: np.ndarray, first: int, then: Callable[[np.ndarray], np.ndar
 def _ids(s: pd.Series) -> pd.Series:
     """Integers stay integers (the file holds no id a number would not write back);
     text is typed by :func:`typed_ids`, once per distinct id, as a categorical Series."""
-    if pd.api.types.is_integer_dtype(s):
+    if pd.api.types.is_signed_integer_dtype(s):
         return s.astype(np.int64)
     codes, texts = pd.factorize(s)  # categorical: one Python object per distinct id
-    return pd.Series(pd.Categorical.from_codes(codes, typed_ids(pd.Series(texts))), index=s.index)
+    typed = typed_ids(pd.Series(texts, dtype=object).astype(str))  # past int64: text
+    return pd.Series(pd.Categorical.from_codes(codes, typed), index=s.index)
 
 
 # the integers whose text a number keeps: no sign but "-", no leading zero, in int64

@@ -21,7 +21,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from lightrec.config.build import build_datamodule
-from lightrec.config.check import nested_target, target_class
+from lightrec.config.check import check_run_config, target_class
 from lightrec.data.batches import CSRCollate
 from lightrec.data.datasets import data_file
 from lightrec.data.interactions import History, full_history, read_interactions
@@ -35,7 +35,11 @@ log = logging.getLogger(__name__)
 
 # keys added to the configs since a run folder may have been written, with the value that
 # reproduces what such a run had
-ADDED_KEYS = {"data.item_features": None}
+ADDED_KEYS = {
+    "data.item_features": None,
+    "paths.blends": "./saved/blends",
+    "paths.reranks": "./saved/reranks",
+}
 # model arguments added since a checkpoint may have been written (its hyper_parameters lack
 # them), with the value that reproduces it: SASRec and BERT4Rec trained with full CE
 ADDED_MODEL_ARGS = {"loss": "ce", "num_negatives": 256, "negatives": "uniform", "gbce_t": 0.75}
@@ -53,17 +57,7 @@ def load_config(run: RunDir) -> DictConfig:
     for key, value in ADDED_KEYS.items():
         if OmegaConf.select(cfg, key, default="???") == "???":
             OmegaConf.update(cfg, key, value, force_add=True)
-    try:  # only lightrec's classes are built from it, and nothing nested
-        target_class(cfg.model, "model.", RecommenderModule)
-        target_class(cfg.data, "data.", RecSysDataModule)
-        for part in ("model", "data"):
-            block = OmegaConf.to_container(cfg[part], resolve=False)
-            assert isinstance(block, dict)
-            block.pop("_target_", None)
-            if where := nested_target(block, f"{part}."):
-                raise LightrecError(f"config key {where} names a class; nothing nested is built")
-    except LightrecError as e:
-        raise LightrecError(f"run folder {run.root}: {e}") from None
+    check_run_config(cfg, str(run.root))  # lightrec's classes only, nothing nested
     return cfg
 
 
@@ -109,6 +103,10 @@ def _with_weights(
             model = cls(**args)
         model.load_state_dict(weights, assign=True)
         if not any(t.is_meta for t in (*model.parameters(), *model.buffers())):
+            for module in model.modules():  # row-major, whatever strides were saved
+                for name, buffer in list(module.named_buffers(recurse=False)):
+                    if buffer is not None and not buffer.is_contiguous():
+                        setattr(module, name, buffer.contiguous())
             return model
     except (NotImplementedError, RuntimeError, ValueError):
         pass  # a constructor that computes with its tensors: the plain way below

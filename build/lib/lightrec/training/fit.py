@@ -29,7 +29,7 @@ from lightrec.training.gradient import GradientStage
 from lightrec.training.stage import Job, Stage, trainer
 from lightrec.training.tb import RunLogger, write_summary
 from lightrec.utils.console import say
-from lightrec.utils.io import write_json
+from lightrec.utils.io import write_json, write_text
 from lightrec.utils.parallel import is_rank_zero
 from lightrec.utils.path_utils import RunDir, get_directories, resuming
 
@@ -78,6 +78,7 @@ def fit(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> Tr
         if is_rank_zero():
             resume.hold_run(run_dir)  # held until this process ends
         resume.check_same_setup(cfg, run_dir)
+        resume.check_same_data(run_dir, dm)
         resume.remove_partial_checkpoints(run_dir)
     elif is_rank_zero():
         if run_dir.config.exists():  # e.g. hydra.run.dir=<a run>: never overwrite a run
@@ -87,8 +88,9 @@ def fit(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> Tr
                 f"folder"
                 + ("" if run_dir.finished else f", or continue it with resume={run_dir.root}")
             )
-        OmegaConf.save(cfg, run_dir.config, resolve=True)
-        write_json(run_dir.id_maps, dm.id_maps())
+        # config.yaml marks the run as started: written whole, like every contract file
+        write_text(run_dir.config, OmegaConf.to_yaml(cfg, resolve=True))
+        write_json(run_dir.id_maps, {**dm.id_maps(), "data_file_md5": dm.data_md5})
     logger = RunLogger(
         save_dir=str(run_dir.root), name="tensorboard", version="", default_hp_metric=False
     )

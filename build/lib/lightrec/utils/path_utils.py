@@ -245,12 +245,13 @@ def stamp(suffix: str = "") -> str:
     return datetime.now().strftime(CLOCK) + suffix
 
 
-def output_path(out: Path | None, folder: str | Path) -> Path:
+def output_path(out: Path | None, folder: str | Path | None = None) -> Path:
     """Where a tool (blend, rerank, recommend, export) writes: ``out``, or
     ``<folder>/<date>/<time>/submission.csv``; one sentence when ``out`` is a folder or its
     folder cannot be written."""
     if out is None:
-        return Path(folder) / stamp() / "submission.csv"
+        assert folder is not None, "no --out: the default folder is needed"
+        return Path(folder).expanduser() / stamp() / "submission.csv"
     out = Path(out)
     if out.is_dir():
         raise LightrecError(
