@@ -1,5 +1,6 @@
 """Load test of ``python -m lightrec serve`` on loopback:
-``python benchmarks/bench_serve.py RUN_DIR [--requests 3000] [--clients 4] [--k 10]``.
+``python benchmarks/bench_serve.py RUN_DIR [--requests 3000] [--clients 4] [--k 10]
+[--max-batch N]``.
 
 Starts the server on a finished run as a user does, sends ``--requests`` ``POST
 /recommend`` requests from ``--clients`` concurrent clients (each a keep-alive HTTP
@@ -75,19 +76,28 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=3000)
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--max-batch", type=int, help="the server's --max-batch (default: its own)")
     a = ap.parse_args()
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "lightrec", "serve", a.run_dir, "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "lightrec",
+            "serve",
+            a.run_dir,
+            "--port",
+            str(port),
+            *([] if a.max_batch is None else ["--max-batch", str(a.max_batch)]),
+        ],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 180
         while True:
             if server.poll() is not None:
-                raise SystemExit(server.communicate()[1][-2000:])
+                raise SystemExit(f"the server exited ({server.returncode})")
             try:
                 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
                 conn.request("GET", "/health")
@@ -118,6 +128,7 @@ def main() -> None:
             json.dumps(
                 {
                     "model": health["model"],
+                    "max_batch": a.max_batch,
                     "requests": len(latencies),
                     "clients": a.clients,
                     "p50_ms": round(float(np.percentile(ms, 50)), 1),
