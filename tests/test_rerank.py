@@ -84,8 +84,12 @@ def test_rerank_writes_the_submission_contract(tmp_path):
     record = json.loads((out.parent / "rerank.json").read_text())
     assert {"genres_share", "genres_seen", "year", "m0_z", "m1_rank"} <= set(record["features"])
     assert "title" not in " ".join(record["features"])  # text is for display only
-    cv = record["cross_validated_recall@10"]
-    assert {"ranker", "mean_z", "ease", "item_knn", "trees"} <= set(cv)
+    check = record["ranker_check"]
+    assert {"ranker", "blend", "mean_z", "ease", "item_knn"} == set(check["held_back_recall@10"])
+    assert check["held_back_users"] == round(0.2 * check["users"]) and check["trees"] >= 1
+    assert check["applied"] == ("ranker" if check["gain_over_blend"] > 0 else "blend")
+    assert 0 < record["candidates_reach"] <= 1
+    assert "candidates: " in p.stdout and "gain over the blend" in p.stdout
     studios = tmp_path / "studios"  # --item-features: other side files than the runs', with
     studios.mkdir()  # the competition's headers (the value's column named in the singular)
     (studios / "studios.tsv").write_text(
@@ -130,24 +134,48 @@ def test_runs_that_are_not_finished_are_refused(tmp_path, capsys):
     assert "is not a finished training run" in capsys.readouterr().err
 
 
-def test_the_ranker_learns_from_features(tmp_path):
-    """A planted signal: the validation item is always the candidate with the largest value
-    of one feature; the ranker finds it (the cross-validated recall beats the members')."""
-    rng = np.random.default_rng(0)
-    n_users, per = 200, 40  # 10 of 40 candidates: chance is 0.25
+def _planted(signal_column: int, seed: int = 0) -> dict:
+    """Candidates where the validation item is always the one with the largest value of one
+    feature column (10 of 40 candidates are the top-10: chance is 0.25)."""
+    rng = np.random.default_rng(seed)
+    n_users, per = 200, 40
     x = rng.normal(size=(n_users * per, 4)).astype(np.float32)
     y = np.zeros(n_users * per, dtype=bool)
     for u in range(n_users):
-        block = slice(u * per, (u + 1) * per)
-        y[u * per + int(np.argmax(x[block, 2]))] = True
-    data = {
+        y[u * per + int(np.argmax(x[u * per : (u + 1) * per, signal_column]))] = True
+    return {
         "x": x,
         "y": y,
         "group": np.full(n_users, per),
         "user": np.repeat(np.arange(n_users), per),
         "item": np.tile(np.arange(per), n_users),
     }
-    _, check = ranker.fit_ranker(data, seed=0, compare={"noise": 0})
-    assert check["ranker"] > 0.9 and check["noise"] < 0.4
-    with pytest.raises(LightrecError):
+
+
+def test_the_ranker_learns_from_features(tmp_path):
+    """A planted signal in a side feature (column 2): the ranker finds it, on users it never
+    trained on, and beats the blend of the members (column 0, noise): it is applied."""
+    _, applied, check = ranker.fit_ranker(_planted(2), seed=0, members={"noise": 0})
+    held = check["held_back_recall@10"]
+    assert held["ranker"] > 0.9 and held["noise"] < 0.4 and check["gain_over_blend"] > 0.5
+    assert check["applied"] == "ranker" and check["held_back_users"] == 40
+    assert hasattr(applied, "feature_importance")  # the LightGBM booster
+
+
+def test_the_blend_is_applied_where_the_ranker_does_not_beat_it():
+    """The signal is a member's own score (column 1): the blend of the members already ranks
+    perfectly, the ranker cannot gain on the held-back users, so the blend is applied."""
+    _, applied, check = ranker.fit_ranker(_planted(1), seed=0, members={"a": 0, "b": 1})
+    assert check["held_back_recall@10"]["blend"] == 1.0
+    assert check["gain_over_blend"] <= 0 and check["applied"] == "blend"
+    assert check["blend_weights"][1] > 0.5  # the member that knows
+    assert isinstance(applied, ranker.CandidateBlend)
+
+
+def test_too_few_runs_or_validation_users_are_one_sentence(tmp_path):
+    with pytest.raises(LightrecError, match="at least two run folders"):
         rerank.rerank([], out=tmp_path / "s.csv")
+    few = _planted(1)
+    few = {k: v[: 3 * 40] for k, v in few.items() if k != "group"} | {"group": np.full(3, 40)}
+    with pytest.raises(LightrecError, match="3 validation users are too few for the ranker"):
+        ranker.fit_ranker(few, seed=0, members={"a": 0})

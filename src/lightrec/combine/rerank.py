@@ -14,14 +14,17 @@
    the mean and the latest of the user's history.
 4. **Training**, on validation only: the members' *selected* models score the validation
    users from their training rows; labels are the validation items. A LightGBM
-   ``lambdarank`` ranker of small trees with users as groups, its tree count chosen by
-   5-fold cross-validation over those users, then refit on all of them with that count.
+   ``lambdarank`` ranker of small trees with users as groups; a fifth of the users are
+   held back, and on them the ranker (its tree count chosen by early stopping on the rest)
+   must beat the blend of the members' z-scores (weights chosen on the rest), or the
+   submission applies the blend (:mod:`lightrec.combine.ranker`).
 5. **Submission**: the members' *refit* models (a run without one, and every run under
-   ``--no-refit``: the selected one) score
-   every user from the full data file; the ranker orders their candidates; top-k is written
-   like every submission, with ``rerank.json`` (runs, features and their gain, trees, the
-   cross-validated Recall@10 among the candidates of the ranker, of each member and of the
-   mean z-score) and ``ranker.txt`` (LightGBM's text model) beside it.
+   ``--no-refit``: the selected one) score every user from the full data file; the ranker
+   (or the blend) orders their candidates; top-k is written like every submission, with
+   ``rerank.json`` (runs, features and their gain, the share of validation items the
+   candidates reach, the trees, the held-back Recall@10 among the candidates of the
+   ranker, the blend, each member and their mean, and which was applied) and
+   ``ranker.txt`` (LightGBM's text model) beside it.
 
 ``--available-only``: candidates whose release year (the numeric side field ``year`` or
 ``years``) is after the year of the user's last row are dropped (an item cannot be watched
@@ -133,7 +136,8 @@ def rerank(
     names = feature_names(len(members), ctx)
     compare = {"mean_z": names.index("mean_z")}
     compare.update({m.cfg.model_name: names.index(f"m{j}_z") for j, m in enumerate(members)})
-    ranker, inner = fit_ranker(data, seed, compare)
+    reached = data["reached"]
+    ranker, applied, check = fit_ranker(data, seed, compare)
     del data, ctx
 
     history = members[0].history()
@@ -141,7 +145,7 @@ def rerank(
     user, item, time = history.rows()
     apply_ctx = context(history.csr, scorers, user, item, time, dm.side_features())
     topk = apply_ranker(
-        apply_ctx, ranker, len(history.users), n_candidates, available_only, k, BATCH_SIZE
+        apply_ctx, applied, len(history.users), n_candidates, available_only, k, BATCH_SIZE
     )
     submission.write(out, history.users, members[0].item_ids, topk)
     write_text(out.parent / "ranker.txt", ranker.model_to_string())
@@ -154,7 +158,8 @@ def rerank(
         "features": names,
         "gain": {n: round(float(g), 2) for n, g in zip(names, importance, strict=True)},
         "validation_users": int(len(users)),
-        "cross_validated_recall@10": inner,
+        "candidates_reach": reached,  # the share of validation items among the candidates
+        "ranker_check": check,
         "submission": str(out),
     }
     write_json(out.parent / "rerank.json", record)
@@ -198,9 +203,14 @@ def main(argv: list[str] | None = None) -> int:
         )
     except LightrecError as e:
         return refuse(e)
-    inner = record["cross_validated_recall@10"]
-    others = ", ".join(f"{k} {v:.4f}" for k, v in inner.items() if k not in ("users", "trees"))
-    print(f"ranker: {inner['trees']} trees; cross-validated Recall@10 among candidates: {others}")
+    check = record["ranker_check"]
+    held = ", ".join(f"{k} {v:.4f}" for k, v in check["held_back_recall@10"].items())
+    print(
+        f"candidates: {record['candidates_reach']:.1%} of the validation items; ranker: "
+        f"{check['trees']} trees; on {check['held_back_users']} held-back validation users "
+        f"(Recall@10 among the candidates) {held}; gain over the blend "
+        f"{check['gain_over_blend']:+.4f}: the submission applies the {check['applied']}"
+    )
     print(path)
     return 0
 
