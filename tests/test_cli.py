@@ -156,11 +156,11 @@ def test_ease_lambda_sweep_is_one_multirun(tmp_path, tiny_csv):
     argv = ["train", "ease", "-m", *tiny_overrides(tmp_path, tiny_csv), "model.lam=1,10,100"]
     p = run_here(argv, tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
-    lams = set()
+    lams, tuned = set(), []
     for m in runs(tmp_path):
-        cfg = (m.parent / "config.yaml").read_text()
-        lams |= {line.split(":")[1].strip() for line in cfg.splitlines() if "lam:" in line}
-    assert lams == {"1", "10", "100"}
+        lams.add(yaml.safe_load((m.parent / "config.yaml").read_text())["model"]["lam"])
+        tuned.append("tuned" in json.loads(m.read_text()))
+    assert lams == {1, 10, 100} and not any(tuned)  # a swept knob is given, never tuned
 
 
 def test_run_best_trains_the_members_and_blends_them(tmp_path, tiny_csv):
@@ -199,7 +199,9 @@ def test_run_best_with_the_competition_recipe_reranks_its_members(tmp_path, tiny
     assert len(record["runs"]) == 2 and "genres_share" in record["features"]
     assert record["validation_users"] == 25
     ease_cfg = (Path(record["runs"][0]) / "config.yaml").read_text()
-    assert "lam: 300" in ease_cfg  # the recipe's override for its EASE member
+    tuned = json.loads((Path(record["runs"][0]) / "metrics.json").read_text())["tuned"]
+    assert len(tuned["tried"]) == 6 and tuned["monitor"] == "val/recall@10"  # on validation
+    assert f"lam: {tuned['chosen']['lam']}" in ease_cfg  # the chosen value trained
     assert "split_strategy: last_n_random_m" in ease_cfg
     assert "monitor: val/recall@10" in ease_cfg
     lines = submission.read_text().splitlines()

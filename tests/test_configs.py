@@ -99,7 +99,8 @@ def test_the_laptop_recipe_is_the_competition_recipe_within_a_time_budget():
     assert laptop.best.combine == full.best.combine == "rerank"
     assert set(laptop.best.members) < set(full.best.members)
     assert "trainer.max_time=00:00:10:00" in laptop.best.overrides.recvae
-    assert laptop.best.overrides.ease == full.best.overrides.ease
+    assert "ease" not in laptop.best.overrides and "ease" not in full.best.overrides  # tuned
+    assert compose_cfg("ease", ["recipe=competition_laptop"]).tune.lam  # in the run
 
 
 def test_the_main_job_trains_sasrec_on_sampled_softmax_and_its_laptop_recipe_adds_budgets():

@@ -115,8 +115,8 @@ def test_a_finished_runs_scorer_is_defined_once():
     assert loads == ["lightrec/runs/finished.py"]
     callers = {
         "lightrec/serving/predict.py": ".scorer(",
-        "lightrec/combine/blend.py": ".scorer(",
-        "lightrec/combine/rerank.py": ".scorer(",
+        "lightrec/combine/blend.py": ".submission_scorer(",
+        "lightrec/combine/rerank.py": ".submission_scorer(",
         "lightrec/serving/api.py": ".scorer(",
         "lightrec/serving/export.py": ".inputs(",
     }

@@ -59,7 +59,9 @@ def test_refit_trains_on_the_validation_items(tmp_path, config):
 def test_ease_refit_is_ease_on_training_and_validation_rows(tmp_path):
     result = fit(tmp_path, "a", make_log(), "ease")
     dm = result.datamodule
-    by_hand = build_model("ease", num_items=dm.num_items, lam=100.0, dtype="float64")
+    lam = result.metrics["tuned"]["chosen"]["lam"]  # chosen on validation, in the run
+    assert lam in (50.0, 100.0, 200.0, 300.0, 500.0, 1000.0)
+    by_hand = build_model("ease", num_items=dm.num_items, lam=lam, dtype="float64")
     by_hand.fit_closed_form(sp.csr_matrix(dm.train_csr + dm.valid_csr))
     assert torch.allclose(refit_state(result)["B"].double(), by_hand.B.double(), atol=1e-5)
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +34,11 @@ import torch
 
 from lightrec.combine.members import (
     MAX_USERS,
+    Member,
     add_run_arguments,
     applied_models,
     chosen_runs,
+    describe,
     load_members,
     validation_users,
 )
@@ -78,7 +81,7 @@ def validation_parts(
 
 
 def blend(
-    run_dirs: list[str],
+    run_dirs: Sequence[Member],
     out: Path | None = None,
     method: str = "zscore",
     use_refit: bool = True,
@@ -109,7 +112,7 @@ def blend(
     topk = _apply(members, weights, history, method, use_refit, k, device)
     submission.write(out, history.users, members[0].item_ids, topk)
     record = {
-        "runs": [str(m.root) for m in members],
+        "runs": describe(members),
         "weights": [round(float(w), 4) for w in weights],
         "method": method,
         "models": applied_models(members, use_refit),
@@ -142,8 +145,7 @@ def _apply(
     active = []  # (scorer, weight) of the runs with a weight
     for m, w in zip(members, weights, strict=True):
         if w > 0:
-            model = m.model(m.checkpoint(use_refit), device)
-            active.append((m.scorer(history, model, device), float(w)))
+            active.append((m.submission_scorer(history, use_refit, device), float(w)))
 
     blended = blended_scorer(active, method)
     return recommend_topk(blended, len(history.users), k, BATCH_SIZE)
@@ -165,7 +167,7 @@ def blended_scorer(active: list[tuple[Scorer, float]], method: str) -> Scorer:
     return blended
 
 
-def report_blend(runs: list[str], **kw: Any) -> int:
+def report_blend(runs: Sequence[Member], **kw: Any) -> int:
     """:func:`blend` for the command line: the weights, then the submission's path on the
     last line; exit code 2 with one sentence on a user error."""
     try:

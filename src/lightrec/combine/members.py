@@ -4,30 +4,87 @@ their validation users and scores, and the command-line arguments both combiners
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+import torch
 from omegaconf import OmegaConf
 
+from lightrec.combine.weights import normalise
 from lightrec.data.datasets import data_file
+from lightrec.data.interactions import History
+from lightrec.data.recsys_data import RecSysDataModule
 from lightrec.data.splits import SplitSpec
 from lightrec.errors import LightrecError
 from lightrec.runs.finished import FinishedRun
+from lightrec.runs.scoring import Scorer
 from lightrec.utils.path_utils import default_log_root, latest_finished_run
 
 MAX_USERS = 20_000  # validation users the weights (or the ranker) learn from, by default
 SAMPLE_SEED = 0  # the seed of that sample: the same users for every member and combiner
 
 
-def load_members(run_dirs: list[str]) -> list[FinishedRun]:
-    """The runs, checked to be finished and to share the data."""
+class Bag(FinishedRun):
+    """One member made of several finished runs of one config, trained with other seeds
+    (seed bagging): it scores each user with the mean of its runs' per-user z-scores. It
+    is its first run in every other respect (config, data, id maps)."""
+
+    def __init__(self, runs: list[FinishedRun]) -> None:
+        first = runs[0]
+        super().__init__(first.folder, first.cfg, first.item_ids, first.user_ids)
+        self.runs = runs
+        names = {r.name for r in runs}
+        if len(names) > 1:
+            raise LightrecError(f"a bag holds runs of one config, not of {sorted(names)}")
+
+    def validation_scorer(self, dm: RecSysDataModule, device: torch.device) -> Scorer:
+        return mean_z([r.validation_scorer(dm, device) for r in self.runs])
+
+    def submission_scorer(
+        self, history: History, use_refit: bool, device: torch.device | str = "cpu"
+    ) -> Scorer:
+        return mean_z([r.submission_scorer(history, use_refit, device) for r in self.runs])
+
+
+def mean_z(scorers: list[Scorer]) -> Scorer:
+    """The mean of several scorers' per-user z-scores (seen items stay out)."""
+
+    def score(rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        total, seen = None, None
+        for scorer in scorers:
+            scores, seen = scorer(rows)
+            z = normalise(scores, seen, "zscore")
+            total = z if total is None else total + z
+        assert total is not None and seen is not None
+        return total / len(scorers), seen
+
+    return score
+
+
+Member = str | list[str]  # a run folder, or a bag's run folders
+
+
+def load_members(run_dirs: Sequence[Member]) -> list[FinishedRun]:
+    """The runs (a list: a bag of one config's runs), checked to be finished and to share
+    the data."""
     if len(run_dirs) < 2:
         raise LightrecError("combine at least two run folders (blend or rerank needs two)")
-    members = [FinishedRun.open(name) for name in run_dirs]
-    _check_same_data(members)
+    members: list[FinishedRun] = []
+    for given in run_dirs:
+        if isinstance(given, str):
+            members.append(FinishedRun.open(given))
+        else:
+            members.append(Bag([FinishedRun.open(name) for name in given]))
+    _check_same_data([run for m in members for run in runs_of(m)])
     return members
+
+
+def runs_of(member: FinishedRun) -> list[FinishedRun]:
+    """A member's runs: a bag's, or the run itself."""
+    return member.runs if isinstance(member, Bag) else [member]
 
 
 def applied_models(members: list[FinishedRun], use_refit: bool) -> list[str]:
@@ -35,6 +92,11 @@ def applied_models(members: list[FinishedRun], use_refit: bool) -> list[str]:
     return [
         "refit" if m.checkpoint(use_refit) == m.folder.refit_ckpt else "selected" for m in members
     ]
+
+
+def describe(members: list[FinishedRun]) -> list[str | list[str]]:
+    """The members as a record names them: a run's folder, or a bag's folders."""
+    return [[str(r.root) for r in m.runs] if isinstance(m, Bag) else str(m.root) for m in members]
 
 
 def validation_users(valid: sp.csr_matrix, max_users: int, seed: int = SAMPLE_SEED) -> np.ndarray:
@@ -86,6 +148,14 @@ def add_run_arguments(ap: argparse.ArgumentParser, folder: str, users_for: str) 
     the runs back with :func:`chosen_runs`."""
     ap.add_argument("runs", nargs="*", help="finished training run folders")
     ap.add_argument(
+        "--bag",
+        nargs="+",
+        action="append",
+        metavar="RUN",
+        default=[],
+        help="one member made of these runs of one config (seed bagging); repeatable",
+    )
+    ap.add_argument(
         "--latest",
         nargs="+",
         metavar="CONFIG",
@@ -108,6 +178,8 @@ def add_run_arguments(ap: argparse.ArgumentParser, folder: str, users_for: str) 
     ap.add_argument("--top-k", type=int, help="items per user (default: the runs' predict.top_k)")
 
 
-def chosen_runs(a: argparse.Namespace) -> list[str]:
-    """The run folders given, then the latest finished run of each ``--latest`` config."""
-    return [*a.runs, *(str(latest_finished_run(a.log_root, c).root) for c in a.latest)]
+def chosen_runs(a: argparse.Namespace) -> list[Member]:
+    """The run folders given, the latest finished run of each ``--latest`` config, then
+    each ``--bag``."""
+    latest = [str(latest_finished_run(a.log_root, c).root) for c in a.latest]
+    return [*a.runs, *latest, *(list(bag) for bag in a.bag)]

@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +48,11 @@ from lightrec.combine.features import Context, context, feature_names, stage_dat
 from lightrec.combine.members import (
     MAX_USERS,
     SAMPLE_SEED,
+    Member,
     add_run_arguments,
     applied_models,
     chosen_runs,
+    describe,
     load_members,
     validation_users,
 )
@@ -100,7 +103,7 @@ def validation_context(
 
 
 def rerank(
-    run_dirs: list[str],
+    run_dirs: Sequence[Member],
     out: Path | None = None,
     n_candidates: int = CANDIDATES,
     use_refit: bool = True,
@@ -141,7 +144,7 @@ def rerank(
     del data, ctx
 
     history = members[0].history()
-    scorers = [m.scorer(history, m.model(m.checkpoint(use_refit), device), device) for m in members]
+    scorers = [m.submission_scorer(history, use_refit, device) for m in members]
     user, item, time = history.rows()
     apply_ctx = context(history.csr, scorers, user, item, time, dm.side_features())
     topk = apply_ranker(
@@ -151,7 +154,7 @@ def rerank(
     write_text(out.parent / "ranker.txt", ranker.model_to_string())
     importance = ranker.feature_importance(importance_type="gain")
     record = {
-        "runs": [str(m.root) for m in members],
+        "runs": describe(members),
         "models": applied_models(members, use_refit),
         "candidates_per_member": n_candidates,
         "available_only": available_only,
@@ -190,17 +193,27 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     try:
         runs = chosen_runs(a)
-        path, record = rerank(
-            runs,
-            out=a.out,
-            n_candidates=a.candidates,
-            use_refit=not a.no_refit,
-            available_only=a.available_only,
-            max_users=a.max_users,
-            top_k=a.top_k,
-            seed=a.seed,
-            item_features=a.item_features,
-        )
+    except LightrecError as e:
+        return refuse(e)
+    return report_rerank(
+        runs,
+        out=a.out,
+        n_candidates=a.candidates,
+        use_refit=not a.no_refit,
+        available_only=a.available_only,
+        max_users=a.max_users,
+        top_k=a.top_k,
+        seed=a.seed,
+        item_features=a.item_features,
+    )
+
+
+def report_rerank(runs: Sequence[Member], **kw: Any) -> int:
+    """:func:`rerank` for the command line: what the candidates reach and the ranker's
+    held-back check, then the submission's path on the last line; exit code 2 with one
+    sentence on a user error."""
+    try:
+        path, record = rerank(runs, **kw)
     except LightrecError as e:
         return refuse(e)
     check = record["ranker_check"]

@@ -16,28 +16,27 @@ train, predict and the entry scripts' pre-flight (:func:`lightrec.cli.preflight`
 from __future__ import annotations
 
 import inspect
-import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Any, Literal
 
 from hydra.utils import get_class
 from lightning_fabric.connector import _PRECISION_INPUT
 from omegaconf import DictConfig, OmegaConf
 
+from lightrec.config.values import check_value
 from lightrec.data.recsys_data import RecSysDataModule
 from lightrec.errors import LightrecError
 from lightrec.metrics import METRICS
 from lightrec.models.base import RecommenderModule
-from lightrec.params import CONSTRAINTS, FolderName, MaxTime, NonNegativeInt, PositiveInt
+from lightrec.params import FolderName, MaxTime, NonNegativeInt, PositiveInt
 
 MISSING = "???"
 NESTED = (
     "config key {key}: only model._target_ and data._target_ name classes; nothing nested "
     "is ever built (remove it)"
 )
-UNIONS = (Union, types.UnionType)  # Optional[int] and int | None
 
 
 @dataclass
@@ -50,6 +49,7 @@ class Top:
     resume: bool | str
     run_dir: str | None
     ckpt_path: str | None
+    tune: dict[str, list] | None
 
 
 @dataclass
@@ -120,6 +120,7 @@ class Best:
     available_only: bool
     max_users: PositiveInt
     overrides: dict[str, list[str]]
+    bags: dict[str, PositiveInt] | None
 
 
 @dataclass
@@ -176,7 +177,31 @@ def check_config(cfg: DictConfig) -> None:
     _check_trainer(plain["trainer"])
     for name, cls in classes.items():
         _check_arguments(plain[name], f"{name}.", cls)
+    _check_tune(plain["tune"], classes["model"])
     _check_consistency(plain)
+
+
+def _check_tune(grid: Mapping[str, Any], cls: type) -> None:
+    """``tune:``: only a closed-form model's own arguments, each value one it accepts."""
+    if not grid:
+        return
+    from lightrec.models.base import ClosedFormModule
+
+    if not issubclass(cls, ClosedFormModule):
+        raise LightrecError(
+            f"tune is for closed-form models ({cls.__name__} trains by gradient: search it "
+            "with -m hparams_search=..., or set tune=null)"
+        )
+    hints = typing.get_type_hints(cls.__init__, include_extras=True)
+    params = inspect.signature(cls).parameters
+    for key, values in grid.items():
+        if key not in params or key in ("num_items", "eval_ks", "exclude_seen"):
+            raise LightrecError(f"tune.{key}: {cls.__name__} has no knob {key!r} to tune")
+        if not isinstance(values, list) or not values:
+            raise LightrecError(f"tune.{key} must be a list of values to try")
+        for value in values:
+            if key in hints:
+                check_value(value, hints[key], f"tune.{key}")
 
 
 def _check_schema(schema: type, values: Mapping[str, Any], prefix: str) -> None:
@@ -304,75 +329,6 @@ def _check_consistency(c: dict[str, Any]) -> None:
         raise LightrecError(
             "resume continues a training run; run_dir and ckpt_path are for predict"
         )
-
-
-def check_value(value: Any, annotation: Any, key: str) -> None:
-    """Raise LightrecError unless ``value`` fits ``annotation`` (and its Range, if any)."""
-    if not _fits(value, annotation):
-        raise LightrecError(f"{key}={value!r} must be {describe(annotation)}")
-
-
-def _fits(value: Any, annotation: Any) -> bool:
-    origin = get_origin(annotation)
-    if origin is Annotated:
-        base, *meta = get_args(annotation)
-        if not _fits(value, base):
-            return False
-        return all(r.contains(value) for r in meta if isinstance(r, CONSTRAINTS))
-    if origin in UNIONS:
-        return any(_fits(value, a) for a in get_args(annotation))
-    if origin is Literal:
-        return any(value == a and type(value) is type(a) for a in get_args(annotation))
-    if origin in (list, tuple):
-        (item,) = get_args(annotation)[:1] or (Any,)
-        return isinstance(value, list) and all(_fits(v, item) for v in value)
-    if origin in (dict, Mapping) or annotation is Mapping:
-        return isinstance(value, dict)
-    if annotation is Any:
-        return True
-    if annotation is type(None) or annotation is None:
-        return value is None
-    if annotation is bool:
-        return isinstance(value, bool)
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if annotation is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if annotation is str:
-        return isinstance(value, str)
-    return True  # a type this checker does not know: the constructor decides
-
-
-def describe(annotation: Any) -> str:
-    """What an annotation allows, in words.
-
-    >>> from lightrec.params import Probability
-    >>> describe(Probability), describe(list[int] | None), describe(Literal["a", "b"])
-    ('a number in [0, 1)', 'a list of integers, or null', "one of 'a', 'b'")
-    """
-    origin = get_origin(annotation)
-    if origin is Annotated:
-        base, *meta = get_args(annotation)
-        ranges = [r.describe() for r in meta if isinstance(r, CONSTRAINTS)]
-        return " ".join([describe(base), *ranges])
-    if origin in UNIONS:
-        parts = [describe(a) for a in get_args(annotation) if a is not type(None)]
-        text = " or ".join(parts)
-        return f"{text}, or null" if type(None) in get_args(annotation) else text
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in get_args(annotation))
-    if origin in (list, tuple):
-        (item,) = get_args(annotation)[:1] or (Any,)
-        return f"a list of {_plural(describe(item))}"
-    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
-    return names.get(annotation, getattr(annotation, "__name__", str(annotation)))
-
-
-def _plural(text: str) -> str:
-    for one, many in (("an integer", "integers"), ("a number", "numbers"), ("a string", "strings")):
-        if text.startswith(one):
-            return many + text[len(one) :]
-    return text
 
 
 def nested_target(value: Any, prefix: str) -> str | None:

@@ -51,6 +51,7 @@ SAME_ON_RESUME = (
     "seed",
     "refit",
     "model",
+    "tune",
     "data",
     "eval",
     "checkpoint",
@@ -239,11 +240,14 @@ def setup_differences(cfg: DictConfig, run: RunDir) -> dict[str, tuple[Any, Any]
     saved = OmegaConf.to_container(loaded, resolve=True)
     now = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(saved, dict) and isinstance(now, dict)
+    # a knob both tune is chosen on validation: the same grid chooses the same value
+    both = set(now.get("tune") or {}) & set(saved.get("tune") or {})
+    tuned = {f"model.{k}" for k in both}
     return {
         name: values
         for key in SAME_ON_RESUME
         for name, values in _diff(saved.get(key), now.get(key), key).items()
-        if name not in NOT_TRAINING
+        if name not in NOT_TRAINING and name not in tuned
     }
 
 

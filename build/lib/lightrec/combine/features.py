@@ -176,8 +176,11 @@ def stage_data(
     batch_size: int,
     targets: sp.csr_matrix | None = None,
 ) -> dict[str, Any]:
-    """Candidates, features, (labels) and groups for ``users``, in batches."""
+    """Candidates, features, (labels) and groups for ``users``, in batches; with labels,
+    ``reached``: the share of the users' validation items that are candidates (what no
+    ranking of the candidates can exceed)."""
     parts: dict[str, list] = {"user": [], "item": [], "x": [], "y": [], "group": []}
+    positives = 0
     for start in range(0, len(users), batch_size):
         rows = [int(u) for u in users[start : start + batch_size]]
         b, i, feats, _ = candidate_batch(ctx, rows, n_candidates, available_only)
@@ -188,5 +191,8 @@ def stage_data(
         parts["group"].append(np.bincount(b.numpy(), minlength=len(rows)))
         if targets is not None:
             parts["y"].append(targets[rows].toarray()[b.numpy(), i.numpy()] > 0)
-    out = {k: np.concatenate(v) for k, v in parts.items() if v}
+            positives += int(targets[rows].nnz)
+    out: dict[str, Any] = {k: np.concatenate(v) for k, v in parts.items() if v}
+    if targets is not None:
+        out["reached"] = round(float(out["y"].sum()) / max(positives, 1), 6)
     return out

@@ -14,14 +14,17 @@
    the mean and the latest of the user's history.
 4. **Training**, on validation only: the members' *selected* models score the validation
    users from their training rows; labels are the validation items. A LightGBM
-   ``lambdarank`` ranker of small trees with users as groups, its tree count chosen by
-   5-fold cross-validation over those users, then refit on all of them with that count.
+   ``lambdarank`` ranker of small trees with users as groups; a fifth of the users are
+   held back, and on them the ranker (its tree count chosen by early stopping on the rest)
+   must beat the blend of the members' z-scores (weights chosen on the rest), or the
+   submission applies the blend (:mod:`lightrec.combine.ranker`).
 5. **Submission**: the members' *refit* models (a run without one, and every run under
-   ``--no-refit``: the selected one) score
-   every user from the full data file; the ranker orders their candidates; top-k is written
-   like every submission, with ``rerank.json`` (runs, features and their gain, trees, the
-   cross-validated Recall@10 among the candidates of the ranker, of each member and of the
-   mean z-score) and ``ranker.txt`` (LightGBM's text model) beside it.
+   ``--no-refit``: the selected one) score every user from the full data file; the ranker
+   (or the blend) orders their candidates; top-k is written like every submission, with
+   ``rerank.json`` (runs, features and their gain, the share of validation items the
+   candidates reach, the trees, the held-back Recall@10 among the candidates of the
+   ranker, the blend, each member and their mean, and which was applied) and
+   ``ranker.txt`` (LightGBM's text model) beside it.
 
 ``--available-only``: candidates whose release year (the numeric side field ``year`` or
 ``years``) is after the year of the user's last row are dropped (an item cannot be watched
@@ -35,6 +38,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +48,11 @@ from lightrec.combine.features import Context, context, feature_names, stage_dat
 from lightrec.combine.members import (
     MAX_USERS,
     SAMPLE_SEED,
+    Member,
     add_run_arguments,
     applied_models,
     chosen_runs,
+    describe,
     load_members,
     validation_users,
 )
@@ -97,7 +103,7 @@ def validation_context(
 
 
 def rerank(
-    run_dirs: list[str],
+    run_dirs: Sequence[Member],
     out: Path | None = None,
     n_candidates: int = CANDIDATES,
     use_refit: bool = True,
@@ -133,28 +139,30 @@ def rerank(
     names = feature_names(len(members), ctx)
     compare = {"mean_z": names.index("mean_z")}
     compare.update({m.cfg.model_name: names.index(f"m{j}_z") for j, m in enumerate(members)})
-    ranker, inner = fit_ranker(data, seed, compare)
+    reached = data["reached"]
+    ranker, applied, check = fit_ranker(data, seed, compare)
     del data, ctx
 
     history = members[0].history()
-    scorers = [m.scorer(history, m.model(m.checkpoint(use_refit), device), device) for m in members]
+    scorers = [m.submission_scorer(history, use_refit, device) for m in members]
     user, item, time = history.rows()
     apply_ctx = context(history.csr, scorers, user, item, time, dm.side_features())
     topk = apply_ranker(
-        apply_ctx, ranker, len(history.users), n_candidates, available_only, k, BATCH_SIZE
+        apply_ctx, applied, len(history.users), n_candidates, available_only, k, BATCH_SIZE
     )
     submission.write(out, history.users, members[0].item_ids, topk)
     write_text(out.parent / "ranker.txt", ranker.model_to_string())
     importance = ranker.feature_importance(importance_type="gain")
     record = {
-        "runs": [str(m.root) for m in members],
+        "runs": describe(members),
         "models": applied_models(members, use_refit),
         "candidates_per_member": n_candidates,
         "available_only": available_only,
         "features": names,
         "gain": {n: round(float(g), 2) for n, g in zip(names, importance, strict=True)},
         "validation_users": int(len(users)),
-        "cross_validated_recall@10": inner,
+        "candidates_reach": reached,  # the share of validation items among the candidates
+        "ranker_check": check,
         "submission": str(out),
     }
     write_json(out.parent / "rerank.json", record)
@@ -185,22 +193,37 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     try:
         runs = chosen_runs(a)
-        path, record = rerank(
-            runs,
-            out=a.out,
-            n_candidates=a.candidates,
-            use_refit=not a.no_refit,
-            available_only=a.available_only,
-            max_users=a.max_users,
-            top_k=a.top_k,
-            seed=a.seed,
-            item_features=a.item_features,
-        )
     except LightrecError as e:
         return refuse(e)
-    inner = record["cross_validated_recall@10"]
-    others = ", ".join(f"{k} {v:.4f}" for k, v in inner.items() if k not in ("users", "trees"))
-    print(f"ranker: {inner['trees']} trees; cross-validated Recall@10 among candidates: {others}")
+    return report_rerank(
+        runs,
+        out=a.out,
+        n_candidates=a.candidates,
+        use_refit=not a.no_refit,
+        available_only=a.available_only,
+        max_users=a.max_users,
+        top_k=a.top_k,
+        seed=a.seed,
+        item_features=a.item_features,
+    )
+
+
+def report_rerank(runs: Sequence[Member], **kw: Any) -> int:
+    """:func:`rerank` for the command line: what the candidates reach and the ranker's
+    held-back check, then the submission's path on the last line; exit code 2 with one
+    sentence on a user error."""
+    try:
+        path, record = rerank(runs, **kw)
+    except LightrecError as e:
+        return refuse(e)
+    check = record["ranker_check"]
+    held = ", ".join(f"{k} {v:.4f}" for k, v in check["held_back_recall@10"].items())
+    print(
+        f"candidates: {record['candidates_reach']:.1%} of the validation items; ranker: "
+        f"{check['trees']} trees; on {check['held_back_users']} held-back validation users "
+        f"(Recall@10 among the candidates) {held}; gain over the blend "
+        f"{check['gain_over_blend']:+.4f}: the submission applies the {check['applied']}"
+    )
     print(path)
     return 0
 

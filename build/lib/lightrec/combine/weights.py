@@ -5,6 +5,7 @@ and the weights of a blend chosen to maximise the validation metric, exactly and
 from __future__ import annotations
 
 import itertools
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -160,7 +161,15 @@ def simplex_grid(n: int, step: float) -> list[np.ndarray]:
     return grid
 
 
-def choose_weights(search: WeightSearch) -> tuple[np.ndarray, float]:
+class Weighing(Protocol):
+    """What a weight search scores: the members (``parts``) and any weighting's metric."""
+
+    parts: list[Any]
+
+    def __call__(self, weights: np.ndarray) -> float: ...
+
+
+def choose_weights(search: Weighing) -> tuple[np.ndarray, float]:
     """Weights maximising the blended validation metric, and that metric. Ties keep the
     earlier candidate; candidates start from each run alone."""
     n = len(search.parts)

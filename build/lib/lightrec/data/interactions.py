@@ -195,17 +195,33 @@ def typed_ids(texts: pd.Series) -> np.ndarray:
     return texts.astype(str).to_numpy(dtype=object)
 
 
+class IdIndex:
+    """Positions of ids in a fixed list (an item or user map), built once: a server looks
+    up each request's ids in the time of the request, not of the map (:func:`index_of`)."""
+
+    def __init__(self, known: Sequence | np.ndarray) -> None:
+        self.index = pd.Index(known)
+        self._as_text: pd.Index | None = None  # built on the first lookup that needs it
+
+    def positions(self, ids: pd.Series | np.ndarray | Sequence) -> np.ndarray:
+        """Each id's position (-1 if absent). Ids typed differently (a file whose ids are
+        all numbers against a map with a text id) are compared as text, which
+        :func:`typed_ids` makes exact."""
+        if isinstance(ids, pd.Series) and isinstance(ids.dtype, pd.CategoricalDtype):
+            return self.positions(ids.cat.categories.to_numpy())[ids.cat.codes.to_numpy()]
+        values = np.asarray(ids)
+        index = self.index
+        if len(index) and len(values) and (index.dtype.kind in "iu") != (values.dtype.kind in "iu"):
+            if self._as_text is None:
+                self._as_text = pd.Index(index.astype(str))
+            return self._as_text.get_indexer(values.astype(str))
+        return index.get_indexer(values)
+
+
 def index_of(known: Sequence | np.ndarray, ids: pd.Series | np.ndarray) -> np.ndarray:
-    """Each id's position in ``known`` (-1 if absent). Ids typed differently (a file whose
-    ids are all numbers against a map with a text id) are compared as text, which
-    :func:`typed_ids` makes exact."""
-    index = pd.Index(known)
-    if isinstance(ids, pd.Series) and isinstance(ids.dtype, pd.CategoricalDtype):
-        return index_of(index, ids.cat.categories.to_numpy())[ids.cat.codes.to_numpy()]
-    values = np.asarray(ids)
-    if len(index) and len(values) and (index.dtype.kind in "iu") != (values.dtype.kind in "iu"):
-        return pd.Index(index.astype(str)).get_indexer(values.astype(str))
-    return index.get_indexer(values)
+    """Each id's position in ``known`` (-1 if absent), ids compared as :class:`IdIndex`
+    compares them."""
+    return IdIndex(known).positions(ids)
 
 
 def parse_times(s: pd.Series, path: str | Path, name: str) -> np.ndarray:
@@ -305,11 +321,12 @@ class History:
         return eval_collate(view, self.csr, None, seqs)
 
 
-def full_history(log_: Interactions, item_ids: list) -> History:
-    """All rows of the log, over the model's items. Every user of the log is served, seen in
-    training or not; rows with items the model never saw are dropped and counted."""
+def full_history(log_: Interactions, item_ids: list, index: IdIndex | None = None) -> History:
+    """All rows of the log, over the model's items (``index``: theirs, built once). Every
+    user of the log is served, seen in training or not; rows with items the model never
+    saw are dropped and counted."""
     u, users = encode(log_.user)
-    i = index_of(item_ids, log_.item)
+    i = (index or IdIndex(item_ids)).positions(log_.item)
     known = i >= 0
     if not known.all():
         u, i, t = u[known], i[known], log_.time[known]

@@ -58,10 +58,14 @@ def first_rows(user: np.ndarray, item: np.ndarray, time: np.ndarray) -> Ordered:
     i = item[order]
     pair = u * (int(item.max()) + 1)
     pair += i
-    at = int(counts[:split].sum()) if split else 0  # where the second half starts, sorted
-    halves = (pair[:at], pair[at:])
-    keep = np.concatenate(in_parallel([partial(_first_of_each, p) for p in halves]))
-    del pair, halves
+    if not split:  # one half: a thread pool would cost more than a small log's hash
+        keep = _first_of_each(pair)
+    else:
+        at = int(counts[:split].sum())  # where the second half starts, sorted
+        halves = (pair[:at], pair[at:])
+        keep = np.concatenate(in_parallel([partial(_first_of_each, p) for p in halves]))
+        del halves
+    del pair
     rows = order[keep]
     kept_before = np.concatenate([[0], np.cumsum(keep)])  # kept rows before each position
     ends = np.cumsum(counts)

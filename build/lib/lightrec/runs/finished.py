@@ -191,6 +191,12 @@ class FinishedRun:
         model = self.model(device=device) if model is None else model
         return model_scorer(model.score_batch, self.inputs(history, model), torch.device(device))
 
+    def submission_scorer(
+        self, history: History, use_refit: bool, device: torch.device | str = "cpu"
+    ) -> Scorer:
+        """The model the run submits with (:meth:`checkpoint`) scoring ``history``."""
+        return self.scorer(history, self.model(self.checkpoint(use_refit), device), device)
+
     def inputs(self, history: History, model: RecommenderModule) -> CSRCollate:
         """``history``'s users (rows) as ``model`` reads them: CSR rows, or token sequences
         of the run's ``data.max_len`` (what :meth:`scorer` scores and export traces)."""

@@ -28,11 +28,17 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig
 
-from lightrec.data.interactions import History, Interactions, full_history, index_of, parse_times
+from lightrec.data.interactions import (
+    History,
+    IdIndex,
+    Interactions,
+    full_history,
+    parse_times,
+)
 from lightrec.errors import LightrecError
 from lightrec.models.base import RecommenderModule
 from lightrec.runs.finished import FinishedRun
-from lightrec.runs.scoring import check_top_k, top_items
+from lightrec.runs.scoring import Scorer, check_top_k, top_items
 from lightrec.utils.console import refuse
 from lightrec.utils.path_utils import RunDir, default_log_root, latest_finished_run, output_path
 
@@ -48,6 +54,10 @@ class Run:
     checkpoint: Path  # the one predict uses: the refit model when the run has one
     device: torch.device
     _history: History | None = None
+    # built once, on first use: the item and user maps' indexes, the run's users' scorer
+    _items: IdIndex | None = None
+    _users: IdIndex | None = None
+    _known: Scorer | None = None
 
     @property
     def path(self) -> Path:
@@ -78,14 +88,14 @@ class Run:
         if users is None:
             rows = np.arange(len(history.users))
         else:
-            rows = index_of(history.users, np.asarray(list(users)))
+            rows = self.user_rows(np.asarray(list(users)))
             if (rows < 0).any():
                 missing = np.asarray(list(users), dtype=object)[rows < 0][0]
                 raise LightrecError(
                     f"user {str(missing)!r} is not in the run's data file; give their "
                     "history to recommend_histories()"
                 )
-        return self._top(history, rows, k)
+        return self._frame(history.users, rows, *self.top_of_users(rows, k))
 
     def recommend_histories(self, histories: pd.DataFrame, k: int = 10) -> pd.DataFrame:
         """The top ``k`` unseen items for each user of ``histories`` (``user, item[, time]``
@@ -97,42 +107,85 @@ class Run:
     def recommend_log(self, log_: Interactions, k: int = 10) -> pd.DataFrame:
         """:meth:`recommend_histories` for a log read by
         :func:`lightrec.data.interactions.read_interactions` (ids typed as a data file's)."""
-        history = full_history(log_, self.item_ids)
+        history = full_history(log_, self.item_ids, self._item_index())
         if history.n_unknown:
             warnings.warn(
                 f"{history.n_unknown} history rows name items the model does not know; "
                 "they were ignored",
                 stacklevel=2,
             )
-        return self._top(history, np.arange(len(history.users)), k)
+        rows = np.arange(len(history.users))
+        score = self.finished.scorer(history, self.model, self.device)
+        return self._frame(history.users, rows, *self._top(score, rows, k))
+
+    def top_of_histories(
+        self, histories: Sequence[tuple[np.ndarray, np.ndarray]], k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The top ``k`` item indices (and scores) of each history, given as ``(item
+        positions, times)`` over the model's items (:meth:`item_positions`; unknown ones
+        left out): several folded in and scored at once, by the rules of every history
+        (:class:`~lightrec.data.interactions.History`). What the server scores."""
+        lengths = [len(items) for items, _ in histories]
+        user = np.repeat(np.arange(len(histories), dtype=np.int64), lengths)
+        item = np.concatenate([items for items, _ in histories]).astype(np.int64)
+        time = np.concatenate([times for _, times in histories])
+        history = History(user, item, time, np.arange(len(histories)), len(self.item_ids), 0)
+        score = self.finished.scorer(history, self.model, self.device)
+        return self._top(score, np.arange(len(histories)), k)
+
+    def top_of_users(self, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The top ``k`` item indices (and scores) of the run's users ``rows``
+        (:meth:`user_rows`), from their full history: the run's users' inputs are built
+        once, so a request costs its own rows."""
+        if self._known is None:
+            self._known = self.finished.scorer(self.history, self.model, self.device)
+        return self._top(self._known, rows, k)
+
+    def item_positions(self, ids: Sequence | np.ndarray) -> np.ndarray:
+        """Each id's index in the model's items, -1 if unknown (ids compared as text)."""
+        return self._item_index().positions(np.asarray(ids, dtype=object))
+
+    def user_rows(self, ids: Sequence | np.ndarray) -> np.ndarray:
+        """Each id's row among the run's users, -1 if absent (ids compared as text)."""
+        if self._users is None:
+            self._users = IdIndex(self.history.users)
+        return self._users.positions(np.asarray(ids, dtype=object))
 
     def similar_items(self, item: Any, k: int = 10) -> pd.DataFrame:
         """The ``k`` items the model recommends to someone whose whole history is ``item``
         (``item, score, rank``; the item itself excluded): EASE's row of B, a VAE's fold-in
         of one item, a sequence model's next items after it."""
-        if int(index_of(self.item_ids, np.asarray([item]))[0]) < 0:
+        if int(self.item_positions([item])[0]) < 0:
             raise LightrecError(f"item {str(item)!r} is not one of the model's items")
         one = pd.DataFrame({"user": [0], "item": [item]})
         return self.recommend_histories(one, k).drop(columns="user")
 
     def known_items(self, ids: Sequence | np.ndarray) -> np.ndarray:
         """Whether each id is one of the model's items (ids compared as text)."""
-        return index_of(self.item_ids, np.asarray(ids, dtype=object)) >= 0
+        return self.item_positions(ids) >= 0
 
     def known_users(self, ids: Sequence | np.ndarray) -> np.ndarray:
         """Whether each id is a user of the run's data file (ids compared as text)."""
-        return index_of(self.history.users, np.asarray(ids, dtype=object)) >= 0
+        return self.user_rows(ids) >= 0
 
     # ------------------------------------------------------------ internals
-    def _top(self, history: History, rows: np.ndarray, k: int) -> pd.DataFrame:
+    def _item_index(self) -> IdIndex:
+        if self._items is None:
+            self._items = IdIndex(self.item_ids)
+        return self._items
+
+    def _top(self, score: Scorer, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         check_top_k(k, len(self.item_ids))
-        score = self.finished.scorer(history, self.model, self.device)
-        batch = int(self.cfg.predict.batch_size)
-        items, scores = top_items(score, rows.tolist(), k, batch)
+        return top_items(score, rows.tolist(), k, int(self.cfg.predict.batch_size))
+
+    def _frame(
+        self, users: np.ndarray, rows: np.ndarray, items: np.ndarray, scores: np.ndarray
+    ) -> pd.DataFrame:
+        k = items.shape[1]
         ids = np.asarray(self.item_ids, dtype=object)
         return pd.DataFrame(
             {
-                "user": np.repeat(np.asarray(history.users, dtype=object)[rows], k),
+                "user": np.repeat(np.asarray(users, dtype=object)[rows], k),
                 "item": ids[items.ravel()],
                 "score": scores.ravel(),
                 "rank": np.tile(np.arange(1, k + 1), len(rows)),

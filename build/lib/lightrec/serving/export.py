@@ -28,6 +28,7 @@ from lightrec.data.batches import SEQUENCE
 from lightrec.errors import LightrecError
 from lightrec.metrics import exclude_seen
 from lightrec.models.base import RecommenderModule
+from lightrec.runs.scoring import best_first
 from lightrec.serving.api import Run, load_run
 from lightrec.utils.console import refuse
 from lightrec.utils.io import atomic_write
@@ -85,7 +86,7 @@ def check(run: Run, path: Path, n_users: int = 100, k: int = 10) -> int:
         rows = users[start : start + 64].tolist()
         x, seen = model_input(run, rows)
         with torch.no_grad():
-            top = exclude_seen(scorer(x).float(), seen).topk(k, dim=1).indices.numpy()
+            top = best_first(exclude_seen(scorer(x).float(), seen), k)[1].numpy()
         differ += int((ids[top] != want[start : start + len(rows)]).any(axis=1).sum())
     return differ
 

@@ -7,53 +7,200 @@ model behind HTTP (FastAPI on uvicorn), loaded once.
   "unknown_items": n}`` (items the model does not know are ignored and counted).
 - ``GET /users/{id}/recommendations?k=10``: a user of the run's data file, from their full
   history there (the lists of the run's submission).
-- ``GET /health``: the run and its model.
+- ``GET /health``: the run and its model; it never waits behind scoring.
 
-Bad input is a 4xx whose body is ``{"error": "<one sentence>"}``: an unknown user (404), a
-history that is empty, holds no known item or more than :data:`MAX_HISTORY` items, ``k``
-out of range, malformed JSON (422). Nothing in a request names a file; the server binds to
-127.0.0.1 unless told otherwise.
+What depends only on the run is built when the server starts: the item and user indexes,
+every known user's input in the model's view, the scorer. A request does the work of its
+own history: its ids looked up, its input built, and the model. Requests that arrive while
+the model is busy are scored together, in one forward pass (``--max-batch``), by one
+scoring thread: the model's threads already use every core.
+
+Every refusal is ``{"error": "<one sentence>"}``: an unknown user (404), a body over
+:data:`MAX_BODY_BYTES` (413, before it is parsed), a history that is empty, holds no known
+item or more than :data:`MAX_HISTORY` items, an id over :data:`MAX_ID_CHARS` characters,
+``k`` out of range, malformed JSON (422); an unexpected failure is a 500 in the same form.
+Nothing in a request names a file; the server binds to 127.0.0.1 unless told otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
+import queue
 import threading
-import warnings
-from typing import Any
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from lightrec.data.interactions import parse_times
 from lightrec.errors import LightrecError
 from lightrec.serving.api import Run, load_run
 from lightrec.utils.console import refuse
 
+log = logging.getLogger(__name__)
+
 MAX_HISTORY = 10_000  # items in one request's history
 MAX_K = 1_000
+MAX_ID_CHARS = 256  # an item id (or a time written as text) in a request
+MAX_BODY_BYTES = 2 << 20  # a history of MAX_HISTORY ids and times fits with room to spare
+MAX_BATCH = 32  # requests scored in one forward pass, at most
+
+Id = Annotated[str, StringConstraints(max_length=MAX_ID_CHARS)] | int
 
 
 class HistoryRequest(BaseModel):
     """The body of ``POST /recommend``."""
 
-    items: list[str | int] = Field(max_length=MAX_HISTORY)
+    items: list[Id] = Field(max_length=MAX_HISTORY)
     k: int = Field(10, ge=1, le=MAX_K)
-    times: list[float | int | str] | None = None
+    times: list[float | int | Annotated[str, StringConstraints(max_length=64)]] | None = Field(
+        None, max_length=MAX_HISTORY
+    )
 
 
-def create_app(run: Run) -> FastAPI:
-    """The FastAPI application serving ``run`` (its model scores one request at a time)."""
+class BodyLimit:
+    """Refuses a body over ``limit`` bytes before it is parsed: at once when its
+    Content-Length says so, else as soon as the bytes received pass the limit (the app then
+    sees the client gone, and its own answer goes nowhere)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await _too_large(self.limit)(scope, receive, send)
+            return
+        received, refused = 0, False
+
+        async def counted() -> Message:
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                refused = True
+                await _too_large(self.limit)(scope, receive, send)
+                return {"type": "http.disconnect"}
+            return message
+
+        async def unless_refused(message: Message) -> None:
+            if not refused:
+                await send(message)
+
+        try:
+            await self.app(scope, counted, unless_refused)
+        except Exception:
+            if not refused:  # the app's failure at the cut-off body is ours to drop
+                raise
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return JSONResponse(
+        {"error": f"the request body is over {limit:,} bytes: send a shorter history"},
+        status_code=413,
+    )
+
+
+@dataclass
+class Job:
+    """One request waiting for the scoring thread."""
+
+    k: int
+    items: np.ndarray | None = None  # a history: known item positions, in time order
+    user_row: int | None = None  # or a known user
+    done: Future = field(default_factory=Future)
+
+
+class Scorer:
+    """The one thread that runs the model: takes the waiting requests, up to ``max_batch``,
+    scores the histories together and the known users together, and answers each."""
+
+    def __init__(self, run: Run, max_batch: int) -> None:
+        self.run, self.max_batch = run, max_batch
+        self.jobs: queue.Queue[Job] = queue.Queue()
+        self.thread = threading.Thread(target=self._loop, name="lightrec-scorer", daemon=True)
+        self.thread.start()
+
+    def submit(self, job: Job) -> Future:
+        self.jobs.put(job)
+        return job.done
+
+    def _loop(self) -> None:
+        while True:
+            batch = [self.jobs.get()]
+            while len(batch) < self.max_batch:
+                try:
+                    batch.append(self.jobs.get_nowait())
+                except queue.Empty:
+                    break
+            histories = [j for j in batch if j.items is not None]
+            users = [j for j in batch if j.user_row is not None]
+            for group, score in ((histories, self._histories), (users, self._users)):
+                if group:
+                    try:
+                        score(group)
+                    except Exception as e:  # noqa: BLE001 - answered, the thread goes on
+                        for j in group:
+                            if not j.done.done():
+                                j.done.set_exception(e)
+
+    def _histories(self, jobs: list[Job]) -> None:
+        k = max(j.k for j in jobs)
+        histories = [(j.items, np.arange(len(j.items))) for j in jobs if j.items is not None]
+        items, scores = self.run.top_of_histories(histories, k)
+        for n, j in enumerate(jobs):
+            j.done.set_result((items[n, : j.k], scores[n, : j.k]))
+
+    def _users(self, jobs: list[Job]) -> None:
+        k = max(j.k for j in jobs)
+        rows = np.array([j.user_row for j in jobs], dtype=np.int64)
+        items, scores = self.run.top_of_users(rows, k)
+        for n, j in enumerate(jobs):
+            j.done.set_result((items[n, : j.k], scores[n, : j.k]))
+
+
+def in_time_order(positions: np.ndarray, times: list | None) -> np.ndarray:
+    """A history's item positions in time order (file order without times; equal times in
+    file order): the order a sequence model reads, for any clock the times are on.
+
+    >>> in_time_order(np.array([7, 8, 9]), [3, 1, 2]).tolist()
+    [8, 9, 7]
+    """
+    if times is None:
+        return positions
+    try:
+        when = parse_times(pd.Series(times), "the request", "times")
+    except LightrecError:
+        raise LightrecError("times must be numbers or dates, one per item") from None
+    return positions[np.argsort(when, kind="stable")]
+
+
+def create_app(run: Run, max_batch: int = MAX_BATCH) -> FastAPI:
+    """The FastAPI application serving ``run``."""
     app = FastAPI(title="lightrec", version="1")
-    lock = threading.Lock()  # one scoring at a time: the model's threads use every core
-    run.history  # noqa: B018 - read the run's data file now, not on the first request
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     n_items = len(run.item_ids)
+    n_users = len(run.history.users)  # the run's data file, read now, not on a request
+    run.top_of_users(np.array([0]), 1)  # every known user's input built now
+    scorer = Scorer(run, max_batch)
+    ids = np.asarray(run.item_ids, dtype=object)
 
-    def refuse(status: int, sentence: str) -> JSONResponse:
+    def refused(status: int, sentence: str) -> JSONResponse:
         return JSONResponse({"error": sentence}, status_code=status)
 
     @app.exception_handler(RequestValidationError)
@@ -61,66 +208,74 @@ def create_app(run: Run) -> FastAPI:
         first = exc.errors()[0] if exc.errors() else {}
         if first.get("type") == "json_invalid":
             why = first.get("ctx", {}).get("error", "")
-            return refuse(422, f"the body is not valid JSON ({why})" if why else "bad JSON")
+            return refused(422, f"the body is not valid JSON ({why})" if why else "bad JSON")
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
         why = str(first.get("msg", "invalid request"))
-        return refuse(422, f"{where}: {why}" if where else why)
+        return refused(422, f"{where}: {why}" if where else why)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        return refuse(exc.status_code, str(exc.detail))
+        return refused(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return refused(500, f"internal error ({type(exc).__name__}); see the server's log")
+
+    async def answer(job: Job) -> tuple[np.ndarray, np.ndarray]:
+        return await asyncio.wrap_future(scorer.submit(job))
 
     @app.get("/health")
-    def health() -> dict:
+    async def health() -> dict:
         return {
             "status": "ok",
             "run": str(run.path),
             "model": type(run.model).__name__,
             "checkpoint": run.checkpoint.name,
             "items": n_items,
-            "users": len(run.history.users),
+            "users": n_users,
         }
 
     @app.post("/recommend")
-    def recommend(body: HistoryRequest) -> Any:
+    async def recommend(body: HistoryRequest) -> Any:
         if not body.items:
-            return refuse(422, "items is empty: give the history as a list of item ids")
+            return refused(422, "items is empty: give the history as a list of item ids")
         if body.k > n_items - 1:
-            return refuse(422, f"k={body.k} is more than the {n_items - 1} items one can get")
+            return refused(422, f"k={body.k} is more than the {n_items - 1} items one can get")
         if body.times is not None and len(body.times) != len(body.items):
-            return refuse(422, "times must give one time per item")
-        frame = pd.DataFrame({"user": "request", "item": [str(i) for i in body.items]})
-        if body.times is not None:
-            frame["time"] = body.times
-        known = run.known_items(frame["item"].to_numpy(dtype=object))
-        if not known.any():
-            return refuse(422, "none of the history's items is known to the model")
-        if body.k > n_items - int(known.sum()):
-            return refuse(422, f"k={body.k} is more than the items this history has not seen")
+            return refused(422, "times must give one time per item")
+        positions = run.item_positions([str(i) for i in body.items])
         try:
-            with lock, warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # unknown items are counted in the answer
-                recs = run.recommend_histories(frame, body.k)
+            ordered = in_time_order(positions, body.times)
         except LightrecError as e:
-            return refuse(422, str(e))
+            return refused(422, str(e))
+        known = ordered[ordered >= 0]
+        if not len(known):
+            return refused(422, "none of the history's items is known to the model")
+        if body.k > n_items - len(np.unique(known)):  # repeats are one item seen
+            return refused(422, f"k={body.k} is more than the items this history has not seen")
+        try:
+            items, scores = await answer(Job(body.k, items=known))
+        except LightrecError as e:
+            return refused(422, str(e))
         return {
-            "items": recs["item"].tolist(),
-            "scores": [float(s) for s in recs["score"]],
-            "unknown_items": int((~known).sum()),
+            "items": ids[items].tolist(),
+            "scores": scores.tolist(),
+            "unknown_items": int((positions < 0).sum()),
         }
 
     @app.get("/users/{user}/recommendations")
-    def user_recommendations(user: str, k: int = Query(10, ge=1, le=MAX_K)) -> Any:
+    async def user_recommendations(user: str, k: int = Query(10, ge=1, le=MAX_K)) -> Any:
         if k > n_items - 1:
-            return refuse(422, f"k={k} is more than the {n_items - 1} items one can get")
-        if not run.known_users(np.asarray([user], dtype=object)).all():
-            return refuse(404, f"user {user!r} is not in the run's data file")
+            return refused(422, f"k={k} is more than the {n_items - 1} items one can get")
+        row = int(run.user_rows([user])[0])
+        if row < 0:
+            return refused(404, f"user {user!r} is not in the run's data file")
         try:
-            with lock:
-                recs = run.recommend(users=[user], k=k)
+            items, scores = await answer(Job(k, user_row=row))
         except LightrecError as e:
-            return refuse(422, str(e))
-        return {"items": recs["item"].tolist(), "scores": [float(s) for s in recs["score"]]}
+            return refused(422, str(e))
+        return {"items": ids[items].tolist(), "scores": scores.tolist()}
 
     return app
 
@@ -135,10 +290,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
     ap.add_argument("--port", type=int, default=8000)
     ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps")
+    ap.add_argument(
+        "--max-batch", type=int, default=MAX_BATCH, help="requests scored in one forward pass"
+    )
     a = ap.parse_args(argv)
     try:
+        if a.max_batch < 1:
+            raise LightrecError(f"--max-batch {a.max_batch} must be at least 1")
         run = load_run(a.run_dir, device=a.device)
-        app = create_app(run)
+        app = create_app(run, a.max_batch)
     except LightrecError as e:
         return refuse(e)
     import uvicorn

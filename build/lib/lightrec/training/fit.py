@@ -28,6 +28,7 @@ from lightrec.training.closed_form import ClosedFormStage
 from lightrec.training.gradient import GradientStage
 from lightrec.training.stage import Job, Stage, trainer
 from lightrec.training.tb import RunLogger, write_summary
+from lightrec.training.tune import tune
 from lightrec.utils.console import say
 from lightrec.utils.io import write_json, write_text
 from lightrec.utils.parallel import is_rank_zero
@@ -71,6 +72,7 @@ def fit(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> Tr
     dm = build_datamodule(cfg)
     dm.prepare_data()
     dm.setup("fit")
+    tuned = tune(cfg, dm)  # a closed form's knobs, chosen on validation (cfg.model updated)
     model = build_model(cfg, dm.num_items)
     run_dir = get_directories(cfg, "fit")  # bad input fails above, before anything is written
     continuing = resuming(cfg)
@@ -104,6 +106,8 @@ def fit(cfg: DictConfig, extra_callbacks: list[pl.Callback] | None = None) -> Tr
         selection, in_memory = _select(job, stage, model)
         data = {**dm.meta["stats"], "file_md5": dm.data_md5}  # blend compares contents
         metrics: dict[str, Any] = {"model": cfg.model_name, **selection, "data": data}
+        if tuned is not None:
+            metrics["tuned"] = tuned
         best = None if in_memory else run_dir.root / selection["best_checkpoint"]
         metrics.update(_evaluate(cfg, dm, model, best))
         if cfg.refit and dm.has_validation:

@@ -1,0 +1,106 @@
+"""Members tuned to the user's data and bagged over seeds (issue 31): a closed form's knobs
+chosen on the run's own validation inside the run, never a knob the command line gives; a
+gradient member trained on several seeds and combined as one member."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from helpers import compose_cfg, cpu_overrides, make_log, run_here
+from lightrec.combine import members
+from lightrec.combine.weights import normalise
+from lightrec.config.check import check_config
+from lightrec.errors import LightrecError
+from lightrec.training import fit as train
+
+
+def test_a_closed_form_chooses_its_knobs_on_validation_in_the_run(tmp_path, tiny_csv):
+    run_dir = tmp_path / "run"
+    overrides = [*cpu_overrides(tmp_path, tiny_csv), "tune={lam: [1.0, 30.0, 3000.0]}"]
+    result = train.fit(compose_cfg("ease", overrides, run_dir))
+    tuned = result.metrics["tuned"]
+    monitor = tuned["monitor"]
+    values = {t["lam"]: t[monitor] for t in tuned["tried"]}
+    assert set(values) == {1.0, 30.0, 3000.0}
+    best = max(values, key=values.get)
+    assert tuned["chosen"] == {"lam": best} and result.model.hparams.lam == best
+    assert result.metrics["val"][monitor.removeprefix("val/")] == pytest.approx(values[best])
+    saved = json.loads((run_dir / "metrics.json").read_text())["tuned"]
+    assert saved == tuned
+    for lam in values:  # each tried value scored like a run of it alone
+        alone = train.fit(
+            compose_cfg("ease", [*overrides, "tune=null", f"model.lam={lam}"], tmp_path / str(lam))
+        )
+        assert alone.monitored == pytest.approx(values[lam], abs=1e-6)
+
+
+def test_a_knob_the_command_line_gives_is_not_tuned(tmp_path, tiny_csv):
+    argv = ["train", "rp3beta", *cpu_overrides(tmp_path, tiny_csv), "model.alpha=0.5"]
+    p = run_here(argv, tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "tuned rp3beta on validation: beta=" in p.stdout  # alpha was given
+    (metrics,) = (tmp_path / "saved").rglob("metrics.json")
+    record = json.loads(metrics.read_text())
+    assert set(record["tuned"]["chosen"]) == {"beta"} and len(record["tuned"]["tried"]) == 3
+    saved = (metrics.parent / "config.yaml").read_text()
+    assert "alpha: 0.5" in saved and "tune:\n  beta:" in saved  # what it tuned, and not
+
+
+@pytest.mark.parametrize(
+    "config, override, message",
+    [
+        ("multi_vae_v2", "tune={dropout: [0.1]}", "tune is for closed-form models"),
+        ("ease", "++tune.nothing=[1]", "tune.nothing: EASE has no knob 'nothing'"),
+        ("ease", "tune.lam=[-5.0]", "tune.lam=-5.0 must be"),
+        ("ease", "tune.lam=[]", "tune.lam must be a list of values"),
+    ],
+)
+def test_a_bad_tuning_grid_is_one_sentence(config, override, message):
+    with pytest.raises(LightrecError, match=message):
+        check_config(compose_cfg(config, [override]))
+
+
+def test_a_bag_scores_with_the_mean_of_its_runs_z_scores():
+    scores = [torch.tensor([[3.0, 1.0, 2.0, 0.0]]), torch.tensor([[0.0, 2.0, 4.0, 1.0]])]
+    seen = torch.tensor([[0.0, 0.0, 0.0, 1.0]])
+    bagged = members.mean_z([lambda rows, s=s: (s, seen) for s in scores])
+    got, got_seen = bagged([0])
+    want = (normalise(scores[0], seen, "zscore") + normalise(scores[1], seen, "zscore")) / 2
+    assert torch.equal(got_seen, seen) and torch.allclose(got, want)
+    assert torch.isinf(got[0, 3])  # a seen item stays out
+
+
+def test_best_trains_a_bagged_member_on_its_seeds_and_combines_it_as_one(tmp_path):
+    csv = tmp_path / "log.csv"
+    make_log(n_users=40).to_csv(csv, index=False)
+    argv = [
+        "best",
+        *cpu_overrides(tmp_path, csv),
+        "trainer.max_epochs=2",
+        "best.members=[ease,multi_vae_v2]",
+        "best.bags={multi_vae_v2: 3}",
+        "seed=7",
+    ]
+    p = run_here(argv, tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    written = tmp_path / p.stdout.strip().splitlines()[-1]
+    record = json.loads(written.parent.joinpath("blend.json").read_text())
+    ease, bag = record["runs"]
+    assert isinstance(ease, str) and isinstance(bag, list) and len(bag) == 3
+    seeds = [yaml.safe_load(open(f"{r}/config.yaml"))["seed"] for r in bag]
+    assert seeds == [7, 8, 9]
+    assert len(record["weights"]) == 2  # the bag is one member of the blend
+
+
+def test_a_bag_of_runs_of_two_configs_is_refused(tmp_path, tiny_csv):
+    runs = []
+    for config in ("ease", "item_knn"):
+        run_dir = tmp_path / config
+        train.fit(compose_cfg(config, [*cpu_overrides(tmp_path, tiny_csv), "tune=null"], run_dir))
+        runs.append(str(run_dir))
+    with pytest.raises(LightrecError, match="a bag holds runs of one config"):
+        members.load_members([runs[0], runs])
