@@ -12,8 +12,9 @@ With ``G = X^T X`` and ``P = (G + (lambda_2 + rho) I)^-1`` each iteration is
 and ``C`` (sparse, and non-negative when ``positive``) is the model. With ``lambda_1 = 0``
 and no sign constraint the solution is EASE's with ``lambda = lambda_2``.
 
-Precision as EASE's: float64 on the CPU and float32 on a GPU by default; five n x n matrices
-are alive during the iterations, which the memory check counts before allocating.
+The shipped config fits in float32 (``rho`` keeps the inverted matrix well conditioned);
+every update is in place, so six n x n matrices are alive at the peak, which the memory
+check counts before allocating; the iterations stop early once B and C agree.
 """
 
 from __future__ import annotations
@@ -30,29 +31,52 @@ from lightrec.params import NonNegativeFloat, PositiveFloat, PositiveInt
 log = logging.getLogger(__name__)
 
 
+LIVE_MATRICES = 7  # n x n matrices at the fit's peak: six, the inverse's workspace (6.6 measured)
+TOLERANCE = 1e-5  # the iterations stop once B - C and C's last move are under this of C
+
+
 def admm_slim_weights(
     gram: torch.Tensor, l1: float, l2: float, rho: float, iterations: int, positive: bool
-) -> torch.Tensor:
-    """The ADMM-SLIM matrix from the Gram matrix ``X^T X`` (consumed)."""
+) -> tuple[torch.Tensor, int]:
+    """The ADMM-SLIM matrix from the Gram matrix ``X^T X`` (consumed), and the iterations
+    it took: at most ``iterations``, fewer once B and C agree and C stands still (the
+    primal residual and C's last move under :data:`TOLERANCE` of C). Every update is in
+    place, in one work matrix: six n x n matrices at the peak (P, P G, Gamma, C, B and the
+    work matrix), which :data:`LIVE_MATRICES` says to the memory check."""
     n = gram.shape[0]
-    eye = torch.eye(n, dtype=gram.dtype, device=gram.device)
-    p = torch.linalg.inv(gram + (l2 + rho) * eye)
-    del eye
-    b_aux = p @ gram
+    gram.diagonal().add_(l2 + rho)  # G + (lambda_2 + rho) I, in place ...
+    p = torch.linalg.inv(gram)
+    gram.diagonal().sub_(l2 + rho)  # ... and G again
+    b_aux = p @ gram  # P G
     del gram
     p_diag = p.diagonal().clone()
     gamma = torch.zeros_like(p)
     c = torch.zeros_like(p)
-    for _ in range(iterations):
-        b = b_aux + p @ (rho * c - gamma)
-        b -= p * (b.diagonal() / p_diag)[None, :]  # column j: diag(B) = 0
-        c = b + gamma / rho
-        c = c.sign() * (c.abs() - l1 / rho).clamp(min=0.0)  # soft threshold
-        if positive:
-            c.clamp_(min=0.0)
-        gamma += rho * (b - c)
-        del b
-    return c
+    b = torch.empty_like(p)
+    work = torch.empty_like(p)
+    threshold = l1 / rho
+    done = 0
+    while done < iterations:
+        done += 1
+        torch.mul(c, rho, out=work).sub_(gamma)  # rho C - Gamma
+        torch.matmul(p, work, out=b).add_(b_aux)  # B~ = P G + P (rho C - Gamma)
+        torch.mul(p, (b.diagonal() / p_diag)[None, :], out=work)
+        b.sub_(work)  # column j: diag(B) = 0
+        work.copy_(c)  # the previous C
+        torch.div(gamma, rho, out=c).add_(b)  # B + Gamma / rho, then the soft threshold:
+        if positive:  # with C >= 0 it is max(C - t, 0)
+            c.sub_(threshold).clamp_(min=0.0)
+        else:
+            c.copy_(torch.nn.functional.softshrink(c, threshold))
+        change = float(work.sub_(c).norm())  # how far C moved (the dual residual)
+        torch.sub(b, c, out=work)  # the primal residual B - C
+        gamma.add_(work, alpha=rho)
+        scale = TOLERANCE * max(float(c.norm()), 1e-12)
+        if float(work.norm()) <= scale and change <= scale:
+            break
+    del b, work, gamma, p, b_aux
+    assert n == c.shape[0]
+    return c, done
 
 
 class ADMMSLIM(ItemItemModule):
@@ -90,24 +114,30 @@ class ADMMSLIM(ItemItemModule):
     def fit_closed_form(self, train: sp.csr_matrix) -> None:
         device = self.B.device
         dtype = fit_dtype(self.dtype_name, device)
-        self.check_memory(device, dtype, 6 * self.num_items**2, "its item x item matrices")
+        self.check_memory(
+            device, dtype, LIVE_MATRICES * self.num_items**2, "its item x item matrices"
+        )
         tf32 = torch.backends.cuda.matmul.allow_tf32
         torch.backends.cuda.matmul.allow_tf32 = False
         try:
-            gram = gram_matrix(train, device, dtype)
-            weights = admm_slim_weights(
-                gram, self.l1, self.l2, self.rho, self.iterations, self.positive
+            weights, done = admm_slim_weights(  # the Gram matrix's one reference: consumed
+                gram_matrix(train, device, dtype),
+                self.l1,
+                self.l2,
+                self.rho,
+                self.iterations,
+                self.positive,
             )
-            del gram
             self.set_weights(weights)
         finally:
             torch.backends.cuda.matmul.allow_tf32 = tf32
         log.info(
-            "ADMM-SLIM fit on %d items (l1 %s, l2 %s, rho %s, %d iterations), %s on %s",
+            "ADMM-SLIM fit on %d items (l1 %s, l2 %s, rho %s, %d of %d iterations), %s on %s",
             self.num_items,
             self.l1,
             self.l2,
             self.rho,
+            done,
             self.iterations,
             dtype,
             device,
