@@ -13,7 +13,7 @@ table of the ratios (product / reference; under 1.0 is faster):
   off, as in the reference), fp32 and bf16-mixed; median epoch after a warm-up epoch.
 - ``bert``: a BERT4Rec epoch (138,493 users x 26,744 items, sequences up to 200, batch 256).
 - ``sasrec``: the shipped SASRec's epoch at BERT4Rec's shape, for each ``model.loss``
-  (``ce``, ``sampled_softmax``, ``gbce``; no reference loop: absolute times).
+  (``ce``, ``sampled_softmax``; no reference loop: absolute times).
 - ``ease``: the EASE fit on 20,108 items, and the top-10 of every user (seen items out).
 - ``predict``: ``predict_ease.py`` as a user runs it, for 138,493 users x 26,744 items of a
   20M-row CSV, wall time with Python's start-up (the target: at most 15 s on one GPU).
@@ -188,7 +188,7 @@ def product_bert(ref, scale: float, n: int) -> dict:
     }
 
 
-SASREC_LOSSES = ("ce", "sampled_softmax", "gbce")
+SASREC_LOSSES = ("ce", "sampled_softmax")
 
 
 def product_sasrec(scale: float, n: int) -> dict:

@@ -71,10 +71,13 @@ def ease_reference(
     return best, ease_topk(train, best)
 
 
-def protocol_files(work: Path, random_m: int) -> tuple[Path, pd.DataFrame, pd.DataFrame]:
+def protocol_files(
+    work: Path, random_m: int, data: Path | None = None
+) -> tuple[Path, pd.DataFrame, pd.DataFrame]:
     """The protocol's training file (each user's last interaction and ``random_m`` random
-    earlier ones removed) and the hidden rows; the file is written once into ``work``."""
-    log = pd.read_csv(movielens_100k(ROOT / "data"))
+    earlier ones removed from ``data``, MovieLens-100K by default) and the hidden rows; the
+    file is written once into ``work``."""
+    log = pd.read_csv(data or movielens_100k(ROOT / "data"))
     train, hidden = hide(log, n=1, m=random_m, seed=0)
     train_csv = work / "train.csv"
     if not train_csv.exists():
@@ -114,6 +117,15 @@ def main() -> None:
         help="random earlier items hidden per user beside the last (0: the last item only)",
     )
     ap.add_argument("--work", help="default benchmarks/.work/protocol[-m<M>]")
+    ap.add_argument("--data", type=Path, help="a user,item,time CSV (default: MovieLens-100K)")
+    ap.add_argument(
+        "--items", type=Path, help="its side information (default: MovieLens-100K's items.csv)"
+    )
+    ap.add_argument(
+        "--no-reference",
+        action="store_true",
+        help="skip the numpy EASE reference (dense matrices: too big past ~10k items)",
+    )
     ap.add_argument(
         "--files-only",
         action="store_true",
@@ -123,16 +135,18 @@ def main() -> None:
     a = ap.parse_args()
     default_work = "benchmarks/.work/protocol" + (f"-m{a.random_m}" if a.random_m else "")
     work = Path(a.work or default_work).resolve()
-    train_csv, train, hidden = protocol_files(work, a.random_m)
+    train_csv, train, hidden = protocol_files(work, a.random_m, a.data)
+    items = a.items or (ITEMS if a.data is None else None)
     if a.files_only:
         print(train_csv)
         return
 
-    t = time.perf_counter()
-    lam, ease_sub = ease_reference(train, a.random_m)
-    reference = {"model": f"EASE numpy reference, lambda {lam}", **score(ease_sub, hidden)}
-    reference["wall_s"] = round(time.perf_counter() - t, 2)
-    print(json.dumps(reference), flush=True)
+    if not a.no_reference:
+        t = time.perf_counter()
+        lam, ease_sub = ease_reference(train, a.random_m)
+        reference = {"model": f"EASE numpy reference, lambda {lam}", **score(ease_sub, hidden)}
+        reference["wall_s"] = round(time.perf_counter() - t, 2)
+        print(json.dumps(reference), flush=True)
 
     rows = []
     for seed in a.seeds:
@@ -145,7 +159,7 @@ def main() -> None:
                 f"data.data_dir={ROOT / 'data'}",
                 f"paths.log_root={log_root}",
                 f"paths.predict_log_root={work / 'predict_logs'}",
-                f"data.item_features={ITEMS}",
+                f"data.item_features={items or 'none'}",
                 *a.overrides,
             ]
             wall = call([*RUN, "both", config, *common], work)
@@ -209,7 +223,7 @@ def main() -> None:
                 f"seed={seed}",
                 f"data.data_dir={ROOT / 'data'}",
                 f"paths.log_root={best_root}",
-                f"data.item_features={ITEMS}",
+                f"data.item_features={items or 'none'}",
                 *a.overrides,
             ]
             t0 = time.perf_counter()
@@ -238,10 +252,11 @@ def main() -> None:
     df = pd.DataFrame(rows)
     print("\n| model | condition | Recall@10 mean ± sd (per seed) | NDCG@10 | fit s | refit s |")
     print("|---|---|---|---|---|---|")
-    print(
-        f"| {reference['model']} | refit | {reference['recall@10']:.4f} | "
-        f"{reference['ndcg@10']:.4f} | | |"
-    )
+    if not a.no_reference:
+        print(
+            f"| {reference['model']} | refit | {reference['recall@10']:.4f} | "
+            f"{reference['ndcg@10']:.4f} | | |"
+        )
     for (model, condition), g in df.groupby(["model", "condition"], sort=False):
         per_seed = ", ".join(f"{v:.4f}" for v in g["recall@10"])
         fit = f"{g['fit_s'].mean():.1f}" if "fit_s" in g and g["fit_s"].notna().all() else ""

@@ -34,7 +34,6 @@ MODELS: dict[str, tuple[str, list[str]]] = {
     "bert4rec_v2": ("bert4rec_v2", []),
     "sasrec:ce": ("sasrec", ["model.loss=ce"]),
     "sasrec:sampled_softmax": ("sasrec", ["model.loss=sampled_softmax"]),
-    "sasrec:gbce": ("sasrec", ["model.loss=gbce"]),
 }
 EPOCH = re.compile(r"^epoch 1/\d+ .*?([\d.]+) s$", re.M)
 FINISHED = re.compile(r"finished in ([\d.]+) s.*run folder (\S+)$", re.M)

@@ -12,8 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from helpers import build_model, check_submission, compose_cfg, cpu_overrides, only_metrics
-from lightrec.errors import LightrecError
-from lightrec.models.losses import NextItemLoss, gbce_loss, sampled_softmax_loss
+from lightrec.models.losses import NextItemLoss, sampled_softmax_loss
 from lightrec.serving import predict
 from lightrec.training import fit as train
 
@@ -29,21 +28,6 @@ def test_sampled_softmax_by_hand():
     assert got == pytest.approx((row0 + row1) / 2, rel=1e-6)
 
 
-def test_gbce_by_hand():
-    logits = torch.tensor([[1.5, -0.5, 0.2, 0.0], [-0.3, 0.4, 0.1, -2.0]])
-    num_items, t = 100, 0.75
-    alpha = 3 / (num_items - 1)
-    beta = alpha * (t * (1 - 1 / alpha) + 1 / alpha)
-    x = logits.numpy().astype(np.float64)
-    p_pos = 1 / (1 + np.exp(-x[:, 0]))
-    terms = [-beta * np.log(p_pos)]  # -log(sigmoid(s)^beta)
-    terms += [np.log1p(np.exp(x[:, j])) for j in (1, 2, 3)]  # -log(1 - sigmoid(s))
-    expected = np.mean(np.stack(terms))
-    assert gbce_loss(logits, num_items, t).item() == pytest.approx(expected, rel=1e-5)
-    plain = np.mean(np.stack([np.log1p(np.exp(-x[:, 0]))] + terms[1:]))  # t = 0, K = I - 1
-    assert gbce_loss(logits, 4, 0.0).item() == pytest.approx(plain, rel=1e-5)
-
-
 def test_sampled_softmax_over_every_other_item_is_full_cross_entropy():
     torch.manual_seed(0)
     logits, targets = torch.randn(5, 7), torch.tensor([0, 3, 6, 2, 2])
@@ -54,19 +38,17 @@ def test_sampled_softmax_over_every_other_item_is_full_cross_entropy():
     )
 
 
-def test_popularity_negatives_follow_the_counts_and_gbce_needs_uniform():
-    loss = NextItemLoss("sampled_softmax", 4, 1000, "popularity", 0.75)
+def test_popularity_negatives_follow_the_counts_and_uniform_ones_do_not():
+    loss = NextItemLoss("sampled_softmax", 4, 1000, "popularity")
     loss.set_counts(torch.tensor([0, 1, 2, 96]))
     drawn = loss.sample(100, torch.device("cpu"))
     assert drawn.shape == (100, 1000) and drawn.device.type == "cpu"
     share = torch.bincount(drawn.ravel(), minlength=4).double() / drawn.numel()
     assert share.tolist() == pytest.approx([0.01, 0.02, 0.03, 0.94], abs=0.005)
-    uniform = NextItemLoss("gbce", 4, 1000, "uniform", 0.75).sample(100, torch.device("cpu"))
+    uniform = NextItemLoss("sampled_softmax", 4, 1000, "uniform").sample(100, torch.device("cpu"))
     assert (torch.bincount(uniform.ravel()) / uniform.numel()).tolist() == pytest.approx(
         [0.25] * 4, abs=0.01
     )
-    with pytest.raises(LightrecError, match="gBCE's beta assumes uniform negatives"):
-        NextItemLoss("gbce", 4, 10, "popularity", 0.75)
 
 
 class _Net(torch.nn.Module):
@@ -85,15 +67,14 @@ class _Net(torch.nn.Module):
 
 @pytest.mark.parametrize(
     ("name", "negatives"),
-    [("ce", "uniform"), ("sampled_softmax", "uniform"), ("sampled_softmax", "popularity"),
-     ("gbce", "uniform")],
+    [("ce", "uniform"), ("sampled_softmax", "uniform"), ("sampled_softmax", "popularity")],
 )  # fmt: skip
 def test_padding_positions_are_weighed_out_exactly(name, negatives):
     """Every position of a (B, L) batch is scored and the padding weighed out (no wait for
     the device): what padding positions hold never changes the loss, and with one position
     per sequence the loss is that of the rows alone."""
     torch.manual_seed(0)
-    net, loss = _Net(12, 8), NextItemLoss(name, 12, 5, negatives, 0.75)
+    net, loss = _Net(12, 8), NextItemLoss(name, 12, 5, negatives)
     loss.set_counts(torch.arange(12))
     h, targets = torch.randn(3, 6, 8), torch.randint(12, (3, 6))
     valid = torch.rand(3, 6) > 0.4
@@ -111,7 +92,7 @@ def test_padding_positions_are_weighed_out_exactly(name, negatives):
     assert rows.item() == pytest.approx(first.item(), rel=1e-6)
 
 
-@pytest.mark.parametrize("loss", ["sampled_softmax", "gbce"])
+@pytest.mark.parametrize("loss", ["sampled_softmax"])
 @pytest.mark.parametrize("config", ["sasrec", "bert4rec_v2"])
 def test_the_sequence_models_learn_with_a_sampled_loss(config, loss):
     """Item i is always followed by i + 1: with 8 negatives out of 30 items the model
@@ -153,7 +134,7 @@ def test_the_sequence_models_learn_with_a_sampled_loss(config, loss):
     assert (top1 == seq[:64, -1]).float().mean() > 0.5  # chance: 1 in 29
 
 
-@pytest.mark.parametrize("loss", ["sampled_softmax model.negatives=popularity", "gbce"])
+@pytest.mark.parametrize("loss", ["sampled_softmax model.negatives=popularity"])
 def test_a_run_with_a_sampled_loss_trains_and_predicts(tmp_path, tiny_csv, loss):
     name, *more = loss.split()
     run_dir = tmp_path / "saved" / "hydra_logs" / "sasrec" / "d" / "t"
@@ -194,7 +175,8 @@ def test_a_checkpoint_from_before_the_loss_arguments_still_loads(tmp_path, tiny_
     before = pd.read_csv(predict.run(cfg))
     for ckpt in (run_dir / "checkpoints").glob("*.ckpt"):
         state = torch.load(ckpt, weights_only=True)
-        for name in ("loss", "num_negatives", "negatives", "gbce_t"):
+        for name in ("loss", "num_negatives", "negatives"):
             del state["hyper_parameters"][name]
+        state["hyper_parameters"]["gbce_t"] = 0.75  # an argument removed since: dropped
         torch.save(state, ckpt)
     assert pd.read_csv(predict.run(cfg)).equals(before)

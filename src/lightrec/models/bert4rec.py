@@ -168,7 +168,7 @@ class BERT4Rec(RecommenderModule):
         lr, weight_decay: AdamW.
         eval_ks: cut-offs of the validation/test metrics.
         exclude_seen: rank only unseen items in validation/test (``eval.exclude_seen``).
-        loss, num_negatives, negatives, gbce_t: the training loss
+        loss, num_negatives, negatives: the training loss
             (:mod:`lightrec.models.losses`): full cross-entropy by default.
     """
 
@@ -192,11 +192,10 @@ class BERT4Rec(RecommenderModule):
         loss: LossName,
         num_negatives: PositiveInt,
         negatives: Negatives,
-        gbce_t: Probability,
     ) -> None:
         super().__init__(num_items, list(eval_ks), exclude_seen)
         self.save_hyperparameters()
-        self.next_item_loss = NextItemLoss(loss, num_items, num_negatives, negatives, gbce_t)
+        self.next_item_loss = NextItemLoss(loss, num_items, num_negatives, negatives)
         self.net = BERT4RecNet(
             num_items, max_len, hidden_size, num_layers, num_heads, dropout, attn_dropout
         )

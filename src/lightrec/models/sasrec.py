@@ -102,7 +102,7 @@ class SASRec(RecommenderModule):
         lr, weight_decay: AdamW.
         eval_ks: cut-offs of the validation/test metrics.
         exclude_seen: rank only unseen items in validation/test (``eval.exclude_seen``).
-        loss, num_negatives, negatives, gbce_t: the training loss
+        loss, num_negatives, negatives: the training loss
             (:mod:`lightrec.models.losses`): full cross-entropy by default.
     """
 
@@ -123,14 +123,13 @@ class SASRec(RecommenderModule):
         loss: LossName,
         num_negatives: PositiveInt,
         negatives: Negatives,
-        gbce_t: Probability,
     ) -> None:
         super().__init__(num_items, list(eval_ks), exclude_seen)
         self.save_hyperparameters()
         self.net = SASRecNet(num_items, max_len, hidden_size, num_layers, num_heads, dropout)
         self.lr = lr
         self.weight_decay = weight_decay
-        self.next_item_loss = NextItemLoss(loss, num_items, num_negatives, negatives, gbce_t)
+        self.next_item_loss = NextItemLoss(loss, num_items, num_negatives, negatives)
 
     def on_fit_start(self) -> None:
         if self.next_item_loss.negatives == "popularity":

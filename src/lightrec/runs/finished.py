@@ -42,7 +42,9 @@ ADDED_KEYS = {
 }
 # model arguments added since a checkpoint may have been written (its hyper_parameters lack
 # them), with the value that reproduces it: SASRec and BERT4Rec trained with full CE
-ADDED_MODEL_ARGS = {"loss": "ce", "num_negatives": 256, "negatives": "uniform", "gbce_t": 0.75}
+ADDED_MODEL_ARGS = {"loss": "ce", "num_negatives": 256, "negatives": "uniform"}
+# model arguments removed since (gBCE's calibration): a checkpoint's value is dropped
+REMOVED_MODEL_ARGS = ("gbce_t",)
 
 
 def load_config(run: RunDir) -> DictConfig:
@@ -82,6 +84,9 @@ def load_model(ckpt_path: Path, run_cfg: DictConfig) -> RecommenderModule:
         for name, value in ADDED_MODEL_ARGS.items():
             if name in accepted and name not in args:
                 args[name] = value
+        for name in REMOVED_MODEL_ARGS:
+            if name not in accepted:
+                args.pop(name, None)
         model = _with_weights(cls, args, state["state_dict"])
     except (KeyError, TypeError, RuntimeError) as e:
         why = str(e).strip().splitlines()[0][:160]
