@@ -213,3 +213,19 @@ def test_the_combiners_write_where_paths_say(finished, tmp_path):
         written = Path(p.stdout.strip().splitlines()[-1])
         assert written.is_relative_to(tmp_path / "mine" / f"{tool}s") and written.is_file()
     assert not (tmp_path / "saved").exists()  # not ./saved/... whatever paths.* said
+
+
+def test_a_loaded_model_holds_one_copy_of_its_weights(finished, monkeypatch):
+    """Predict's peak at ML-20M's shape was two copies of B (the model's own, then the
+    checkpoint's copied in); the model is now built on the meta device and given the loaded
+    tensors themselves."""
+    import torch
+
+    from lightrec.runs.finished import FinishedRun, load_model
+
+    _, runs = finished
+    run = FinishedRun.open(runs["ease"])
+    state = torch.load(run.checkpoint(), map_location="cpu", weights_only=True)
+    monkeypatch.setattr(torch, "load", lambda *args, **kw: state)
+    model = load_model(run.checkpoint(), run.cfg)
+    assert model.B.data_ptr() == state["state_dict"]["B"].data_ptr()  # the same memory
