@@ -43,6 +43,7 @@ CONTRACT: dict[str, list[str]] = {
     "higher_order_ease": ["model.pairs=20", "model.min_support=2", "model.iterations=2"],
     "item_knn": [],
     "rp3beta": [],
+    "ials": ["model.factors=4", "model.iterations=3"],
     "pop": [],
     "multi_vae": [],
     "multi_vae_v2": [],

@@ -1,4 +1,4 @@
-"""The linear family (ItemKNN, RP3beta, ADMM-SLIM), each against an independent computation
+"""The linear family (ItemKNN, RP3beta, ADMM-SLIM, iALS), each against an independent computation
 in plain numpy/scipy on tiny data."""
 
 from __future__ import annotations
@@ -164,7 +164,7 @@ def test_higher_order_ease_is_the_joint_constrained_ridge():
     assert np.allclose(model.scores(xs).numpy(), expected, atol=1e-4)
 
 
-@pytest.mark.parametrize("config", ["ease", "item_knn", "rp3beta", "admm_slim"])
+@pytest.mark.parametrize("config", ["ease", "item_knn", "rp3beta", "admm_slim", "ials"])
 def test_the_weights_are_row_major_after_the_fit_and_after_a_load(config):
     """A column-major B (scipy's dense copy of ItemKNN's CSC product was one) sends
     ``embedding_bag`` down a one-thread path per row: minutes of validation at the
@@ -233,3 +233,38 @@ print((peak - start) * 1024 / (n * n * 4), LIVE_MATRICES)
     ).stdout.split()
     peak, counted = float(out[0]), int(out[1])
     assert peak <= counted  # measured: 4.5-6.6, by threads and iterations
+
+
+def test_ials_scores_a_history_by_its_folded_in_vector(monkeypatch):
+    """iALS: the ``implicit`` library's ALS item factors Y (fit here directly, with the run's
+    seed), and each history x scored by Y u where u solves the ridge regression
+    min ||x - Y u||^2 + fold_in ||u||^2 (as an augmented least-squares problem)."""
+    from implicit.cpu.als import AlternatingLeastSquares
+
+    from lightrec.models import ials
+
+    x = _matrix(n_users=60, n_items=15)
+    n, fold_in = x.shape[1], 3.0
+    torch.manual_seed(7)  # what seed_everything does for a run
+    model = build_model("ials", num_items=n, factors=4, iterations=5, fold_in=fold_in)
+    fits = []
+    real = ials.als_item_factors
+    monkeypatch.setattr(ials, "als_item_factors", lambda *a: fits.append(a) or real(*a))
+    ials._last_fit.clear()
+    model.fit_closed_form(sp.csr_matrix(x))
+    als = AlternatingLeastSquares(
+        factors=4, regularization=0.1, alpha=1.0, iterations=5, random_state=7
+    )
+    als.fit(sp.csr_matrix(x, dtype=np.float32), show_progress=False)
+    y = als.item_factors.astype(np.float64)
+    for row in x[:5]:
+        a = np.vstack([y, np.sqrt(fold_in) * np.eye(4)])
+        u = np.linalg.lstsq(a, np.concatenate([row, np.zeros(4)]), rcond=None)[0]
+        expected = y @ u - np.diag(y @ np.linalg.solve(y.T @ y + fold_in * np.eye(4), y.T)) * row
+        got = model.scores(torch.from_numpy(row[None].astype(np.float32)))[0].numpy()
+        assert np.allclose(got, expected, atol=1e-4)  # B's diagonal is 0: self-links dropped
+    # another fold_in on the same matrix and settings reuses the ALS fit (a tuning grid)
+    again = build_model("ials", num_items=n, factors=4, iterations=5, fold_in=30.0)
+    again.fit_closed_form(sp.csr_matrix(x))
+    assert len(fits) == 2 and not torch.equal(again.B, model.B)
+    assert len(ials._last_fit) == 1
