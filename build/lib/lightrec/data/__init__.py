@@ -1,1 +1,0 @@
-"""Data preparation: built-in datasets, splits, the disk cache and the RecSysDataModule."""

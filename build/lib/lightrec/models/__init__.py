@@ -1,1 +1,0 @@
-"""Recommender models: plain nn.Module backbones and the LightningModules that train them."""
