@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightrec.data.batches import history_rows
 from lightrec.models.base import RecommenderModule
+from lightrec.models.sparse_input import Histories, as_histories, histories, input_layer
 from lightrec.params import (
     NonNegativeFloat,
     NonNegativeInt,
@@ -51,12 +51,13 @@ class MultiVAENet(nn.Module):
             nn.init.xavier_uniform_(layer.weight)
             nn.init.normal_(layer.bias, std=0.001)
 
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(self, x: torch.Tensor | Histories) -> tuple[torch.Tensor, torch.Tensor]:
         # Dropout first, then normalise: the encoder always sees unit-length rows, whatever
         # was dropped. (Normalising first would let dropout's 1/(1-p) rescaling through.)
-        h = F.dropout(x, p=self.dropout, training=self.training)  # (B, I)
-        h = F.normalize(h, dim=1)
-        for layer in self.encoder:
+        first, *rest = self.encoder
+        p = self.dropout if self.training else 0.0
+        h = torch.tanh(input_layer(first, as_histories(x), p, normalise_first=False))
+        for layer in rest:
             h = torch.tanh(layer(h))  # (B, H)
         mu, logvar = self.to_mu_logvar(h).chunk(2, dim=1)  # (B, Z) each
         return mu, logvar
@@ -66,7 +67,10 @@ class MultiVAENet(nn.Module):
             z = torch.tanh(layer(z))
         return self.decoder[-1](z)  # (B, I) logits
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor | Histories
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Logits (B, I), mu, logvar of dense rows ``x`` (B, I) or of :class:`Histories`."""
         mu, logvar = self.encode(x)
         if self.training:  # reparameterisation trick
             z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
@@ -119,7 +123,9 @@ class MultiVAE(RecommenderModule):
         self.lr = lr
         self.weight_decay = weight_decay
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor | Histories
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.net(x)
 
     @staticmethod
@@ -133,8 +139,9 @@ class MultiVAE(RecommenderModule):
         return recon, kl
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x = history_rows(batch, self.num_items)
-        logits, mu, logvar = self.net(x)
+        rows = histories(batch, self.num_items)
+        x = rows.dense
+        logits, mu, logvar = self.net(rows)
         recon, kl = self.loss_parts(logits, x, mu, logvar)
         beta = self._kl_weight_now()
         loss = recon + beta * kl
@@ -166,9 +173,9 @@ class MultiVAE(RecommenderModule):
         return beta.float()
 
     def score_batch(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        x = history_rows(batch, self.num_items)
-        logits, _, _ = self.net(x)
-        return logits, x
+        rows = histories(batch, self.num_items)
+        logits, _, _ = self.net(rows)
+        return logits, rows.dense
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         fused = self.device.type == "cuda"  # one kernel for every tensor's update

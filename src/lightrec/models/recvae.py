@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightrec.data.batches import history_rows
 from lightrec.models.base import Batch, RecommenderModule
+from lightrec.models.sparse_input import Histories, as_histories, histories, input_layer
 from lightrec.params import NonNegativeFloat, PositiveFloat, PositiveInt, Probability
 
 # the paper's composite prior: standard normal, previous posterior, wide normal (logvar 10)
@@ -52,15 +52,18 @@ class Encoder(nn.Module):
         self.to_mu = nn.Linear(hidden_dim, latent_dim)
         self.to_logvar = nn.Linear(hidden_dim, latent_dim)
 
-    def forward(self, x: torch.Tensor, dropout: float) -> tuple[torch.Tensor, torch.Tensor]:
-        h = F.normalize(x, dim=1)  # (B, I): unit length, as in the paper's code
-        h = F.dropout(h, p=dropout, training=self.training and dropout > 0)
-        total = None  # the sum of every earlier layer's output feeds the next one
-        for layer, norm in zip(self.layers, self.norms, strict=True):
-            z = layer(h)
-            out = norm(F.silu(z if total is None else z + total))  # (B, H)
-            total = out if total is None else total + out
-            h = out
+    def forward(
+        self, x: torch.Tensor | Histories, dropout: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mu, logvar)`` of dense rows ``x`` (B, I) or of :class:`Histories`."""
+        # the input normalised to unit length, then dropped out, as in the paper's code
+        p = dropout if self.training else 0.0
+        first, *rest = zip(self.layers, self.norms, strict=True)
+        h = first[1](F.silu(input_layer(first[0], as_histories(x), p, normalise_first=True)))
+        total = h  # the sum of every earlier layer's output feeds the next one
+        for layer, norm in rest:
+            h = norm(F.silu(layer(h) + total))  # (B, H)
+            total = total + h
         return self.to_mu(h), self.to_logvar(h)
 
 
@@ -82,7 +85,7 @@ class RecVAENet(nn.Module):
         """The prior's encoder becomes a frozen copy of the current encoder."""
         self.old_encoder.load_state_dict(copy.deepcopy(self.encoder.state_dict()))
 
-    def log_prior(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    def log_prior(self, x: torch.Tensor | Histories, z: torch.Tensor) -> torch.Tensor:
         """log p(z | x) of the composite prior, element-wise (B, Z)."""
         old_mu, old_logvar = self.old_encoder(x, dropout=0.0)
         zeros = torch.zeros_like(z)
@@ -95,7 +98,7 @@ class RecVAENet(nn.Module):
         return torch.logsumexp(torch.stack(weighted, dim=-1), dim=-1)
 
     def forward(
-        self, x: torch.Tensor, dropout: float, encoder_grad: bool = True
+        self, x: torch.Tensor | Histories, dropout: float, encoder_grad: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Logits (B, I), z, mu, logvar; z is sampled in training, the mean otherwise.
         ``encoder_grad=False``: the encoder runs without autograd (a decoder pass, where only
@@ -168,27 +171,29 @@ class RecVAE(RecommenderModule):
             self.net.update_prior()
 
     def loss(
-        self, x: torch.Tensor, dropout: float, encoder_grad: bool = True
+        self, rows: torch.Tensor | Histories, dropout: float, encoder_grad: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Negative ELBO averaged over the batch, and its two parts."""
-        logits, z, mu, logvar = self.net(x, dropout, encoder_grad)
+        rows = as_histories(rows)
+        x = rows.dense
+        logits, z, mu, logvar = self.net(rows, dropout, encoder_grad)
         mll = (F.log_softmax(logits.float(), dim=1) * x).sum(dim=1)  # (B,)
-        kl = (log_normal(z, mu, logvar) - self.net.log_prior(x, z)).sum(dim=1)  # (B,)
+        kl = (log_normal(z, mu, logvar) - self.net.log_prior(rows, z)).sum(dim=1)  # (B,)
         weight = self.gamma * x.sum(dim=1)  # (B,): the user-specific KL weight
         return (weight * kl - mll).mean(), -mll.mean(), kl.mean()
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        x = history_rows(batch, self.num_items)
+        rows = histories(batch, self.num_items)
         optimisers = self.optimizers()
         assert isinstance(optimisers, list)
         enc_opt, dec_opt = optimisers
         encoder = self.phase(self.current_epoch) == "encoder"
         opt = enc_opt if encoder else dec_opt
-        loss, recon, kl = self.loss(x, self.dropout if encoder else 0.0, encoder_grad=encoder)
+        loss, recon, kl = self.loss(rows, self.dropout if encoder else 0.0, encoder_grad=encoder)
         opt.zero_grad()
         self.manual_backward(loss)
         opt.step()
-        n = x.shape[0]
+        n = rows.dense.shape[0]
         self.log("train/loss", loss, batch_size=n)
         self.log("train/recon", recon, batch_size=n)
         self.log("train/kl", kl, batch_size=n)
@@ -198,9 +203,9 @@ class RecVAE(RecommenderModule):
         return self.net.decoder.weight  # (I, Z)
 
     def score_batch(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        x = history_rows(batch, self.num_items)
-        logits, _, _, _ = self.net(x, dropout=0.0)
-        return logits, x
+        rows = histories(batch, self.num_items)
+        logits, _, _, _ = self.net(rows, dropout=0.0)
+        return logits, rows.dense
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         fused = self.device.type == "cuda"
