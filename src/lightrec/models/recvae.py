@@ -58,8 +58,8 @@ class Encoder(nn.Module):
         """``(mu, logvar)`` of dense rows ``x`` (B, I) or of :class:`Histories`."""
         # the input normalised to unit length, then dropped out, as in the paper's code
         p = dropout if self.training else 0.0
-        first, *rest = zip(self.layers, self.norms, strict=True)
-        h = first[1](F.silu(input_layer(first[0], as_histories(x), p, normalise_first=True)))
+        (first, first_norm), *rest = zip(self.layers, self.norms, strict=True)
+        h = first_norm(F.silu(input_layer(first, as_histories(x), p, normalise_first=True)))
         total = h  # the sum of every earlier layer's output feeds the next one
         for layer, norm in rest:
             h = norm(F.silu(layer(h) + total))  # (B, H)
