@@ -71,20 +71,17 @@ def input_layer(
     assert isinstance(layer, nn.Linear)
     table = layer.weight.t().contiguous()
     dtype, device = table.dtype, indices.device
-    keep = None  # (nnz,) 1 for a kept non-zero, 0 for a dropped one
-    if dropout > 0:
-        keep = (torch.rand(indices.numel(), dtype=dtype, device=device) >= dropout).to(dtype)
+    n = indices.numel()
+    keep = (  # (nnz,) 1 for a kept non-zero, 0 for a dropped one
+        (torch.rand(n, dtype=dtype, device=device) >= dropout).to(dtype)
+        if dropout > 0
+        else torch.ones(n, dtype=dtype, device=device)
+    )
     if normalise_first:
-        values = counts.clamp(min=1).to(dtype).rsqrt()[row]
-        if keep is not None:
-            values = values * keep / (1.0 - dropout)
+        values = counts.clamp(min=1).to(dtype).rsqrt()[row] * keep / (1.0 - dropout)
     else:
-        kept = counts.to(dtype)
-        if keep is not None:
-            kept = torch.zeros(counts.numel(), dtype=dtype, device=device).index_add_(0, row, keep)
-        values = kept.clamp(min=1).rsqrt()[row]
-        if keep is not None:
-            values = values * keep
+        kept = torch.zeros(counts.numel(), dtype=dtype, device=device).index_add_(0, row, keep)
+        values = kept.clamp(min=1).rsqrt()[row] * keep
     out = F.embedding_bag(
         indices, table, indptr, mode="sum", per_sample_weights=values, include_last_offset=True
     )
