@@ -10,7 +10,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from lightrec.cli import compose_job
+from lightrec.jobs import compose_job
 
 ROOT = Path(__file__).resolve().parents[1]
 

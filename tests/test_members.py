@@ -5,12 +5,13 @@ gradient member trained on several seeds and combined as one member."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
 import yaml
 
-from helpers import compose_cfg, cpu_overrides, make_log, run_here
+from helpers import build_model, compose_cfg, cpu_overrides, dm_for, make_log, run_here
 from lightrec.combine import members
 from lightrec.combine.weights import normalise
 from lightrec.config.check import check_config
@@ -36,6 +37,66 @@ def test_a_closed_form_chooses_its_knobs_on_validation_in_the_run(tmp_path, tiny
             compose_cfg("ease", [*overrides, "tune=null", f"model.lam={lam}"], tmp_path / str(lam))
         )
         assert alone.monitored == pytest.approx(values[lam], abs=1e-6)
+
+
+def test_ease_tunes_from_one_gram_matrix_in_float32(tmp_path, tiny_csv, monkeypatch):
+    """Issue 39: every lambda of the grid comes from one Gram matrix (computed once, not once
+    per lambda), each candidate in float32; the final fit is the run's own (float64 here)."""
+    from lightrec.models import ease
+
+    calls = []
+    real = ease.gram_matrix
+    monkeypatch.setattr(
+        ease, "gram_matrix", lambda t, d, dtype: calls.append(dtype) or real(t, d, dtype)
+    )
+    overrides = [*cpu_overrides(tmp_path, tiny_csv), "tune={lam: [1.0, 10.0, 100.0, 1000.0]}"]
+    result = train.fit(compose_cfg("ease", overrides, tmp_path / "run"))
+    assert calls[0] == torch.float32 and calls.count(torch.float32) == 1  # once for the grid
+    assert calls[1:] == [torch.float64, torch.float64]  # the final fit and its refit
+    assert len(result.metrics["tuned"]["tried"]) >= 3
+
+
+def test_a_float32_candidate_is_the_float64_fit(tiny_csv, tmp_path):
+    dm = dm_for(tiny_csv, tmp_path)
+    a = build_model("ease", dm.num_items, dtype="float64")
+    a.fit_closed_form(dm.train_csr)
+    b = build_model("ease", dm.num_items, dtype="float64")
+    b.fit_candidate(dm.train_csr, b.tuning_state(dm.train_csr))
+    assert b.B.dtype == torch.float32
+    assert torch.allclose(a.B, b.B, atol=1e-5) and not torch.equal(a.B, b.B)
+
+
+def test_a_search_of_one_knob_fits_fewer_than_its_grid_and_finds_a_unimodal_best():
+    from lightrec.training.tune import search
+
+    grid = [50.0, 100.0, 200.0, 300.0, 500.0, 1000.0, 2000.0, 5000.0]
+    for target in [*grid, 700.0]:
+        seen: list[float] = []
+
+        def score(v, target=target, seen=seen):
+            seen.append(v["lam"])
+            return -abs(math.log(v["lam"] / target))
+
+        search({"lam": grid}, score)
+        assert len(seen) <= 6 and len(set(seen)) == len(seen)  # never a value twice
+        assert max(seen, key=lambda v: score({"lam": v}, seen=[])) == min(
+            grid, key=lambda v: abs(math.log(v / target))
+        )
+
+
+def test_a_best_at_the_grid_edge_looks_past_it_or_says_so(tmp_path, tiny_csv):
+    from lightrec.training.tune import search
+
+    past = search({"lam": [10.0, 20.0, 40.0]}, lambda v: -abs(v["lam"] - 100.0), {"lam"})
+    assert past == [80.0, 160.0]  # 80 improves, 160 does not: the search stops
+    assert search({"lam": [10.0, 20.0, 40.0]}, lambda v: v["lam"]) == []  # not open-ended
+    argv = ["train", "rp3beta", *cpu_overrides(tmp_path, tiny_csv), "model.alpha=0.5"]
+    argv.append("tune.beta=[0.0,0.001]")  # a popularity penalty this small is the best
+    p = run_here(argv, tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    (metrics,) = (tmp_path / "saved").rglob("metrics.json")
+    record = json.loads(metrics.read_text())["tuned"]
+    assert record["at_grid_edge"] == ["beta"] and "at the grid's edge (beta)" in p.stdout
 
 
 def test_a_knob_the_command_line_gives_is_not_tuned(tmp_path, tiny_csv):

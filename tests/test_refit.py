@@ -60,7 +60,7 @@ def test_ease_refit_is_ease_on_training_and_validation_rows(tmp_path):
     result = fit(tmp_path, "a", make_log(), "ease")
     dm = result.datamodule
     lam = result.metrics["tuned"]["chosen"]["lam"]  # chosen on validation, in the run
-    assert lam in (50.0, 100.0, 200.0, 300.0, 500.0, 1000.0, 2000.0, 5000.0)
+    assert lam in [t["lam"] for t in result.metrics["tuned"]["tried"]]
     by_hand = build_model("ease", num_items=dm.num_items, lam=lam, dtype="float64")
     by_hand.fit_closed_form(sp.csr_matrix(dm.train_csr + dm.valid_csr))
     assert torch.allclose(refit_state(result)["B"].double(), by_hand.B.double(), atol=1e-5)

@@ -93,6 +93,8 @@ class ADMMSLIM(ItemItemModule):
     exclude_seen: rank only unseen items in validation/test (``eval.exclude_seen``).
     """
 
+    OPEN_ENDED = ("l2",)  # a grid whose best is its edge looks past it
+
     def __init__(
         self,
         num_items: PositiveInt,

@@ -15,7 +15,7 @@ division, so the numbers are exact under data parallelism.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 import scipy.sparse as sp
@@ -93,6 +93,10 @@ class RecommenderModule(pl.LightningModule, ABC):
 class ClosedFormModule(RecommenderModule):
     """A recommender fit in one call on the training matrix instead of by gradient steps."""
 
+    # knobs any positive value of which is valid (a regulariser): an in-run tuning whose
+    # best is its grid's edge looks past it (lightrec.training.tune.search)
+    OPEN_ENDED: ClassVar[tuple[str, ...]] = ()
+
     @abstractmethod
     def fit_closed_form(self, train: sp.csr_matrix) -> None:
         """Fit on the binary (users, items) training matrix, on this module's device."""
@@ -103,6 +107,17 @@ class ClosedFormModule(RecommenderModule):
 
     def configure_optimizers(self) -> None:  # Lightning asks; there is nothing to optimise
         return None
+
+    def tuning_state(self, train: sp.csr_matrix) -> Any:
+        """What every candidate of an in-run tuning grid shares, computed once on this
+        module's device (EASE: the Gram matrix); None: nothing is shared."""
+        return None
+
+    def fit_candidate(self, train: sp.csr_matrix, shared: Any) -> None:
+        """Fit as a candidate of the tuning grid from ``shared`` (:meth:`tuning_state`'s):
+        a candidate is only compared with the others, so it may be fit in a lower precision
+        than the final fit (EASE: float32). By default, the final fit's own."""
+        self.fit_closed_form(train)
 
     def release_weights(self) -> bool:
         """Give the fitted weights' memory up (loading a checkpoint restores them); True

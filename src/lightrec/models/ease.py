@@ -20,6 +20,8 @@ that they fit in the memory free on its device (and under ``memory_budget_gb`` w
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import scipy.sparse as sp
@@ -146,6 +148,8 @@ class EASE(ItemItemModule):
     exclude_seen: rank only unseen items in validation/test (``eval.exclude_seen``).
     """
 
+    OPEN_ENDED = ("lam",)  # a grid whose best is its edge looks past it
+
     def __init__(
         self,
         num_items: PositiveInt,
@@ -175,15 +179,46 @@ class EASE(ItemItemModule):
         dtype = fit_dtype(self.dtype_name, device)
         self.check_fit_memory(device, dtype)
         gram = gram_matrix(train, device, dtype)
-        tf32 = torch.backends.cuda.matmul.allow_tf32
-        torch.backends.cuda.matmul.allow_tf32 = False
-        try:
+        with no_tf32():
             weights = ease_weights(gram, self.lam)
             del gram
             self.set_weights(weights)  # stored and scored in float32, as always
             del weights
-        finally:
-            torch.backends.cuda.matmul.allow_tf32 = tf32
         log.info(
             "EASE fit on %d items, lambda %s, %s on %s", self.num_items, self.lam, dtype, device
         )
+
+    def tuning_state(self, train: sp.csr_matrix) -> torch.Tensor:
+        """The float32 Gram matrix (exact: co-occurrence counts), computed once for every
+        lambda of the grid. With a candidate's matrix beside it, two float32 n x n: no more
+        than the final fit's float64 matrix (and its float32 copy) on the CPU."""
+        device = self.B.device
+        matrices = 2 if device.type == "cpu" else 4  # a GPU's factor and inverse are new
+        self.check_memory(device, torch.float32, matrices * self.num_items**2, "its tuning")
+        return gram_matrix(train, device, torch.float32)
+
+    def fit_candidate(self, train: sp.csr_matrix, shared: torch.Tensor | None) -> None:
+        """A lambda of the grid, in float32 from the shared Gram matrix: choosing compares
+        candidates, where float32's digits are enough (the final fit keeps ``dtype``); a
+        Gram matrix float32 cannot factor is done in float64 instead."""
+        if shared is None:
+            self.fit_closed_form(train)
+            return
+        with no_tf32():
+            try:
+                weights = ease_weights(shared.clone(), self.lam)
+            except LightrecError:  # not positive definite in float32's digits
+                weights = ease_weights(shared.double(), self.lam)
+            self.set_weights(weights)  # float32 already: B is the candidate's one matrix
+            del weights
+
+
+@contextmanager
+def no_tf32() -> Iterator[None]:
+    """Within: CUDA matrix products in true float32 (an inverse needs its digits)."""
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32

@@ -85,6 +85,8 @@ class ItemKNN(ItemItemModule):
     exclude_seen: rank only unseen items in validation/test (``eval.exclude_seen``).
     """
 
+    OPEN_ENDED = ("k",)  # a grid whose best is its edge looks past it
+
     def __init__(
         self,
         num_items: PositiveInt,
