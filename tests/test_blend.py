@@ -135,12 +135,16 @@ def test_blend_cli_writes_a_submission_and_prints_its_path_last(tmp_path, tiny_c
     assert p.returncode == 0, p.stderr[-3000:]
     lines = p.stdout.strip().splitlines()
     assert lines[-1] == str(out)
-    weights = [float(line.split()[1]) for line in lines[:-1]]
+    weights = [float(line.split()[1]) for line in lines if line.startswith("weight ")]
+    assert "members (validation ndcg@10):" in p.stdout  # each member's value (issue 39)
     assert len(weights) == 2 and sum(weights) == pytest.approx(1.0, abs=0.01)
     check_submission(out, pd.read_csv(tiny_csv), k=10)
     record = json.loads((out.parent / "blend.json").read_text())
     assert record["models"] == ["refit", "refit"] and record["weights"] == weights
     assert record["validation_users"] == 40 and len(record["val/ndcg@10"]["runs"]) == 2
+    alone = record["val/ndcg@10"]["runs"]  # without one of two members: the other alone
+    assert [v["blend_without"] for v in record["member_value"]] == [alone[1], alone[0]]
+    assert [v["alone"] for v in record["member_value"]] == alone
 
 
 def test_blend_of_one_run_with_itself_is_that_run(tmp_path, tiny_csv, two_runs):

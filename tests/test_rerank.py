@@ -87,9 +87,16 @@ def test_rerank_writes_the_submission_contract(tmp_path):
     check = record["ranker_check"]
     assert {"ranker", "blend", "mean_z", "ease", "item_knn"} == set(check["held_back_recall@10"])
     assert check["held_back_users"] == round(0.2 * check["users"]) and check["trees"] >= 1
-    assert check["applied"] == ("ranker" if check["gain_over_blend"] > 0 else "blend")
+    held = check["held_back_recall@10"]
+    assert check["applied"] == ranker.decide(held, check["best_member"])
+    assert check["best_member"] in ("ease", "item_knn")
+    assert check["gain_over_best_member"] == pytest.approx(
+        held["ranker"] - held[check["best_member"]], abs=1e-5
+    )
+    assert [r["member"] for r in check["member_value"]] == ["ease", "item_knn"]
     assert 0 < record["candidates_reach"] <= 1
-    assert "candidates: " in p.stdout and "gain over the blend" in p.stdout
+    assert "candidates: " in p.stdout and "margin over the blend" in p.stdout
+    assert "members (held-back Recall@10 among the candidates):" in p.stdout
     studios = tmp_path / "studios"  # --item-features: other side files than the runs', with
     studios.mkdir()  # the competition's headers (the value's column named in the singular)
     (studios / "studios.tsv").write_text(
@@ -170,6 +177,33 @@ def test_the_blend_is_applied_where_the_ranker_does_not_beat_it():
     assert check["gain_over_blend"] <= 0 and check["applied"] == "blend"
     assert check["blend_weights"][1] > 0.5  # the member that knows
     assert isinstance(applied, ranker.CandidateBlend)
+
+
+def test_each_member_is_valued_by_the_blend_without_it():
+    """Issue 39: a member that knows (b) is worth the blend's gain over the blend without it;
+    a noise member (a) is worth nothing; each scored on the held-back users."""
+    _, _, check = ranker.fit_ranker(_planted(1), seed=0, members={"a": 0, "b": 1})
+    value = {r["member"]: r for r in check["member_value"]}
+    assert value["b"]["alone"] == 1.0 and value["b"]["blend_without"] < 0.5
+    assert value["b"]["marginal"] > 0.5 and value["a"]["marginal"] == 0.0
+    assert value["a"]["blend_without"] == 1.0  # b alone
+    assert check["best_member"] == "b"
+
+
+def test_the_best_member_goes_out_where_the_ranker_and_the_blend_lose_to_it():
+    assert ranker.decide({"ranker": 0.29, "blend": 0.28, "ease": 0.30}, "ease") == "ease"
+    assert ranker.decide({"ranker": 0.31, "blend": 0.28, "ease": 0.31}, "ease") == "ease"
+    assert ranker.decide({"ranker": 0.32, "blend": 0.33, "ease": 0.30}, "ease") == "blend"
+
+
+def test_two_runs_of_one_config_are_two_members(tmp_path):
+    """Issue 40.9: members are named by place: two EASE runs are ``ease`` and ``ease#2``."""
+    from types import SimpleNamespace
+
+    from lightrec.combine.members import labels
+
+    runs = [SimpleNamespace(cfg=SimpleNamespace(model_name=n)) for n in ["ease", "ease", "rp3"]]
+    assert labels(runs) == ["ease", "ease#2", "rp3"]
 
 
 def test_too_few_runs_or_validation_users_are_one_sentence(tmp_path):

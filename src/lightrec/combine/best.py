@@ -5,6 +5,7 @@ or the re-ranker)."""
 from __future__ import annotations
 
 import dataclasses
+import time
 
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
@@ -56,22 +57,32 @@ def run(overrides: list[str]) -> int:
         else preflight(c, "train").paths.log_root
         for i, c in enumerate(commands)
     ]
-    folders = []
+    folders: list[str] = []
+    seconds: list[float | None] = []
     for i, (command, root) in enumerate(zip(commands, log_roots, strict=True)):
         if i in kept:
             folders.append(kept[i])
+            seconds.append(None)
             continue
+        t0 = time.perf_counter()
         run_stage(command, "train")
+        seconds.append(time.perf_counter() - t0)
         folders.append(str(latest_finished_run(root, command.config).root))
     members: list[Member] = []
+    member_seconds: list[float | None] = []
     for slot in slots:
         mine, folders = folders[: len(slot)], folders[len(slot) :]
+        took, seconds = seconds[: len(slot)], seconds[len(slot) :]
         members.append(mine[0] if len(mine) == 1 else mine)
+        member_seconds.append(None if None in took else round(sum(t or 0.0 for t in took), 1))
     if plan.combine == "rerank":
         return rerank.report_rerank(
-            members, max_users=plan.max_users, available_only=plan.available_only
+            members,
+            max_users=plan.max_users,
+            available_only=plan.available_only,
+            member_seconds=member_seconds,
         )
-    return blend.report_blend(members, max_users=plan.max_users)
+    return blend.report_blend(members, max_users=plan.max_users, member_seconds=member_seconds)
 
 
 def _seeds(member: Command, bags: dict[str, int]) -> list[Command]:

@@ -39,12 +39,15 @@ from lightrec.combine.members import (
     applied_models,
     chosen_runs,
     describe,
+    labels,
     load_members,
+    member_table,
     validation_users,
 )
 from lightrec.combine.weights import (
     METHODS,
     WeightSearch,
+    Without,
     choose_weights,
     member_scores,
     normalise,
@@ -87,9 +90,11 @@ def blend(
     use_refit: bool = True,
     max_users: int = MAX_USERS,
     top_k: int | None = None,
+    member_seconds: Sequence[float | None] | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Choose weights on validation, apply them to the runs' refit models, write the
-    submission; return its path and what ``blend.json`` records."""
+    submission; return its path and what ``blend.json`` records (with each member's value:
+    the blend's validation metric without it, its weights chosen again)."""
     if method not in METHODS:
         raise LightrecError(f"--method {method!r} is not one of {', '.join(METHODS)}")
     out = None if out is None else output_path(out)  # a bad --out before any run is read
@@ -105,6 +110,19 @@ def blend(
     search = WeightSearch(parts, targets, monitor, k_eval)
     singles = [search(np.eye(len(parts))[i]) for i in range(len(parts))]
     weights, best = choose_weights(search)
+    value = []
+    for j, name in enumerate(labels(members)):
+        without = choose_weights(Without(search, j))[1] if len(parts) > 1 else 0.0
+        value.append(
+            {
+                "member": name,
+                "alone": round(singles[j], 6),
+                "blend_without": round(without, 6),
+                "marginal": round(best - without, 6),
+            }
+        )
+    for row, took in zip(value, member_seconds or [], strict=False):
+        row["seconds"] = took
     log.debug("weight search: %d user rankings over every item", search.full_rows)
 
     history = members[0].history()
@@ -118,6 +136,7 @@ def blend(
         "models": applied_models(members, use_refit),
         f"val/{monitor}": {"blend": round(best, 6), "runs": [round(v, 6) for v in singles]},
         "validation_users": int(targets.shape[0]),
+        "member_value": value,
         "submission": str(out),
     }
     write_json(Path(out).parent / "blend.json", record)
@@ -176,6 +195,8 @@ def report_blend(runs: Sequence[Member], **kw: Any) -> int:
         return refuse(e)
     for run, w in zip(record["runs"], record["weights"], strict=True):
         print(f"weight {w:.2f}  {run}")
+    monitor = next(k for k in record if k.startswith("val/"))
+    print(member_table(record["member_value"], f"validation {monitor.removeprefix('val/')}"))
     print(path)
     return 0
 

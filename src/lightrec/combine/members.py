@@ -183,3 +183,28 @@ def chosen_runs(a: argparse.Namespace) -> list[Member]:
     each ``--bag``."""
     latest = [str(latest_finished_run(a.log_root, c).root) for c in a.latest]
     return [*a.runs, *latest, *(list(bag) for bag in a.bag)]
+
+
+def labels(members: list[FinishedRun]) -> list[str]:
+    """A unique name per member, by place: its config's model name, and ``#2``, ``#3``
+    after a name that is already taken (two EASE runs are two members)."""
+    out: list[str] = []
+    for m in members:
+        name = m.cfg.model_name + ("_bag" if isinstance(m, Bag) else "")
+        n = sum(1 for o in out if o == name or o.startswith(name + "#"))
+        out.append(name if n == 0 else f"{name}#{n + 1}")
+    return out
+
+
+def member_table(rows: list[dict[str, Any]], what: str) -> str:
+    """Each member's training time, its own score and its marginal value (the blend's score
+    with it, less the blend's without it), as text: what ``best`` ends with."""
+    lines = [f"members ({what}):", "  member            time   alone   blend without   marginal"]
+    for r in rows:
+        took = r.get("seconds")
+        shown = "   kept" if took is None else f"{took:6.0f}s"
+        lines.append(
+            f"  {r['member']:<16}{shown}  {r['alone']:.4f}  {r['blend_without']:13.4f}  "
+            f"{r['marginal']:+9.4f}"
+        )
+    return "\n".join(lines)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from lightrec.combine.features import Context, candidate_batch
-from lightrec.combine.weights import choose_weights
+from lightrec.combine.weights import Without, choose_weights
 from lightrec.errors import LightrecError
 from lightrec.metrics import grouped_recall
 from lightrec.runs.scoring import best_first
@@ -118,20 +118,33 @@ def _subset(data: dict[str, Any], users: np.ndarray) -> dict[str, Any]:
     }
 
 
-def _blend(part: dict[str, Any], columns: list[int]) -> CandidateBlend:
-    """The members' z-scores weighted to maximise Recall@10 among ``part``'s candidates."""
-    weights, _ = choose_weights(PackedCandidates(part, columns))
-    return CandidateBlend(np.asarray(weights, dtype=np.float64), columns)
+def _blend(part: dict[str, Any], columns: list[int], left_out: int | None = None) -> CandidateBlend:
+    """The members' z-scores weighted to maximise Recall@10 among ``part``'s candidates
+    (without the member at ``left_out``, when given: its weight 0)."""
+    search: Any = PackedCandidates(part, columns)
+    if left_out is None or len(columns) < 2:
+        weights, _ = choose_weights(search)
+        return CandidateBlend(np.asarray(weights, dtype=np.float64), columns)
+    without = Without(search, left_out)
+    weights, _ = choose_weights(without)
+    return CandidateBlend(without.full(weights), columns)
 
 
 def fit_ranker(
     data: dict[str, Any], seed: int, members: dict[str, int]
 ) -> tuple[Any, Any, dict[str, Any]]:
     """The ranker (trained on every validation user with the tree count early stopping
-    chose), what the submission applies (that ranker, or the blend where the ranker lost on
-    the held-back users), and the record: the users of each part, the trees, and the
-    held-back Recall@10 among the candidates of the ranker, the blend, their mean z-score
-    and each member (``members``: their z-score columns by name, and ``mean_z``)."""
+    chose), what the submission applies, and the record.
+
+    Three contenders are scored once on the held-back users (Recall@10 among the
+    candidates): the ranker, the blend of the members' z-scores (weights chosen on the
+    rest) and the best single member (the one best on the rest). The submission applies
+    the ranker only where it beats both; else the blend where it is at least the member;
+    else that member alone. The record holds the users of each part, the trees, every
+    held-back score (the ranker, the blend, their mean z-score and each member:
+    ``members`` maps a unique name to its z-score column, and ``mean_z``), the margins,
+    and each member's value: the held-back Recall@10 of the blend without it (its weights
+    chosen again on the rest) against the blend's."""
     users = np.random.default_rng(seed).permutation(np.unique(data["user"]))
     if len(users) < MIN_USERS:
         raise LightrecError(
@@ -145,7 +158,8 @@ def fit_ranker(
     rest = np.sort(rest)
     stopped = _train(_subset(data, fit), seed, MAX_TREES, _subset(data, inner))
     trees = max(1, int(stopped.best_iteration or stopped.current_iteration()))
-    columns = [c for name, c in members.items() if name != "mean_z"]
+    named = {name: c for name, c in members.items() if name != "mean_z"}
+    columns = list(named.values())
 
     rest_part, held_part = _subset(data, rest), _subset(data, held)
     on_rest = _train(rest_part, seed, trees)
@@ -155,21 +169,62 @@ def fit_ranker(
         "blend": recall_at(held_part, blend_on_rest.predict(held_part["x"]), 10),
         **{name: recall_at(held_part, held_part["x"][:, c], 10) for name, c in members.items()},
     }
+    on_rest_alone = {n: recall_at(rest_part, rest_part["x"][:, c], 10) for n, c in named.items()}
+    best_member = max(named, key=lambda n: (on_rest_alone[n], -columns.index(named[n])))
+    value = []
+    for j, name in enumerate(named):
+        without = _blend(rest_part, columns, left_out=j) if len(columns) > 1 else None
+        held_without = recall_at(held_part, without.predict(held_part["x"]), 10) if without else 0.0
+        value.append(
+            {
+                "member": name,
+                "alone": round(scores[name], 6),
+                "blend_without": round(held_without, 6),
+                "marginal": round(scores["blend"] - held_without, 6),
+            }
+        )
     gain = round(scores["ranker"] - scores["blend"], 6)
+    gain_member = round(scores["ranker"] - scores[best_member], 6)
+    applied = decide(scores, best_member)
     ranker = _train(data, seed, trees)  # every validation user, the chosen tree count
     record: dict[str, Any] = {
         "users": len(users),
         "held_back_users": len(held),
         "trees": trees,
-        "held_back_recall@10": scores,
+        "held_back_recall@10": {k: round(v, 6) for k, v in scores.items()},
+        "best_member": best_member,
         "gain_over_blend": gain,
-        "applied": "ranker" if gain > 0 else "blend",
+        "gain_over_best_member": gain_member,
+        "applied": applied,
+        "member_value": value,
     }
-    if gain > 0:
+    if applied == "ranker":
         return ranker, ranker, record
-    blend = _blend(data, columns)  # its weights chosen again on every validation user
+    if applied == "blend":
+        blend = _blend(data, columns)  # its weights chosen again on every validation user
+    else:
+        blend = CandidateBlend(np.eye(len(columns))[columns.index(named[best_member])], columns)
     record["blend_weights"] = [round(float(w), 4) for w in blend.weights]
     return ranker, blend, record
+
+
+def decide(held_back: dict[str, float], best_member: str) -> str:
+    """What the submission applies, from the held-back scores: the ranker only where it
+    beats both the blend and the best member; else the blend where it is at least that
+    member; else the member alone (a ranker or blend that loses to its best member never
+    goes out).
+
+    >>> decide({"ranker": 0.30, "blend": 0.29, "ease": 0.31}, "ease")
+    'ease'
+    >>> decide({"ranker": 0.32, "blend": 0.29, "ease": 0.31}, "ease")
+    'ranker'
+    >>> decide({"ranker": 0.30, "blend": 0.31, "ease": 0.31}, "ease")
+    'blend'
+    """
+    ranker, blend, member = (held_back[k] for k in ("ranker", "blend", best_member))
+    if ranker > blend and ranker > member:
+        return "ranker"
+    return "blend" if blend >= member else best_member
 
 
 def recall_at(part: dict[str, Any], scores: np.ndarray, k: int) -> float:

@@ -53,7 +53,9 @@ from lightrec.combine.members import (
     applied_models,
     chosen_runs,
     describe,
+    labels,
     load_members,
+    member_table,
     validation_users,
 )
 from lightrec.combine.ranker import apply_ranker, fit_ranker
@@ -112,6 +114,7 @@ def rerank(
     top_k: int | None = None,
     seed: int = SAMPLE_SEED,
     item_features: str | None = None,
+    member_seconds: Sequence[float | None] | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Train the ranker on validation, apply it to the runs' refit models, write the
     submission; return its path and what ``rerank.json`` records."""
@@ -138,17 +141,19 @@ def rerank(
     data = stage_data(ctx, users, n_candidates, available_only, BATCH_SIZE, dm.valid_csr)
     names = feature_names(len(members), ctx)
     compare = {"mean_z": names.index("mean_z")}
-    compare.update({m.cfg.model_name: names.index(f"m{j}_z") for j, m in enumerate(members)})
+    compare.update({label: names.index(f"m{j}_z") for j, label in enumerate(labels(members))})
     reached = data["reached"]
-    ranker, applied, check = fit_ranker(data, seed, compare)
+    ranker, chosen, check = fit_ranker(data, seed, compare)
     del data, ctx
+    for row, took in zip(check["member_value"], member_seconds or [], strict=False):
+        row["seconds"] = took
 
     history = members[0].history()
     scorers = [m.submission_scorer(history, use_refit, device) for m in members]
     user, item, time = history.rows()
     apply_ctx = context(history.csr, scorers, user, item, time, dm.side_features())
     topk = apply_ranker(
-        apply_ctx, applied, len(history.users), n_candidates, available_only, k, BATCH_SIZE
+        apply_ctx, chosen, len(history.users), n_candidates, available_only, k, BATCH_SIZE
     )
     submission.write(out, history.users, members[0].item_ids, topk)
     write_text(out.parent / "ranker.txt", ranker.model_to_string())
@@ -221,11 +226,20 @@ def report_rerank(runs: Sequence[Member], **kw: Any) -> int:
     print(
         f"candidates: {record['candidates_reach']:.1%} of the validation items; ranker: "
         f"{check['trees']} trees; on {check['held_back_users']} held-back validation users "
-        f"(Recall@10 among the candidates) {held}; gain over the blend "
-        f"{check['gain_over_blend']:+.4f}: the submission applies the {check['applied']}"
+        f"(Recall@10 among the candidates) {held}; the ranker's margin over the blend "
+        f"{check['gain_over_blend']:+.4f}, over the best member ({check['best_member']}) "
+        f"{check['gain_over_best_member']:+.4f}: the submission applies {applied(check)}"
     )
+    print(member_table(check["member_value"], "held-back Recall@10 among the candidates"))
     print(path)
     return 0
+
+
+def applied(check: dict[str, Any]) -> str:
+    """What the submission applies, in words."""
+    if check["applied"] in ("ranker", "blend"):
+        return "the " + check["applied"]
+    return f"the member {check['applied']} alone"
 
 
 if __name__ == "__main__":

@@ -192,3 +192,19 @@ def choose_weights(search: Weighing) -> tuple[np.ndarray, float]:
         if not improved:
             break
     return weights, best
+
+
+class Without:
+    """A weight search over every part but ``left_out``: the blend without one member (its
+    weight held at 0), for a member's marginal value."""
+
+    def __init__(self, search: Weighing, left_out: int) -> None:
+        self.search, self.left_out = search, left_out
+        self.parts = [p for j, p in enumerate(search.parts) if j != left_out]
+
+    def __call__(self, weights: np.ndarray) -> float:
+        return self.search(np.insert(np.asarray(weights, dtype=np.float64), self.left_out, 0.0))
+
+    def full(self, weights: np.ndarray) -> np.ndarray:
+        """``weights`` of the other parts as a weighting of every part."""
+        return np.insert(np.asarray(weights, dtype=np.float64), self.left_out, 0.0)
