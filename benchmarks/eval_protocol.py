@@ -64,21 +64,21 @@ def ease_topk(train: pd.DataFrame, lam: float, k: int = 10) -> pd.DataFrame:
 
 
 def ease_reference(
-    train: pd.DataFrame, random_m: int, grid=(50, 100, 200, 300, 500, 800)
+    train: pd.DataFrame, random_m: int, grid=(50, 100, 200, 300, 500, 800), last_n: int = 1
 ) -> tuple[float, pd.DataFrame]:
-    inner, val = hide(train, n=1, m=random_m, seed=1)
+    inner, val = hide(train, n=last_n, m=random_m, seed=1)
     best = max(grid, key=lambda lam: score(ease_topk(inner, lam), val)["ndcg@10"])
     return best, ease_topk(train, best)
 
 
 def protocol_files(
-    work: Path, random_m: int, data: Path | None = None
+    work: Path, random_m: int, data: Path | None = None, last_n: int = 1
 ) -> tuple[Path, pd.DataFrame, pd.DataFrame]:
     """The protocol's training file (each user's last interaction and ``random_m`` random
     earlier ones removed from ``data``, MovieLens-100K by default) and the hidden rows; the
     file is written once into ``work``."""
     log = pd.read_csv(data or movielens_100k(ROOT / "data"))
-    train, hidden = hide(log, n=1, m=random_m, seed=0)
+    train, hidden = hide(log, n=last_n, m=random_m, seed=0)
     train_csv = work / "train.csv"
     if not train_csv.exists():
         work.mkdir(parents=True, exist_ok=True)
@@ -111,6 +111,12 @@ def main() -> None:
         "--best", action="store_true", help="also run ./run.sh best with the overrides, per seed"
     )
     ap.add_argument(
+        "--last-n",
+        type=int,
+        default=1,
+        help="each user's latest items hidden (give the runs data.last_n=N too)",
+    )
+    ap.add_argument(
         "--random-m",
         type=int,
         default=0,
@@ -135,7 +141,7 @@ def main() -> None:
     a = ap.parse_args()
     default_work = "benchmarks/.work/protocol" + (f"-m{a.random_m}" if a.random_m else "")
     work = Path(a.work or default_work).resolve()
-    train_csv, train, hidden = protocol_files(work, a.random_m, a.data)
+    train_csv, train, hidden = protocol_files(work, a.random_m, a.data, a.last_n)
     items = a.items or (ITEMS if a.data is None else None)
     if a.files_only:
         print(train_csv)
@@ -143,7 +149,7 @@ def main() -> None:
 
     if not a.no_reference:
         t = time.perf_counter()
-        lam, ease_sub = ease_reference(train, a.random_m)
+        lam, ease_sub = ease_reference(train, a.random_m, last_n=a.last_n)
         reference = {"model": f"EASE numpy reference, lambda {lam}", **score(ease_sub, hidden)}
         reference["wall_s"] = round(time.perf_counter() - t, 2)
         print(json.dumps(reference), flush=True)

@@ -165,3 +165,54 @@ def test_a_bag_of_runs_of_two_configs_is_refused(tmp_path, tiny_csv):
         runs.append(str(run_dir))
     with pytest.raises(LightrecError, match="a bag holds runs of one config"):
         members.load_members([runs[0], runs])
+
+
+def test_a_budget_trains_the_closed_forms_first_and_limits_the_rest(monkeypatch):
+    """Issue 39: best.budget orders the trainings (closed forms first), gives a gradient
+    member what is left (less the combining's share) as trainer.max_time, keeping a tighter
+    limit of its own, and skips a member when nothing is left."""
+    from lightrec.combine import best
+    from lightrec.jobs import Command
+
+    clock = [0.0]
+    monkeypatch.setattr(best.time, "perf_counter", lambda: clock[0])
+    commands = [
+        Command("train", "multi_vae_v2", ["trainer.max_time=00:00:02:00"]),
+        Command("train", "ease", []),
+        Command("train", "recvae", []),
+    ]
+    budget = best.Budget("00:00:10:00")  # 600 s, 510 s for the members
+    assert budget.order(commands) == [1, 0, 2]
+    assert budget.within(commands[1]) is commands[1]  # a closed form is never limited
+    clock[0] = 30.0
+    limited = budget.within(commands[0])
+    assert limited is not None and limited.overrides == ["trainer.max_time=00:00:02:00"]
+    clock[0] = 200.0
+    limited = budget.within(commands[2])
+    assert limited is not None and limited.overrides == ["trainer.max_time=00:00:05:10"]
+    clock[0] = 505.0  # 5 s left: under a member's minimum
+    assert budget.within(commands[2]) is None
+    assert best.Budget(None).order(commands) == [0, 1, 2]
+    assert best.Budget(None).within(commands[2]) is commands[2]
+
+
+def test_best_with_a_budget_records_each_members_time_and_value(tmp_path):
+    csv = tmp_path / "log.csv"
+    make_log(n_users=40).to_csv(csv, index=False)
+    argv = [
+        "best",
+        *cpu_overrides(tmp_path, csv),
+        "trainer.max_epochs=2",
+        "best.members=[multi_vae_v2,ease]",
+        "best.budget=00:00:10:00",
+    ]
+    p = run_here(argv, tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    written = tmp_path / p.stdout.strip().splitlines()[-1]
+    record = json.loads(written.parent.joinpath("blend.json").read_text())
+    vae = yaml.safe_load(open(f"{record['runs'][0]}/config.yaml"))
+    assert vae["trainer"]["max_time"] is not None  # within what the budget left
+    rows = record["member_value"]
+    assert [r["member"] for r in rows] == ["multi_vae_v2", "ease"]
+    assert all(r["seconds"] > 0 for r in rows)
+    assert "members (validation ndcg@10):" in p.stdout

@@ -83,6 +83,7 @@ def test_rerank_writes_the_submission_contract(tmp_path):
     check_submission(out, log, k=10)
     record = json.loads((out.parent / "rerank.json").read_text())
     assert {"genres_share", "genres_seen", "year", "m0_z", "m1_rank"} <= set(record["features"])
+    assert "recent_z" in record["features"]  # the first run scoring the latest items (issue 39)
     assert "title" not in " ".join(record["features"])  # text is for display only
     check = record["ranker_check"]
     assert {"ranker", "blend", "mean_z", "ease", "item_knn"} == set(check["held_back_recall@10"])
@@ -108,6 +109,8 @@ def test_rerank_writes_the_submission_contract(tmp_path):
     assert rerank.main([*args, "--available-only"]) == 0
     features = json.loads((out2.parent / "rerank.json").read_text())["features"]
     assert "studios_share" in features and "years" in features and "genres_share" not in features
+    assert rerank.main([*args, "--no-recency"]) == 0
+    assert "recent_z" not in json.loads((out2.parent / "rerank.json").read_text())["features"]
     (studios / "years.tsv").unlink()  # the filter without a year is refused, not ignored
     assert rerank.main([*args, "--available-only"]) == 2
 

@@ -84,6 +84,25 @@ class Duration:
     def describe(self) -> str:
         return "of the form DD:HH:MM:SS such as 00:00:08:00 (8 minutes), more than zero"
 
+    @staticmethod
+    def seconds(s: str) -> int:
+        """
+        >>> Duration.seconds("01:02:03:04")
+        93784
+        """
+        days, hours, minutes, seconds = map(int, s.split(":"))
+        return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+
+    @staticmethod
+    def of(seconds: float) -> str:
+        """``seconds`` (at least 1, whole) as ``DD:HH:MM:SS``.
+
+        >>> Duration.of(93784.7), Duration.of(0.2)
+        ('01:02:03:04', '00:00:00:01')
+        """
+        s = max(1, int(seconds))
+        return f"{s // 86400:02d}:{s // 3600 % 24:02d}:{s // 60 % 60:02d}:{s % 60:02d}"
+
 
 CONSTRAINTS = (Range, Name, Duration)  # what an Annotated hint may carry (config_check reads)
 Probability = Annotated[float, Range(0.0, 1.0, hi_open=True)]  # a rate: dropout, masking

@@ -13,8 +13,11 @@ from omegaconf.errors import OmegaConfBaseException
 
 from lightrec.combine import blend, rerank
 from lightrec.combine.members import Member
+from lightrec.config.check import target_class
 from lightrec.errors import LightrecError
 from lightrec.jobs import Command, compose_job, parse, preflight, run_stage, user_error_message
+from lightrec.models.base import ClosedFormModule, RecommenderModule
+from lightrec.params import Duration
 from lightrec.training.resume import setup_differences
 from lightrec.training.tune import as_tuned
 from lightrec.utils.console import say
@@ -57,24 +60,36 @@ def run(overrides: list[str]) -> int:
         else preflight(c, "train").paths.log_root
         for i, c in enumerate(commands)
     ]
-    folders: list[str] = []
-    seconds: list[float | None] = []
-    for i, (command, root) in enumerate(zip(commands, log_roots, strict=True)):
+    budget = Budget(plan.budget)
+    folders: list[str | None] = [None] * len(commands)
+    seconds: list[float | None] = [None] * len(commands)
+    for i in budget.order(commands):
         if i in kept:
-            folders.append(kept[i])
-            seconds.append(None)
+            folders[i] = kept[i]
+            continue
+        command = budget.within(commands[i])
+        if command is None:
             continue
         t0 = time.perf_counter()
         run_stage(command, "train")
-        seconds.append(time.perf_counter() - t0)
-        folders.append(str(latest_finished_run(root, command.config).root))
+        seconds[i] = time.perf_counter() - t0
+        folders[i] = str(latest_finished_run(log_roots[i], command.config).root)
     members: list[Member] = []
     member_seconds: list[float | None] = []
     for slot in slots:
         mine, folders = folders[: len(slot)], folders[len(slot) :]
         took, seconds = seconds[: len(slot)], seconds[len(slot) :]
-        members.append(mine[0] if len(mine) == 1 else mine)
-        member_seconds.append(None if None in took else round(sum(t or 0.0 for t in took), 1))
+        done = [f for f in mine if f is not None]
+        if not done:
+            continue  # a member the budget left out
+        members.append(done[0] if len(done) == 1 else done)
+        kept_one = any(f is not None and t is None for f, t in zip(mine, took, strict=True))
+        member_seconds.append(None if kept_one else round(sum(t or 0.0 for t in took), 1))
+    if len(members) < 2:
+        raise LightrecError(
+            f"best.budget={plan.budget} left time for {len(members)} member(s): combining "
+            "needs two; give a larger budget"
+        )
     if plan.combine == "rerank":
         return rerank.report_rerank(
             members,
@@ -83,6 +98,51 @@ def run(overrides: list[str]) -> int:
             member_seconds=member_seconds,
         )
     return blend.report_blend(members, max_users=plan.max_users, member_seconds=member_seconds)
+
+
+COMBINE_SHARE = 0.15  # of best.budget, kept for combining the members (the ranker's fits)
+MIN_MEMBER_SECONDS = 10  # a gradient member given less than this is skipped instead
+
+
+class Budget:
+    """``best.budget``: the trainings in the order they run (closed forms first: seconds
+    each, and the strongest members of every set measured; then the rest as the recipe
+    lists them), each gradient training given what is left of the budget (less
+    ``COMBINE_SHARE`` for combining) as its ``trainer.max_time``, and a training with no
+    time left skipped, and said. Without a budget: the recipe's order, nothing changed."""
+
+    def __init__(self, budget: str | None) -> None:
+        self.total = None if budget is None else Duration.seconds(budget)
+        self.start = time.perf_counter()
+
+    def order(self, commands: list[Command]) -> list[int]:
+        if self.total is None:
+            return list(range(len(commands)))
+        closed = [_closed_form(c) for c in commands]
+        return sorted(range(len(commands)), key=lambda i: (not closed[i], i))
+
+    def within(self, command: Command) -> Command | None:
+        """``command`` with its time limit, or None when the budget has none left for it."""
+        if self.total is None:
+            return command
+        left = self.total * (1 - COMBINE_SHARE) - (time.perf_counter() - self.start)
+        if _closed_form(command):
+            if left > 0:
+                return command
+        elif left >= MIN_MEMBER_SECONDS:
+            cfg = compose_job(command.config, command.overrides)
+            if cfg.trainer.max_time is not None:
+                left = min(left, Duration.seconds(str(cfg.trainer.max_time)))
+            limit = f"trainer.max_time={Duration.of(left)}"
+            kept = [o for o in command.overrides if not o.startswith("trainer.max_time=")]
+            return dataclasses.replace(command, overrides=[*kept, limit])
+        say(f"best.budget: no time left for {command.config}: combined without it")
+        return None
+
+
+def _closed_form(command: Command) -> bool:
+    cfg = compose_job(command.config, command.overrides)
+    return issubclass(target_class(cfg.model, "model.", RecommenderModule), ClosedFormModule)
 
 
 def _seeds(member: Command, bags: dict[str, int]) -> list[Command]:

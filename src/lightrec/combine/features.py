@@ -31,6 +31,28 @@ class Context:
     user_year: np.ndarray  # per user row: year of the last row (NaN if times are not dates)
     side: ItemFeatures
     side_dense: dict[str, torch.Tensor]  # the categorical fields, dense once (items x values)
+    recent: Scorer | None = None  # the first member scoring each user's latest items alone
+
+
+RECENT_ITEMS = 5  # a user's latest items the recency feature scores from
+
+
+def latest_rows(
+    user: np.ndarray, item: np.ndarray, time: np.ndarray, n: int = RECENT_ITEMS
+) -> np.ndarray:
+    """Positions of each user's ``n`` latest rows (by time; file order breaks ties).
+
+    >>> latest_rows(np.array([0, 1, 0, 0]), np.array([5, 6, 7, 8]), np.array([3, 1, 1, 2]), 2)
+    array([0, 1, 3])
+    """
+    order = np.lexsort((np.arange(len(user)), time, user))  # by user, then time
+    u = user[order]
+    last_of_user = np.r_[u[1:] != u[:-1], True]
+    # place from the end within each user: 0 for the latest
+    ends = np.flatnonzero(last_of_user)
+    starts = np.r_[0, ends[:-1] + 1]
+    from_end = np.repeat(ends, ends - starts + 1) - np.arange(len(u))
+    return np.sort(order[from_end < n])
 
 
 def context(
@@ -97,6 +119,7 @@ TIME_GAPS = (
 def feature_names(n_members: int, ctx: Context) -> list[str]:
     names = [f"m{m}_{what}" for m in range(n_members) for what in ("z", "rank")]
     names += ["mean_z", *ctx.item_stats, *ctx.user_stats]
+    names += ["recent_z"] if ctx.recent is not None else []
     names += [f"{a}_minus_{b}" for a, b in TIME_GAPS]
     for name in ctx.side.categorical:
         names += [f"{name}_share", f"{name}_seen"]
@@ -148,6 +171,9 @@ def candidate_batch(
     item_stats = {k: torch.from_numpy(v)[i] for k, v in ctx.item_stats.items()}
     user_stats = {k: torch.from_numpy(v[rows])[b] for k, v in ctx.user_stats.items()}
     cols += [mean_z[b, i], *item_stats.values(), *user_stats.values()]
+    if ctx.recent is not None:  # how the user's latest items alone score the candidate
+        recent, _ = ctx.recent(rows)
+        cols.append(normalise(recent.float().cpu(), x, "zscore")[b, i])
     cols += [item_stats[a] - user_stats[u] for a, u in TIME_GAPS]
     for f in ctx.side_dense.values():  # items x values
         counts = x @ f  # how many of the user's items have each value

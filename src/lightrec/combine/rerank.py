@@ -42,9 +42,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from lightrec.combine.features import Context, context, feature_names, stage_data
+from lightrec.combine.features import (
+    Context,
+    context,
+    feature_names,
+    latest_rows,
+    stage_data,
+)
 from lightrec.combine.members import (
     MAX_USERS,
     SAMPLE_SEED,
@@ -59,12 +66,14 @@ from lightrec.combine.members import (
     validation_users,
 )
 from lightrec.combine.ranker import apply_ranker, fit_ranker
+from lightrec.data.interactions import History
 from lightrec.data.recsys_data import RecSysDataModule
 from lightrec.data.splits import TRAIN
 from lightrec.errors import LightrecError
+from lightrec.models.base import RecommenderModule
 from lightrec.runs import submission
 from lightrec.runs.finished import FinishedRun
-from lightrec.runs.scoring import check_top_k
+from lightrec.runs.scoring import Scorer, check_top_k
 from lightrec.utils.console import refuse
 from lightrec.utils.device import compute_device
 from lightrec.utils.io import write_json, write_text
@@ -76,7 +85,7 @@ BATCH_SIZE = 256  # users whose candidates are built at once
 
 
 def validation_context(
-    members: list[FinishedRun], device: torch.device, item_features: str | None
+    members: list[FinishedRun], device: torch.device, item_features: str | None, recency: bool
 ) -> tuple[Context, RecSysDataModule]:
     """The validation stage: the members' selected models on the training rows; the side
     information is ``item_features`` or the first member's ``data.item_features``."""
@@ -93,15 +102,29 @@ def validation_context(
     a = dm.arrays
     assert a is not None
     train = a["split"] == TRAIN
-    ctx = context(
-        dm.train_csr,
-        scorers,
-        a["user"][train],
-        a["item"][train],
-        a["time"][train],
-        dm.side_features(),
-    )
+    user, item, time = a["user"][train], a["item"][train], a["time"][train]
+    ctx = context(dm.train_csr, scorers, user, item, time, dm.side_features())
+    if recency:
+        model = members[0].model(members[0].folder.best_ckpt, device)
+        ctx.recent = recent_scorer(members[0], model, user, item, time, dm.num_users, device)
     return ctx, dm
+
+
+def recent_scorer(
+    member: FinishedRun,
+    model: RecommenderModule,
+    user: np.ndarray,
+    item: np.ndarray,
+    time: np.ndarray,
+    n_users: int,
+    device: torch.device,
+) -> Scorer:
+    """``model`` scoring each user (row) from the user's latest ``RECENT_ITEMS`` rows alone:
+    the hidden set holds each user's latest items, and a static member weighs a whole
+    history alike."""
+    keep = latest_rows(user, item, time)
+    recent = History(user[keep], item[keep], time[keep], np.arange(n_users), model.num_items, 0)
+    return member.scorer(recent, model, device)
 
 
 def rerank(
@@ -115,6 +138,7 @@ def rerank(
     seed: int = SAMPLE_SEED,
     item_features: str | None = None,
     member_seconds: Sequence[float | None] | None = None,
+    recency: bool = True,
 ) -> tuple[Path, dict[str, Any]]:
     """Train the ranker on validation, apply it to the runs' refit models, write the
     submission; return its path and what ``rerank.json`` records."""
@@ -131,7 +155,7 @@ def rerank(
     n_candidates = min(n_candidates, n_items)
     device = compute_device(members[0].cfg.trainer.accelerator)
 
-    ctx, dm = validation_context(members, device, item_features)
+    ctx, dm = validation_context(members, device, item_features, recency)
     if available_only and ctx.side.release_year() is None:
         raise LightrecError(
             "--available-only needs a numeric release-year side field, year or years "
@@ -152,6 +176,11 @@ def rerank(
     scorers = [m.submission_scorer(history, use_refit, device) for m in members]
     user, item, time = history.rows()
     apply_ctx = context(history.csr, scorers, user, item, time, dm.side_features())
+    if recency:
+        model = members[0].model(members[0].checkpoint(use_refit), device)
+        apply_ctx.recent = recent_scorer(
+            members[0], model, user, item, time, len(history.users), device
+        )
     topk = apply_ranker(
         apply_ctx, chosen, len(history.users), n_candidates, available_only, k, BATCH_SIZE
     )
@@ -191,6 +220,11 @@ def main(argv: list[str] | None = None) -> int:
         "--seed", type=int, default=SAMPLE_SEED, help="the users', the folds' and the ranker's seed"
     )
     ap.add_argument(
+        "--no-recency",
+        action="store_true",
+        help="leave out the feature of the first run scoring each user's latest items alone",
+    )
+    ap.add_argument(
         "--item-features",
         help="side information to use (default: the first run's data.item_features)",
     )
@@ -210,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         top_k=a.top_k,
         seed=a.seed,
         item_features=a.item_features,
+        recency=not a.no_recency,
     )
 
 

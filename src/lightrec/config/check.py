@@ -121,6 +121,7 @@ class Best:
     max_users: PositiveInt
     overrides: dict[str, list[str]]
     bags: dict[str, PositiveInt] | None
+    budget: MaxTime | None
 
 
 @dataclass
