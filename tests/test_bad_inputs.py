@@ -110,8 +110,8 @@ def test_a_directory_as_the_data_file(tmp_path):
 # ---------------------------------------------------------------- configuration values
 
 CONFIG_CASES = {
-    "type": ("model.dropout=abc", "model.dropout='abc' must be a number"),
-    "range": ("model.dropout=1.5", "model.dropout=1.5 must be a number in [0, 1)"),
+    "type": ("model.dropout=abc", "model.dropout='abc' must be a finite number"),
+    "range": ("model.dropout=1.5", "model.dropout=1.5 must be a finite number in [0, 1)"),
     "negative epochs": ("trainer.max_epochs=-5", "trainer.max_epochs=-5 must be an integer"),
     "top_k 0": ("predict.top_k=0", "predict.top_k=0 must be an integer at least 1"),
     "monitor not computed": ("checkpoint.monitor=val/ndcg@50", "checkpoint.monitor='val/ndcg@50'"),
@@ -289,8 +289,8 @@ def tiny(tmp_path, csv) -> list[str]:
         (["model.lr=0.01,0.1"], ["model.lr=0.01,0.1 sweeps several values: add -m"]),
         (["model_name=../../../outside"], ["model_name='../../../outside' must be a string made"]),
         # every sweep form the entry expands: a bad value anywhere refuses the whole sweep
-        (["-m", "model.lr=0.01,-1"], ["model.lr=-1 must be a number greater than 0"]),
-        (["-m", "model.dropout=choice(0.1,0.2,1.5)"], ["model.dropout=1.5 must be a number"]),
+        (["-m", "model.lr=0.01,-1"], ["model.lr=-1 must be a finite number greater than 0"]),
+        (["-m", "model.dropout=choice(0.1,0.2,1.5)"], ["model.dropout=1.5 must be a finite"]),
         (["-m", "trainer.min_epochs=range(1,500,400)"], ["trainer.min_epochs=401 is more"]),
         (["-m", "model.lr=0.01,0.02", "seed=1,-1"], ["seed=-1 must be an integer at least 0"]),
     ],
@@ -308,7 +308,7 @@ def test_the_entry_refuses_before_making_anything(tmp_path, tiny_csv, capsys, ex
 
 def test_the_scripts_refuse_before_making_anything(tmp_path, tiny_csv):
     p = run_here([*TRAIN, "-m", "model.lr=0.01,-1", *tiny(tmp_path, tiny_csv)], tmp_path)
-    refused(p, "model.lr=-1 must be a number greater than 0")
+    refused(p, "model.lr=-1 must be a finite number greater than 0")
     assert not (tmp_path / "saved").exists() or not any((tmp_path / "saved").iterdir())
 
 

@@ -82,6 +82,54 @@ def test_a_nested_target_in_a_run_folder_builds_nothing(finished, tmp_path, entr
     assert not out.exists()
 
 
+ALIAS_BOMB = "".join(
+    [f"a0: &a0 [{', '.join(['x'] * 9)}]\n"]
+    + [f"a{n}: &a{n} [{', '.join([f'*a{n - 1}'] * 9)}]\n" for n in range(1, 9)]
+)  # 9^9 strings once expanded: hours and gigabytes where aliases are followed
+
+
+def _edited_copies(finished, tmp_path: Path, edit: str) -> list[Path]:
+    _, runs = finished
+    copies = []
+    for config, run in runs.items():
+        copy = tmp_path / "runs" / config
+        shutil.copytree(run, copy)
+        text = (copy / "config.yaml").read_text()
+        if edit == "env":
+            text = text.replace("user: user", "user: ${oc.env:HOME}")
+        elif edit == "create":
+            text = text.replace("user: user", "user: '${oc.create:{_target_: os.getcwd}}'")
+        else:
+            text = ALIAS_BOMB + text
+        (copy / "config.yaml").write_text(text)
+        copies.append(copy)
+    return copies
+
+
+@pytest.mark.parametrize("edit", ["env", "create", "aliases"])
+@pytest.mark.parametrize("entry", list(ENTRIES))
+def test_a_run_folder_with_interpolations_or_aliases_is_refused_at_once(
+    finished, tmp_path, entry, edit
+):
+    """Issue 40.5-6: a finished run's config.yaml is written resolved and plain, so a ``${``
+    (which would read the environment or build nodes) or a YAML alias (a few hundred bytes
+    that expand to gigabytes) is refused in one sentence by every entry, before anything is
+    built."""
+    csv, _ = finished
+    runs = _edited_copies(finished, tmp_path, edit)
+    if entry == "resume":
+        (runs[0] / "metrics.json").unlink()
+    out = tmp_path / "out" / "result.csv"
+    out.parent.mkdir()
+    p = run_here(ENTRIES[entry](runs, out, csv), tmp_path)  # (an expanded bomb never ends)
+    assert p.returncode == 2, p.stderr[-2000:]
+    errors = [line for line in p.stderr.splitlines() if line.startswith("error:")]
+    want = "anchors or aliases" if edit == "aliases" else "holds an interpolation"
+    assert len(errors) == 1 and want in errors[0], p.stderr[-2000:]
+    assert os.environ["HOME"] not in p.stderr  # the secret never printed
+    assert not out.exists()
+
+
 def test_ids_past_int64_are_text_written_back_byte_for_byte(tmp_path):
     log = make_log(n_users=30)
     big = {i: str(2**64 - 1 - i) for i in range(30)}  # uint64, past int64's 2**63 - 1
@@ -196,7 +244,9 @@ def _saved_overrides(saved: dict) -> list[str]:
     ]
 
 
-def test_the_combiners_write_where_paths_say(finished, tmp_path):
+def test_the_combiners_never_write_where_a_run_folder_says(finished, tmp_path):
+    """Issue 40.5: output folders come from the command line or the shipped default, never
+    from a run folder's config.yaml (someone else's folder could aim the write anywhere)."""
     _, runs = finished
     copies = []
     for config, run in runs.items():
@@ -210,9 +260,9 @@ def test_the_combiners_write_where_paths_say(finished, tmp_path):
     for tool in ("blend", "rerank"):
         p = run_here([tool, *copies], tmp_path)
         assert p.returncode == 0, p.stderr[-2000:]
-        written = Path(p.stdout.strip().splitlines()[-1])
-        assert written.is_relative_to(tmp_path / "mine" / f"{tool}s") and written.is_file()
-    assert not (tmp_path / "saved").exists()  # not ./saved/... whatever paths.* said
+        written = tmp_path / p.stdout.strip().splitlines()[-1]
+        assert written.is_relative_to(tmp_path / "saved" / f"{tool}s") and written.is_file()
+    assert not (tmp_path / "mine").exists()  # whatever the runs' paths.* said
 
 
 def test_a_loaded_model_holds_one_copy_of_its_weights(finished, monkeypatch):

@@ -14,17 +14,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-
-import yaml
 
 from lightrec.data.splits import SplitSpec
 from lightrec.errors import LightrecError
 from lightrec.utils.console import refuse
 from lightrec.utils.io import atomic_write
 from lightrec.utils.path_utils import FINISHED_MARKER, RunDir, default_log_root
+from lightrec.utils.untrusted import read_yaml
+
+log = logging.getLogger(__name__)
 
 BEGIN, END = "<!-- report:begin -->", "<!-- report:end -->"
 
@@ -48,7 +50,11 @@ def load_runs(log_root: Path) -> list[Run]:
         run = RunDir(mark.parent)
         if not run.config.is_file():
             continue
-        cfg = yaml.safe_load(run.config.read_text())
+        try:
+            cfg = read_yaml(run.config, f"run folder {run.root}: config.yaml")
+        except LightrecError as e:  # someone else's folder: left out of the table, said
+            log.warning("%s", e)
+            continue
         data = cfg["data"]
         source = Path(data["path"]).name if data["path"] else "MovieLens-100K (built-in)"
         protocol = f"{source}, {SplitSpec.from_data_config(data).describe()}"

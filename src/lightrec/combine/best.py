@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import typing
 
 from hydra.errors import HydraException
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from lightrec.combine import blend, rerank
 from lightrec.combine.members import Member
-from lightrec.config.check import target_class
+from lightrec.config.check import Best, target_class
+from lightrec.config.values import check_value
 from lightrec.errors import LightrecError
 from lightrec.jobs import Command, compose_job, parse, preflight, run_stage, user_error_message
 from lightrec.models.base import ClosedFormModule, RecommenderModule
@@ -22,6 +24,7 @@ from lightrec.training.resume import setup_differences
 from lightrec.training.tune import as_tuned
 from lightrec.utils.console import say
 from lightrec.utils.path_utils import (
+    CONFIG_DIR,
     finished_runs,
     latest_finished_run,
     quote_override,
@@ -35,7 +38,8 @@ def run(overrides: list[str]) -> int:
     several seeds, combined as one), then combine their runs (``best.combine``); the
     submission's path is the last line printed."""
     try:
-        plan = compose_job("pop", overrides).best  # the recipe's plan, read from any config
+        composed = compose_job("pop", overrides)
+        plan = composed.best  # the recipe's plan, read from any config
     except (HydraException, OmegaConfBaseException) as e:
         raise LightrecError(user_error_message(e) or str(e).splitlines()[0]) from None
     names = list(plan.members)
@@ -44,9 +48,9 @@ def run(overrides: list[str]) -> int:
             f"best.members={names} and best.combine={plan.combine!r}: name two configs or more "
             "(for one: python -m lightrec both CONFIG) and combine with blend or rerank"
         )
+    check_plan(plan)
     extra = OmegaConf.to_container(plan.overrides) or {}
-    if not isinstance(extra, dict) or not all(isinstance(v, list) for v in extra.values()):
-        raise LightrecError("best.overrides must map a member to a list of key=value overrides")
+    assert isinstance(extra, dict)
     bags = dict(plan.bags) if plan.bags is not None else {}
     slots = [
         _seeds(parse(["train", name, *map(str, extra.get(name, [])), *overrides], None), bags)
@@ -96,8 +100,33 @@ def run(overrides: list[str]) -> int:
             max_users=plan.max_users,
             available_only=plan.available_only,
             member_seconds=member_seconds,
+            out_root=str(composed.paths.reranks),
         )
-    return blend.report_blend(members, max_users=plan.max_users, member_seconds=member_seconds)
+    return blend.report_blend(
+        members,
+        max_users=plan.max_users,
+        member_seconds=member_seconds,
+        out_root=str(composed.paths.blends),
+    )
+
+
+def check_plan(plan: DictConfig) -> None:
+    """``best.bags``, ``best.overrides`` and ``best.budget`` against their annotations
+    (:class:`lightrec.config.check.Best`), a bag's member one of ``best.members`` and an
+    override's a config: refused in one sentence before anything trains (issue 40.11)."""
+    hints = typing.get_type_hints(Best)
+    plain = OmegaConf.to_container(plan, resolve=True)
+    assert isinstance(plain, dict)
+    for key in ("bags", "overrides", "budget"):
+        check_value(plain.get(key), hints[key], f"best.{key}")
+    for name in plain.get("bags") or {}:
+        if name not in plan.members:
+            raise LightrecError(
+                f"best.bags.{name}: {name} is not one of best.members {list(plan.members)}"
+            )
+    for name in plain.get("overrides") or {}:  # a recipe's, for a member the user left out
+        if not (CONFIG_DIR / f"{name}.yaml").is_file():
+            raise LightrecError(f"best.overrides.{name}: {name} names no config of configs/")
 
 
 COMBINE_SHARE = 0.15  # of best.budget, kept for combining the members (the ranker's fits)

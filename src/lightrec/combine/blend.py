@@ -61,7 +61,7 @@ from lightrec.runs.scoring import Scorer, check_enough_unseen, check_top_k, reco
 from lightrec.utils.console import refuse
 from lightrec.utils.device import compute_device
 from lightrec.utils.io import write_json
-from lightrec.utils.path_utils import output_path
+from lightrec.utils.path_utils import default_path, output_path
 
 log = logging.getLogger(__name__)
 BATCH_SIZE = 256  # users scored at once
@@ -91,6 +91,7 @@ def blend(
     max_users: int = MAX_USERS,
     top_k: int | None = None,
     member_seconds: Sequence[float | None] | None = None,
+    out_root: str | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Choose weights on validation, apply them to the runs' refit models, write the
     submission; return its path and what ``blend.json`` records (with each member's value:
@@ -99,7 +100,7 @@ def blend(
         raise LightrecError(f"--method {method!r} is not one of {', '.join(METHODS)}")
     out = None if out is None else output_path(out)  # a bad --out before any run is read
     members = load_members(run_dirs)
-    out = out or output_path(None, members[0].cfg.paths.blends)
+    out = out or output_path(None, out_root or default_path("blends"))  # never a run's own
     k = top_k if top_k is not None else int(members[0].cfg.predict.top_k)
     check_top_k(k, len(members[0].item_ids), "--top-k" if top_k is not None else "predict.top_k")
     device = compute_device(members[0].cfg.trainer.accelerator)

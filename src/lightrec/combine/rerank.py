@@ -77,7 +77,7 @@ from lightrec.runs.scoring import Scorer, check_top_k
 from lightrec.utils.console import refuse
 from lightrec.utils.device import compute_device
 from lightrec.utils.io import write_json, write_text
-from lightrec.utils.path_utils import output_path
+from lightrec.utils.path_utils import default_path, output_path
 
 log = logging.getLogger(__name__)
 CANDIDATES = 50  # each member's top items per user
@@ -138,6 +138,7 @@ def rerank(
     seed: int = SAMPLE_SEED,
     item_features: str | None = None,
     member_seconds: Sequence[float | None] | None = None,
+    out_root: str | None = None,
     recency: bool = True,
 ) -> tuple[Path, dict[str, Any]]:
     """Train the ranker on validation, apply it to the runs' refit models, write the
@@ -148,7 +149,7 @@ def rerank(
     if top_k is not None:
         check_top_k(top_k, sys.maxsize, "--top-k")  # before any run is read
     members = load_members(run_dirs)
-    out = out or output_path(None, members[0].cfg.paths.reranks)
+    out = out or output_path(None, out_root or default_path("reranks"))  # never a run's own
     k = top_k if top_k is not None else int(members[0].cfg.predict.top_k)
     n_items = len(members[0].item_ids)
     check_top_k(k, n_items, "--top-k" if top_k is not None else "predict.top_k")

@@ -4,6 +4,7 @@ checker behind :func:`lightrec.config.check.check_config`."""
 
 from __future__ import annotations
 
+import math
 import types
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -35,7 +36,10 @@ def _fits(value: Any, annotation: Any) -> bool:
         (item,) = get_args(annotation)[:1] or (Any,)
         return isinstance(value, list) and all(_fits(v, item) for v in value)
     if origin in (dict, Mapping) or annotation is Mapping:
-        return isinstance(value, dict)
+        if not isinstance(value, dict):
+            return False
+        key_type, value_type = get_args(annotation)[:2] or (Any, Any)
+        return all(_fits(k, key_type) and _fits(v, value_type) for k, v in value.items())
     if annotation is Any:
         return True
     if annotation is type(None) or annotation is None:
@@ -44,8 +48,10 @@ def _fits(value: Any, annotation: Any) -> bool:
         return isinstance(value, bool)
     if annotation is int:
         return isinstance(value, int) and not isinstance(value, bool)
-    if annotation is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
+    if annotation is float:  # a finite number: NaN passes every range check, inf breaks fits
+        return (
+            isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        )
     if annotation is str:
         return isinstance(value, str)
     return True  # a type this checker does not know: the constructor decides
@@ -56,7 +62,7 @@ def describe(annotation: Any) -> str:
 
     >>> from lightrec.params import Probability
     >>> describe(Probability), describe(list[int] | None), describe(Literal["a", "b"])
-    ('a number in [0, 1)', 'a list of integers, or null', "one of 'a', 'b'")
+    ('a finite number in [0, 1)', 'a list of integers, or null', "one of 'a', 'b'")
     """
     origin = get_origin(annotation)
     if origin is Annotated:
@@ -72,12 +78,21 @@ def describe(annotation: Any) -> str:
     if origin in (list, tuple):
         (item,) = get_args(annotation)[:1] or (Any,)
         return f"a list of {_plural(describe(item))}"
-    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    if origin in (dict, Mapping):
+        key_type, value_type = get_args(annotation)[:2] or (Any, Any)
+        return f"a mapping of {_plural(describe(key_type))} to {_plural(describe(value_type))}"
+    names = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}
     return names.get(annotation, getattr(annotation, "__name__", str(annotation)))
 
 
 def _plural(text: str) -> str:
-    for one, many in (("an integer", "integers"), ("a number", "numbers"), ("a string", "strings")):
+    for one, many in (
+        ("an integer", "integers"),
+        ("a finite number", "finite numbers"),
+        ("a number", "numbers"),
+        ("a string", "strings"),
+        ("a list of", "lists of"),
+    ):
         if text.startswith(one):
             return many + text[len(one) :]
     return text

@@ -30,6 +30,7 @@ from lightrec.errors import LightrecError
 from lightrec.models.base import RecommenderModule
 from lightrec.runs.scoring import Scorer, model_scorer
 from lightrec.utils.path_utils import RunDir
+from lightrec.utils.untrusted import read_yaml
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +51,14 @@ REMOVED_MODEL_ARGS = ("gbce_t",)
 def load_config(run: RunDir) -> DictConfig:
     """A run folder's config.yaml (a run written before a key existed gets the value that
     reproduces it, :data:`ADDED_KEYS`), checked to name only lightrec's classes."""
+    data = read_yaml(run.config, f"run folder {run.root}: config.yaml")
+    if not isinstance(data, dict) or "model" not in data or "data" not in data:
+        raise LightrecError(f"run folder {run.root}: config.yaml is not a run's config")
     try:
-        cfg = OmegaConf.load(run.config)
-    except Exception as e:  # noqa: BLE001 - not YAML, not a mapping, unreadable
+        cfg = OmegaConf.create(data)
+    except Exception as e:  # noqa: BLE001 - keys OmegaConf refuses
         raise LightrecError(f"run folder {run.root}: config.yaml cannot be read ({e})") from None
-    if not isinstance(cfg, DictConfig) or "model" not in cfg or "data" not in cfg:
+    if not isinstance(cfg, DictConfig):
         raise LightrecError(f"run folder {run.root}: config.yaml is not a run's config")
     for key, value in ADDED_KEYS.items():
         if OmegaConf.select(cfg, key, default="???") == "???":

@@ -43,6 +43,7 @@ from lightrec.data.recsys_data import RecSysDataModule
 from lightrec.errors import LightrecError
 from lightrec.utils.io import atomic_write, remove_stale_temps
 from lightrec.utils.path_utils import RunDir
+from lightrec.utils.untrusted import read_yaml
 
 # what must match for a run to be continued: everything that shapes its computation
 # keys inside those that do not shape the training (a run may predate them)
@@ -234,8 +235,10 @@ def setup_differences(cfg: DictConfig, run: RunDir) -> dict[str, tuple[Any, Any]
     """The keys that shape a training whose values differ between ``run``'s config.yaml and
     ``cfg``: ``{key: (the run's value, cfg's)}``, empty when ``cfg`` would compute ``run``
     again (``best resume=true`` keeps such a run)."""
-    loaded = OmegaConf.load(run.config)
-    assert isinstance(loaded, DictConfig)
+    data = read_yaml(run.config, f"run folder {run.root}: config.yaml")
+    if not isinstance(data, dict):
+        raise LightrecError(f"run folder {run.root}: config.yaml is not a run's config")
+    loaded = OmegaConf.create(data)
     check_run_config(loaded, str(run.root))  # read as untrusted: nothing in it is built
     saved = OmegaConf.to_container(loaded, resolve=True)
     now = OmegaConf.to_container(cfg, resolve=True)

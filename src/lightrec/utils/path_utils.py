@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lightrec.errors import LightrecError
 from lightrec.utils.io import unwritable
+from lightrec.utils.untrusted import read_yaml
 
 # the shipped configs (the one source of defaults), package data of lightrec
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -192,8 +193,8 @@ def get_directories(cfg: DictConfig, stage: str) -> RunDir:
             raise LightrecError(
                 f"run folder {run.root} has no {path.name} (is it a finished training run?)"
             )
-    saved = OmegaConf.load(run.config)
-    trained = saved.get("model_name") if isinstance(saved, DictConfig) else None
+    saved = read_yaml(run.config, f"run folder {run.root}: config.yaml")
+    trained = saved.get("model_name") if isinstance(saved, dict) else None
     if trained != cfg.model_name:
         raise LightrecError(
             f"run folder {run.root} is a run of {trained!r}, not of {cfg.model_name!r} "
@@ -221,10 +222,16 @@ def _no_run_message(log_root: str | Path, model_name: str) -> str:
     )
 
 
+def default_path(key: str) -> str:
+    """``paths.<key>`` as the shipped configs set it: where a tool writes when its command
+    line names no folder (never a folder a run's own config.yaml names)."""
+    setup = OmegaConf.load(CONFIG_DIR / "common" / "default_setup.yaml")
+    return str(setup.paths[key])
+
+
 def default_log_root() -> str:
     """``paths.log_root`` as the shipped configs set it (the tools' ``--log-root`` default)."""
-    setup = OmegaConf.load(CONFIG_DIR / "common" / "default_setup.yaml")
-    return str(setup.paths.log_root)
+    return default_path("log_root")
 
 
 def job_root(cfg: DictConfig, stage: str) -> tuple[str, str]:
