@@ -162,10 +162,10 @@ def test_concurrent_requests_share_one_forward_pass(runs, monkeypatch):
     release, sizes = threading.Event(), []
     real = run.top_of_histories
 
-    def counted(histories, k):
+    def counted(histories, k, **kw):
         release.wait(timeout=30)
         sizes.append(len(histories))
-        return real(histories, k)
+        return real(histories, k, **kw)
 
     monkeypatch.setattr(run, "top_of_histories", counted)
     ids = [str(i) for i in run.item_ids]
@@ -219,3 +219,168 @@ def test_a_run_folder_cannot_point_the_server_at_another_checkpoint(runs, tmp_pa
     assert type(run.model).__name__ == "EASE"
     own = lightrec.load_run(runs["ease"]).recommend(k=5)["item"].to_numpy()
     assert np.array_equal(run.recommend(k=5)["item"].to_numpy(), own)
+
+
+def _blocked(run, name: str, monkeypatch):
+    """``run``'s scoring method ``name`` held until the returned event is set (the model is
+    busy), with the sizes of the batches it scored."""
+    release, sizes = threading.Event(), []
+    real = getattr(run, name)
+
+    def held(*args, **kw):
+        release.wait(timeout=30)
+        sizes.append(len(args[0]))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(run, name, held)
+    return release, sizes
+
+
+def test_each_request_of_a_batch_is_answered_as_it_would_be_alone(runs, monkeypatch):
+    """Issue 40.1: a batch is scored at its largest k; a heavy history asking few items and
+    a light one asking many both succeed together, each with its answer alone."""
+    run = lightrec.load_run(runs["ease"])
+    app = serve.create_app(run, max_batch=8)
+    ids = [str(i) for i in run.item_ids]
+    n = len(ids)
+    heavy = {"items": ids[: n - 5], "k": 3}  # 5 unseen items: k=3 fits, k=n-1 would not
+    light = {"items": ids[:1], "k": n - 1}
+    bodies = [heavy, light] * 4
+    release, sizes = _blocked(run, "top_of_histories", monkeypatch)
+
+    async def scenario():
+        sent = [json.dumps(b).encode() for b in bodies]
+        tasks = [asyncio.create_task(_request(app, "POST", "/recommend", b)) for b in sent]
+        await asyncio.sleep(0.2)
+        release.set()
+        return await asyncio.gather(*tasks)
+
+    answers = asyncio.run(scenario())
+    assert max(sizes) > 1  # scored together
+    for body, (status, answer, _) in zip(bodies, answers, strict=True):
+        assert status == 200, answer
+        frame = pd.DataFrame({"user": 0, "item": body["items"]})
+        alone = run.recommend_histories(frame, body["k"])
+        assert answer["items"] == alone["item"].tolist()
+
+
+def test_a_batch_that_fails_is_scored_again_one_by_one(runs, monkeypatch):
+    """Issue 40.1: only the request that fails alone fails; its neighbours are answered."""
+    run = lightrec.load_run(runs["ease"])
+    app = serve.create_app(run, max_batch=8)
+    ids = [str(i) for i in run.item_ids]
+    release, _ = _blocked(run, "top_of_histories", monkeypatch)
+    real = run.top_of_histories
+
+    def poisoned(histories, k, **kw):  # a history holding the first item breaks any batch
+        if any(0 in h for h, _ in histories):
+            raise RuntimeError("a bad row")
+        return real(histories, k, **kw)
+
+    monkeypatch.setattr(run, "top_of_histories", poisoned)
+    bodies = [{"items": ids[1:3], "k": 2}, {"items": ids[:1], "k": 2}, {"items": ids[4:6]}]
+
+    async def scenario():
+        sent = [json.dumps(b).encode() for b in bodies]
+        tasks = [asyncio.create_task(_request(app, "POST", "/recommend", b)) for b in sent]
+        await asyncio.sleep(0.2)
+        release.set()
+        return await asyncio.gather(*tasks)
+
+    statuses = [status for status, _, _ in asyncio.run(scenario())]
+    assert statuses == [200, 500, 200]
+
+
+def test_a_cancelled_request_does_not_fail_its_batch(runs, monkeypatch):
+    """Issue 40.2: a client that went away (its task cancelled while it waited) is left out
+    of the batch; the others are answered."""
+    run = lightrec.load_run(runs["ease"])
+    app = serve.create_app(run, max_batch=8)
+    release, sizes = _blocked(run, "top_of_histories", monkeypatch)
+    first = [str(run.item_ids[0])]
+
+    async def scenario():
+        body = json.dumps({"items": first, "k": 3}).encode()
+        blocker = asyncio.create_task(_request(app, "POST", "/recommend", body))
+        await asyncio.sleep(0.2)  # the model is busy with the first
+        waiting = [asyncio.create_task(_request(app, "POST", "/recommend", body)) for _ in range(4)]
+        await asyncio.sleep(0.1)
+        waiting[1].cancel()
+        await asyncio.sleep(0.1)
+        release.set()
+        done = await asyncio.gather(blocker, *waiting, return_exceptions=True)
+        return done
+
+    done = asyncio.run(scenario())
+    assert isinstance(done[2], asyncio.CancelledError)
+    assert [d[0] for n, d in enumerate(done) if n != 2] == [200, 200, 200, 200]
+    assert sum(sizes) == 4  # the cancelled one was never scored
+
+
+def test_dates_parse_off_the_event_loop(runs, monkeypatch):
+    """Issue 40.3: a history's times are parsed in a worker thread, so /health is never
+    queued behind a long list of dates."""
+    run = lightrec.load_run(runs["sasrec"])
+    app = serve.create_app(run)
+    threads = []
+    real = serve.in_time_order
+
+    def watched(*args):
+        threads.append(threading.current_thread())
+        return real(*args)
+
+    monkeypatch.setattr(serve, "in_time_order", watched)
+    ids = [str(i) for i in run.item_ids[:3]]
+    body = {"items": ids, "times": ["3 March 1995 4:05pm", "1 March 1995", "2 March 1995"]}
+    status, answer, _ = _call(app, "POST", "/recommend", json.dumps(body).encode())
+    assert status == 200, answer
+    assert threads and threads[0] is not threading.main_thread()
+
+
+def test_a_flood_past_the_queue_gets_503_with_retry_after(runs, monkeypatch):
+    """Issue 40.4: past --max-queue waiting requests, a 503 with Retry-After, not a queue
+    that grows without end; the queued ones are answered."""
+    run = lightrec.load_run(runs["ease"])
+    app = serve.create_app(run, max_batch=2, max_queue=4)
+    release, _ = _blocked(run, "top_of_histories", monkeypatch)
+    headers: list[dict] = []
+
+    async def request(body: bytes):
+        sent: dict = {}
+
+        async def receive():
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message):
+            if message["type"] == "http.response.start":
+                sent["status"] = message["status"]
+                headers.append(dict(message.get("headers", [])))
+
+        scope = {
+            "type": "http",
+            "http_version": "1.1",
+            "method": "POST",
+            "path": "/recommend",
+            "raw_path": b"/recommend",
+            "query_string": b"",
+            "headers": [(b"content-type", b"application/json")],
+            "scheme": "http",
+            "server": ("test", 80),
+            "client": ("test", 1),
+            "root_path": "",
+        }
+        await app(scope, receive, send)
+        return sent["status"]
+
+    async def scenario():
+        body = json.dumps({"items": [str(run.item_ids[0])], "k": 3}).encode()
+        first = asyncio.create_task(request(body))  # taken by the scoring thread
+        await asyncio.sleep(0.2)
+        flood = [asyncio.create_task(request(body)) for _ in range(12)]
+        await asyncio.sleep(0.2)
+        release.set()
+        return [await first, *await asyncio.gather(*flood)]
+
+    statuses = asyncio.run(scenario())
+    assert statuses.count(200) == 5 and statuses.count(503) == 8  # 1 scoring + 4 queued
+    assert any(h.get(b"retry-after") == b"1" for h in headers)

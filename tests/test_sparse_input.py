@@ -103,3 +103,27 @@ def test_a_csr_batch_never_runs_the_dense_product(config, first):
     hook.remove()
     assert calls == [1]
     assert torch.allclose(sparse_scores, dense_scores, atol=1e-5)
+
+
+def test_the_item_table_is_kept_outside_autograd_until_the_weight_changes():
+    """Issue 39: the (I, H) copy of the first layer's weight is made once while the weight
+    stands still outside autograd (a frozen prior, a decoder pass, validation), and again
+    after an optimiser step or a load."""
+    from lightrec.models.sparse_input import item_table
+
+    layer = torch.nn.Linear(5, 3)
+    with torch.no_grad():
+        first = item_table(layer)
+        assert item_table(layer) is first  # kept
+    assert torch.equal(first, layer.weight.t())
+    opt = torch.optim.SGD(layer.parameters(), lr=0.1)
+    layer(torch.ones(1, 5)).sum().backward()
+    opt.step()
+    with torch.no_grad():
+        after_step = item_table(layer)
+    assert after_step is not first and torch.equal(after_step, layer.weight.t())
+    layer.load_state_dict({"weight": torch.zeros(3, 5), "bias": torch.zeros(3)})
+    with torch.no_grad():
+        assert torch.equal(item_table(layer), torch.zeros(5, 3))
+    grad_table = item_table(layer)  # inside autograd: a new copy, part of the graph
+    assert grad_table.requires_grad and grad_table is not item_table(layer)

@@ -196,18 +196,39 @@ def test_predict_leaves_out_items_the_edited_file_no_longer_has(finished, tmp_pa
     csv, runs = finished
     copy = tmp_path / "ease"
     shutil.copytree(runs["ease"], copy)
+    own = tmp_path / "own.csv"  # the run's own data file, edited after training
+    saved = yaml.safe_load((copy / "config.yaml").read_text())
+    saved["data"]["path"] = str(own)
+    (copy / "config.yaml").write_text(yaml.safe_dump(saved))
     edited = pd.read_csv(csv)
     gone = [0, 1, 2]
-    edited = edited[~edited["item"].isin(gone)]
-    edited.to_csv(csv.parent / "edited.csv", index=False)
-    p = run_here(
-        ["predict", "ease", f"run_dir={copy}", f"data.path={csv.parent / 'edited.csv'}"], tmp_path
-    )
+    edited[~edited["item"].isin(gone)].to_csv(own, index=False)
+    p = run_here(["predict", "ease", f"run_dir={copy}"], tmp_path)
     assert p.returncode == 0, p.stderr[-2000:]
-    assert "3 of the model's 30 items are not in data file" in p.stdout
+    assert "3 of the model's 30 items are not in the run's own data file" in p.stdout
     assert "left out of the recommendations" in p.stdout
     recommended = set(pd.read_csv(copy / "submission.csv")["item"])
     assert not recommended & set(gone)
+
+
+def test_predict_on_a_file_of_new_users_ranks_the_whole_catalogue(finished, tmp_path):
+    """Issue 40.14: another file's missing items are not the model's missing items: a new
+    user who has seen 26 of the 30 items gets the 4 others, and items no user of the file
+    has are still recommended."""
+    _, runs = finished
+    copy = tmp_path / "ease"
+    shutil.copytree(runs["ease"], copy)
+    new = pd.DataFrame(
+        {"user": ["n1"] * 26 + ["n2"] * 3, "item": list(range(26)) + [0, 1, 2], "time": 1}
+    )
+    new.to_csv(tmp_path / "new.csv", index=False)
+    argv = ["predict", "ease", f"run_dir={copy}", f"data.path={tmp_path / 'new.csv'}"]
+    p = run_here([*argv, "predict.top_k=4", "data.min_interactions=1"], tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "left out of the recommendations" not in p.stdout
+    got = pd.read_csv(copy / "submission.csv")
+    assert set(got[got["user"] == "n1"]["item"]) == {26, 27, 28, 29}
+    assert set(got[got["user"] == "n2"]["item"]) & {26, 27, 28, 29}  # items n1 lacks too
 
 
 def test_a_resume_after_the_data_changed_names_the_data_file(finished, tmp_path):

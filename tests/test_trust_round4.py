@@ -46,3 +46,110 @@ def test_a_bad_plan_is_refused_before_anything_trains(tmp_path, tiny_csv, overri
     with pytest.raises(LightrecError, match=message.replace("[", r"\[").replace("{", r"\{")):
         best.run(overrides)
     assert not list(tmp_path.rglob("metrics.json"))  # nothing trained
+
+
+@pytest.fixture(scope="module")
+def ease_run(tmp_path_factory):
+    from helpers import make_log
+    from lightrec.training import fit as train
+
+    tmp = tmp_path_factory.mktemp("round4")
+    csv = tmp / "log.csv"
+    make_log().to_csv(csv, index=False)
+    run_dir = tmp / "saved" / "hydra_logs" / "ease" / "d" / "t"
+    train.fit(compose_cfg("ease", [*cpu_overrides(tmp, csv), "tune=null"], run_dir))
+    return run_dir
+
+
+def _copy(run, tmp_path):
+    import shutil
+
+    copy = tmp_path / "run"
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(run, copy)
+    return copy
+
+
+@pytest.mark.parametrize(
+    "file, content, message",
+    [
+        ("metrics.json", '{"data": 1}', "metrics.json: data is not a mapping"),
+        ("metrics.json", "[]", "metrics.json is not a mapping"),
+        ("id_maps.json", '{"item_ids": "abc", "user_ids": []}', "item_ids is not a list of ids"),
+        ("id_maps.json", '{"item_ids": [1, 1], "user_ids": []}', "item_ids repeats an id"),
+        ("id_maps.json", "[]", "id_maps.json is not a mapping"),
+    ],
+)
+def test_malformed_run_files_are_one_sentence_naming_the_file(
+    ease_run, tmp_path, file, content, message
+):
+    """40.7: a run file of the wrong shape is refused when the run is opened, naming it."""
+    from lightrec.runs.finished import FinishedRun
+
+    copy = _copy(ease_run, tmp_path)
+    (copy / file).write_text(content)
+    with pytest.raises(LightrecError, match=message):
+        FinishedRun.open(copy)
+
+
+def test_an_item_map_shorter_than_the_model_is_refused(ease_run, tmp_path):
+    import json
+
+    import lightrec
+
+    copy = _copy(ease_run, tmp_path)
+    maps = json.loads((copy / "id_maps.json").read_text())
+    maps["item_ids"] = maps["item_ids"][:-5]
+    (copy / "id_maps.json").write_text(json.dumps(maps))
+    with pytest.raises(LightrecError, match="id_maps.json lists 25 items"):
+        lightrec.load_run(copy).recommend(users=[maps["user_ids"][0]], k=3)
+
+
+def test_settings_that_lie_about_the_weights_are_refused_before_building(
+    ease_run, tmp_path, monkeypatch
+):
+    """40.8: a checkpoint whose settings claim 20M items beside 30 x 30 weights is refused
+    from shapes alone (the meta device), before any real model is built."""
+    import json
+
+    import torch
+
+    from lightrec.runs import finished
+
+    def never(*args, **kw):
+        raise AssertionError("a model was built")
+
+    monkeypatch.setattr(finished, "_with_weights", never)
+    for claim, ids, message in [
+        (20_000_000, None, "settings are for num_items=20000000, id_maps.json lists 30"),
+        (1_000, list(range(1_000)), r"its weight B is \(30, 30\), not 1000 x 1000"),
+    ]:
+        copy = _copy(ease_run, tmp_path / str(claim))
+        for ckpt in (copy / "checkpoints").glob("*.ckpt"):
+            state = torch.load(ckpt, weights_only=True)
+            state["hyper_parameters"]["num_items"] = claim
+            torch.save(state, ckpt)
+        if ids is not None:  # an item map that agrees with the lie
+            maps = json.loads((copy / "id_maps.json").read_text())
+            (copy / "id_maps.json").write_text(json.dumps({**maps, "item_ids": ids}))
+        run = finished.FinishedRun.open(copy)
+        with pytest.raises(LightrecError, match=message):
+            run.model()
+
+
+def test_a_bag_is_distinct_runs_that_differ_only_in_seed(tmp_path, tiny_csv):
+    """40.10: the same run twice, or runs that differ in more than their seed, are no bag."""
+    from lightrec.combine import members
+    from lightrec.training import fit as train
+
+    runs = []
+    for name, extra in [("a", "seed=1"), ("b", "seed=2"), ("c", "model.dropout=0.1")]:
+        run_dir = tmp_path / name
+        overrides = [*cpu_overrides(tmp_path, tiny_csv), "trainer.max_epochs=1", extra]
+        train.fit(compose_cfg("multi_vae_v2", overrides, run_dir))
+        runs.append(str(run_dir))
+    members.Bag([members.FinishedRun.open(r) for r in runs[:2]])  # a bag
+    with pytest.raises(LightrecError, match="is in it twice"):
+        members.load_members([runs[0], [runs[0], runs[0]]])
+    with pytest.raises(LightrecError, match="differ only in seed: .* differ in model"):
+        members.load_members([runs[0], [runs[1], runs[2]]])

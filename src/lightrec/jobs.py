@@ -221,17 +221,20 @@ def preflight(cmd: Command, stage: str) -> DictConfig:
     return first
 
 
-def run_stage(cmd: Command, stage: str) -> None:
+def run_stage(cmd: Command, stage: str) -> Path | None:
     """Pre-flight, claim the job's folder, then let Hydra run the stage's job in it (a search
-    is :mod:`lightrec.search`'s, not a stage's)."""
+    is :mod:`lightrec.search`'s, not a stage's); return that folder (None for Hydra's own
+    commands, or a folder the command line chose): the caller's run, never another
+    process's newest."""
     if cmd.hydra_flags:  # Hydra's own commands (--cfg job, --info): nothing runs
         _hydra_run(stage, cmd.config, [*cmd.hydra_flags, *cmd.overrides])
-        return
+        return None
     if cmd.multirun and cmd.mode in ("both", "clean-both"):
         raise LightrecError("-m sweeps train alone: run the sweep with train, then predict a run")
     cfg = preflight(cmd, stage)
     extra = [] if "hydra.job.name" in cmd.given else [f"hydra.job.name={stage}"]
     folder_key = "hydra.sweep.dir" if cmd.multirun else "hydra.run.dir"
+    folder = None
     if folder_key not in cmd.given:
         if stage == "train" and not cmd.multirun and resuming(cfg):
             folder = run_to_resume(cfg.resume, cfg.paths.log_root, cfg.model_name).root
@@ -239,6 +242,7 @@ def run_stage(cmd: Command, stage: str) -> None:
             folder = claim_job_dir(cfg, stage, stamp("-multirun" if cmd.multirun else ""))
         extra.append(f"{folder_key}={quote_override(str(folder))}")
     _hydra_run(stage, cmd.config, [*(["-m"] if cmd.multirun else []), *cmd.overrides, *extra])
+    return None if folder is None else Path(folder)
 
 
 def _hydra_run(stage: str, config: str, args: list[str]) -> None:

@@ -75,9 +75,11 @@ def run(overrides: list[str]) -> int:
         if command is None:
             continue
         t0 = time.perf_counter()
-        run_stage(command, "train")
+        claimed = run_stage(command, "train")  # this job's own folder (issue 40.12)
         seconds[i] = time.perf_counter() - t0
-        folders[i] = str(latest_finished_run(log_roots[i], command.config).root)
+        if claimed is None:  # a folder the command line chose (hydra.run.dir=...)
+            claimed = latest_finished_run(log_roots[i], command.config).root
+        folders[i] = str(claimed)
     members: list[Member] = []
     member_seconds: list[float | None] = []
     for slot in slots:

@@ -67,7 +67,9 @@ def load_config(run: RunDir) -> DictConfig:
     return cfg
 
 
-def load_model(ckpt_path: Path, run_cfg: DictConfig) -> RecommenderModule:
+def load_model(
+    ckpt_path: Path, run_cfg: DictConfig, n_items: int | None = None
+) -> RecommenderModule:
     """Rebuild the run's model class from the checkpoint's plain hyper-parameters, holding
     one copy of its weights (built on the meta device, then given the loaded tensors); one
     sentence when the file is unreadable or holds another model."""
@@ -91,6 +93,10 @@ def load_model(ckpt_path: Path, run_cfg: DictConfig) -> RecommenderModule:
         for name in REMOVED_MODEL_ARGS:
             if name not in accepted:
                 args.pop(name, None)
+        try:
+            check_weights(cls, args, state["state_dict"], n_items)
+        except LightrecError as e:
+            raise LightrecError(f"checkpoint {ckpt_path} does not match its run: {e}") from None
         model = _with_weights(cls, args, state["state_dict"])
     except (KeyError, TypeError, RuntimeError) as e:
         why = str(e).strip().splitlines()[0][:160]
@@ -124,6 +130,61 @@ def _with_weights(
     return model
 
 
+def _read_id_maps(folder: RunDir) -> tuple[list, list]:
+    """id_maps.json's item and user ids: two lists of distinct ids (text or integers)."""
+    where = f"run folder {folder.root}: id_maps.json"
+    try:
+        maps = json.loads(folder.id_maps.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise LightrecError(f"{where} cannot be read ({type(e).__name__})") from None
+    if not isinstance(maps, dict):
+        raise LightrecError(f"{where} is not a mapping of item_ids and user_ids")
+    out = []
+    for key in ("item_ids", "user_ids"):
+        ids = maps.get(key)
+        if not isinstance(ids, list) or not all(
+            isinstance(i, str | int) and not isinstance(i, bool) for i in ids
+        ):
+            raise LightrecError(f"{where}: {key} is not a list of ids")
+        if len(set(map(str, ids))) != len(ids):
+            raise LightrecError(f"{where}: {key} repeats an id")
+        out.append(ids)
+    return out[0], out[1]
+
+
+def check_weights(
+    cls: type[RecommenderModule], args: dict[str, Any], weights: dict, n_items: int | None
+) -> None:
+    """Refuse, before anything real is built, settings that do not match the checkpoint's
+    weights or the run's item map (a checkpoint claiming 20M items beside 80 real weights
+    would otherwise allocate the claimed model)."""
+    claimed = args.get("num_items")
+    if n_items is not None and claimed != n_items:
+        raise LightrecError(
+            f"its settings are for num_items={claimed!r}, id_maps.json lists {n_items} items"
+        )
+    try:
+        with torch.device("meta"):  # no memory: shapes only
+            expected = cls(**args).state_dict()
+    except (NotImplementedError, RuntimeError, ValueError, TypeError):
+        return  # a constructor that computes with its tensors: its own load checks
+    for name, tensor in weights.items():
+        if name not in expected:
+            raise LightrecError(f"its weights hold {name!r}, which a {cls.__name__} has not")
+        want = expected[name]
+        if want.numel() and tuple(want.shape) != tuple(tensor.shape):
+            raise LightrecError(
+                f"its weight {name} is {tuple(tensor.shape)} where its settings make "
+                f"{tuple(want.shape)}"
+            )
+    missing = [name for name in expected if name not in weights]
+    if missing:
+        raise LightrecError(f"its weights lack {missing[0]!r}")
+    b = weights.get("B")  # an item x item model's B takes the saved shape: it must be n x n
+    if b is not None and claimed is not None and tuple(b.shape) != (claimed, claimed):
+        raise LightrecError(f"its weight B is {tuple(b.shape)}, not {claimed} x {claimed}")
+
+
 def load_history(data_cfg: DictConfig, item_ids: list) -> History:
     """Every user's full history in the data file a ``data:`` block names, over a trained
     model's item map."""
@@ -151,12 +212,10 @@ class FinishedRun:
         if not folder.finished:
             raise LightrecError(f"{folder.root} is not a finished training run (no metrics.json)")
         cfg = load_config(folder)
-        try:
-            maps = json.loads(folder.id_maps.read_text(encoding="utf-8"))
-            item_ids, user_ids = list(maps["item_ids"]), list(maps["user_ids"])
-        except (OSError, ValueError, KeyError, TypeError):
-            raise LightrecError(f"run folder {folder.root}: id_maps.json cannot be read") from None
-        return cls(folder, cfg, item_ids, user_ids)
+        item_ids, user_ids = _read_id_maps(folder)
+        run = cls(folder, cfg, item_ids, user_ids)
+        _ = run.metrics  # read (and checked) now: a malformed file is one sentence, not later
+        return run
 
     @property
     def root(self) -> Path:
@@ -168,7 +227,18 @@ class FinishedRun:
 
     @property
     def metrics(self) -> dict[str, Any]:
-        return json.loads(self.folder.metrics.read_text(encoding="utf-8"))
+        """metrics.json, checked to be a mapping whose sections are mappings."""
+        where = f"run folder {self.root}: metrics.json"
+        try:
+            record = json.loads(self.folder.metrics.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise LightrecError(f"{where} cannot be read ({type(e).__name__})") from None
+        if not isinstance(record, dict):
+            raise LightrecError(f"{where} is not a mapping of a run's results")
+        for key in ("data", "refit", "val", "test", "tuned"):
+            if key in record and not isinstance(record[key], dict):
+                raise LightrecError(f"{where}: {key} is not a mapping")
+        return record
 
     def checkpoint(self, use_refit: bool = True) -> Path:
         """The model this run submits with: the refit model when it has one (and
@@ -182,7 +252,7 @@ class FinishedRun:
         ckpt = self.checkpoint() if ckpt is None else ckpt
         key = (Path(ckpt), str(device))
         if key not in self._models:
-            self._models[key] = load_model(ckpt, self.cfg).to(device)
+            self._models[key] = load_model(ckpt, self.cfg, len(self.item_ids)).to(device)
         return self._models[key]
 
     def history(self, data_cfg: DictConfig | None = None) -> History:

@@ -54,11 +54,18 @@ def recommend_topk(
 
 
 def top_items(
-    score: Scorer, rows: Sequence[int], k: int, batch_size: int, progress: str = "none"
+    score: Scorer,
+    rows: Sequence[int],
+    k: int,
+    batch_size: int,
+    progress: str = "none",
+    strict: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(len(rows), k)`` item indices of the users ``rows``, best first (equal scores in
     item order), never an item the user has seen, and their scores (the one top-K of
-    predict, the blend and the Python API)."""
+    predict, the blend and the Python API). A user with fewer than ``k`` unseen items is
+    refused, or with ``strict=False`` ends in ``-inf`` scores (for a caller that cuts each
+    row to a length the row supports)."""
     out = np.empty((len(rows), k), dtype=np.int64)
     values = np.empty((len(rows), k), dtype=np.float32)
     at = 0
@@ -67,7 +74,7 @@ def top_items(
         out[at : at + len(chunk)] = top_items_.cpu().numpy()
         values[at : at + len(chunk)] = top_values.cpu().numpy()
         at += len(chunk)
-        if torch.isinf(top_values).any():
+        if strict and torch.isinf(top_values).any():
             bad = chunk[int(torch.isinf(top_values).any(dim=1).nonzero()[0])]
             raise LightrecError(f"user row {bad} has fewer than predict.top_k={k} unseen items")
     return out, values

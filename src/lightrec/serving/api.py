@@ -119,27 +119,30 @@ class Run:
         return self._frame(history.users, rows, *self._top(score, rows, k))
 
     def top_of_histories(
-        self, histories: Sequence[tuple[np.ndarray, np.ndarray]], k: int
+        self, histories: Sequence[tuple[np.ndarray, np.ndarray]], k: int, strict: bool = True
     ) -> tuple[np.ndarray, np.ndarray]:
         """The top ``k`` item indices (and scores) of each history, given as ``(item
         positions, times)`` over the model's items (:meth:`item_positions`; unknown ones
         left out): several folded in and scored at once, by the rules of every history
-        (:class:`~lightrec.data.interactions.History`). What the server scores."""
+        (:class:`~lightrec.data.interactions.History`). What the server scores (``strict``:
+        see :func:`~lightrec.runs.scoring.top_items`)."""
         lengths = [len(items) for items, _ in histories]
         user = np.repeat(np.arange(len(histories), dtype=np.int64), lengths)
         item = np.concatenate([items for items, _ in histories]).astype(np.int64)
         time = np.concatenate([times for _, times in histories])
         history = History(user, item, time, np.arange(len(histories)), len(self.item_ids), 0)
         score = self.finished.scorer(history, self.model, self.device)
-        return self._top(score, np.arange(len(histories)), k)
+        return self._top(score, np.arange(len(histories)), k, strict)
 
-    def top_of_users(self, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def top_of_users(
+        self, rows: np.ndarray, k: int, strict: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The top ``k`` item indices (and scores) of the run's users ``rows``
         (:meth:`user_rows`), from their full history: the run's users' inputs are built
         once, so a request costs its own rows."""
         if self._known is None:
             self._known = self.finished.scorer(self.history, self.model, self.device)
-        return self._top(self._known, rows, k)
+        return self._top(self._known, rows, k, strict)
 
     def item_positions(self, ids: Sequence | np.ndarray) -> np.ndarray:
         """Each id's index in the model's items, -1 if unknown (ids compared as text)."""
@@ -174,9 +177,12 @@ class Run:
             self._items = IdIndex(self.item_ids)
         return self._items
 
-    def _top(self, score: Scorer, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _top(
+        self, score: Scorer, rows: np.ndarray, k: int, strict: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
         check_top_k(k, len(self.item_ids))
-        return top_items(score, rows.tolist(), k, int(self.cfg.predict.batch_size))
+        batch = int(self.cfg.predict.batch_size)
+        return top_items(score, rows.tolist(), k, batch, strict=strict)
 
     def _frame(
         self, users: np.ndarray, rows: np.ndarray, items: np.ndarray, scores: np.ndarray

@@ -42,7 +42,8 @@ def predict_data(cfg: DictConfig, run_cfg: DictConfig) -> tuple[DictConfig, str]
 def run(cfg: DictConfig) -> Path:
     """Recommend ``predict.top_k`` unseen items to every user of the data file, from the
     user's full history (every interaction in the file); return the submission's path.
-    Items of the model that the file no longer has are left out, and said."""
+    Items of the model that the run's own file no longer has (it was edited) are left out,
+    and said; on another file (new users) the model's whole catalogue is ranked."""
     check_config(cfg)
     folder = get_directories(cfg, "predict")
     finished = FinishedRun.open(folder)
@@ -65,7 +66,9 @@ def run(cfg: DictConfig) -> Path:
         )
     score = finished.scorer(history, model, device)
     absent = np.flatnonzero(np.diff(history.csr.tocsc().indptr) == 0)
-    if len(absent):  # the file was edited since training, or it is another file
+    if data_cfg is cfg.data:  # another file (new users): the model's whole catalogue ranks
+        absent = absent[:0]
+    if len(absent):  # the run's own file, edited since training: its dropped items go
         say(
             f"{len(absent):,} of the model's {len(finished.item_ids):,} items are not in "
             f"{which_data}: left out of the recommendations"

@@ -18,7 +18,10 @@ scoring thread: the model's threads already use every core.
 Every refusal is ``{"error": "<one sentence>"}``: an unknown user (404), a body over
 :data:`MAX_BODY_BYTES` (413, before it is parsed), a history that is empty, holds no known
 item or more than :data:`MAX_HISTORY` items, an id over :data:`MAX_ID_CHARS` characters,
-``k`` out of range, malformed JSON (422); an unexpected failure is a 500 in the same form.
+``k`` out of range, malformed JSON (422), more than ``--max-queue`` requests waiting (503
+with ``Retry-After``); an unexpected failure is a 500 in the same form. A request is
+answered as it would be alone: a batch that fails is scored again one request at a time, a
+request whose client went away is left out, and dates in ``times`` parse off the event loop.
 Nothing in a request names a file; the server binds to 127.0.0.1 unless told otherwise.
 """
 
@@ -29,6 +32,7 @@ import asyncio
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -54,6 +58,7 @@ MAX_K = 1_000
 MAX_ID_CHARS = 256  # an item id (or a time written as text) in a request
 MAX_BODY_BYTES = 2 << 20  # a history of MAX_HISTORY ids and times fits with room to spare
 MAX_BATCH = 32  # requests scored in one forward pass, at most
+MAX_QUEUE = 256  # requests waiting for the scoring thread; past it a 503 with Retry-After
 
 Id = Annotated[str, StringConstraints(max_length=MAX_ID_CHARS)] | int
 
@@ -130,13 +135,20 @@ class Scorer:
     """The one thread that runs the model: takes the waiting requests, up to ``max_batch``,
     scores the histories together and the known users together, and answers each."""
 
-    def __init__(self, run: Run, max_batch: int) -> None:
-        self.run, self.max_batch = run, max_batch
+    def __init__(self, run: Run, max_batch: int, max_queue: int = MAX_QUEUE) -> None:
+        self.run, self.max_batch, self.max_queue = run, max_batch, max_queue
+        self.lock = threading.Lock()
+        self.waiting = 0  # requests queued and not yet taken by the scoring thread
         self.jobs: queue.Queue[Job] = queue.Queue()
         self.thread = threading.Thread(target=self._loop, name="lightrec-scorer", daemon=True)
         self.thread.start()
 
     def submit(self, job: Job) -> Future:
+        """Queue ``job``; refused (:class:`Busy`) when ``max_queue`` requests already wait."""
+        with self.lock:
+            if self.waiting >= self.max_queue:
+                raise Busy(f"{self.waiting} requests are waiting: try again shortly")
+            self.waiting += 1
         self.jobs.put(job)
         return job.done
 
@@ -148,30 +160,57 @@ class Scorer:
                     batch.append(self.jobs.get_nowait())
                 except queue.Empty:
                     break
+            with self.lock:
+                self.waiting -= len(batch)
+            # a request whose client went away (its future cancelled) is left out; the rest
+            # can no longer be cancelled, so each gets its answer
+            batch = [j for j in batch if j.done.set_running_or_notify_cancel()]
             histories = [j for j in batch if j.items is not None]
             users = [j for j in batch if j.user_row is not None]
             for group, score in ((histories, self._histories), (users, self._users)):
                 if group:
-                    try:
-                        score(group)
-                    except Exception as e:  # noqa: BLE001 - answered, the thread goes on
-                        for j in group:
-                            if not j.done.done():
-                                j.done.set_exception(e)
+                    self._answer(group, score)
 
-    def _histories(self, jobs: list[Job]) -> None:
+    @staticmethod
+    def _answer(group: list[Job], score: Callable[[list[Job]], list[Any]]) -> None:
+        """Each job of ``group`` answered as it would be alone: scored together, and where
+        that fails, one by one, so that only a request that fails alone fails."""
+        try:
+            results = score(group)
+        except Exception as e:  # noqa: BLE001 - answered, the thread goes on
+            if len(group) == 1:
+                group[0].done.set_exception(e)
+                return
+            for j in group:  # only a request that fails alone fails
+                Scorer._answer([j], score)
+            return
+        for j, result in zip(group, results, strict=True):
+            j.done.set_result(result)
+
+    def _histories(self, jobs: list[Job]) -> list[Any]:
+        # scored at the batch's largest k; each row cut to its own k, which its own unseen
+        # items fill (the endpoint checked that), whatever the other rows leave at -inf
         k = max(j.k for j in jobs)
         histories = [(j.items, np.arange(len(j.items))) for j in jobs if j.items is not None]
-        items, scores = self.run.top_of_histories(histories, k)
-        for n, j in enumerate(jobs):
-            j.done.set_result((items[n, : j.k], scores[n, : j.k]))
+        items, scores = self.run.top_of_histories(histories, k, strict=len(jobs) == 1)
+        return [_own(items[n], scores[n], j.k) for n, j in enumerate(jobs)]
 
-    def _users(self, jobs: list[Job]) -> None:
+    def _users(self, jobs: list[Job]) -> list[Any]:
         k = max(j.k for j in jobs)
         rows = np.array([j.user_row for j in jobs], dtype=np.int64)
-        items, scores = self.run.top_of_users(rows, k)
-        for n, j in enumerate(jobs):
-            j.done.set_result((items[n, : j.k], scores[n, : j.k]))
+        items, scores = self.run.top_of_users(rows, k, strict=len(jobs) == 1)
+        return [_own(items[n], scores[n], j.k) for n, j in enumerate(jobs)]
+
+
+class Busy(Exception):
+    """The queue of waiting requests is full (a 503 with Retry-After)."""
+
+
+def _own(items: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """A row cut to its request's ``k``, refused if the row cannot fill it."""
+    if np.isinf(scores[:k]).any():
+        raise LightrecError(f"k={k} is more than the items this history has not seen")
+    return items[:k], scores[:k]
 
 
 def in_time_order(positions: np.ndarray, times: list | None) -> np.ndarray:
@@ -190,14 +229,14 @@ def in_time_order(positions: np.ndarray, times: list | None) -> np.ndarray:
     return positions[np.argsort(when, kind="stable")]
 
 
-def create_app(run: Run, max_batch: int = MAX_BATCH) -> FastAPI:
+def create_app(run: Run, max_batch: int = MAX_BATCH, max_queue: int = MAX_QUEUE) -> FastAPI:
     """The FastAPI application serving ``run``."""
     app = FastAPI(title="lightrec", version="1")
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     n_items = len(run.item_ids)
     n_users = len(run.history.users)  # the run's data file, read now, not on a request
     run.top_of_users(np.array([0]), 1)  # every known user's input built now
-    scorer = Scorer(run, max_batch)
+    scorer = Scorer(run, max_batch, max_queue)
     ids = np.asarray(run.item_ids, dtype=object)
 
     def refused(status: int, sentence: str) -> JSONResponse:
@@ -225,6 +264,10 @@ def create_app(run: Run, max_batch: int = MAX_BATCH) -> FastAPI:
     async def answer(job: Job) -> tuple[np.ndarray, np.ndarray]:
         return await asyncio.wrap_future(scorer.submit(job))
 
+    @app.exception_handler(Busy)
+    async def busy(request: Request, exc: Busy) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=503, headers={"Retry-After": "1"})
+
     @app.get("/health")
     async def health() -> dict:
         return {
@@ -245,8 +288,8 @@ def create_app(run: Run, max_batch: int = MAX_BATCH) -> FastAPI:
         if body.times is not None and len(body.times) != len(body.items):
             return refused(422, "times must give one time per item")
         positions = run.item_positions([str(i) for i in body.items])
-        try:
-            ordered = in_time_order(positions, body.times)
+        try:  # dates parse off the event loop: /health never waits behind them
+            ordered = await asyncio.to_thread(in_time_order, positions, body.times)
         except LightrecError as e:
             return refused(422, str(e))
         known = ordered[ordered >= 0]
@@ -293,12 +336,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--max-batch", type=int, default=MAX_BATCH, help="requests scored in one forward pass"
     )
+    ap.add_argument(
+        "--max-queue",
+        type=int,
+        default=MAX_QUEUE,
+        help="requests waiting to be scored, at most; past it a 503 with Retry-After",
+    )
     a = ap.parse_args(argv)
     try:
         if a.max_batch < 1:
             raise LightrecError(f"--max-batch {a.max_batch} must be at least 1")
+        if a.max_queue < 1:
+            raise LightrecError(f"--max-queue {a.max_queue} must be at least 1")
         run = load_run(a.run_dir, device=a.device)
-        app = create_app(run, a.max_batch)
+        app = create_app(run, a.max_batch, a.max_queue)
     except LightrecError as e:
         return refuse(e)
     import uvicorn
