@@ -89,7 +89,7 @@ def test_rerank_writes_the_submission_contract(tmp_path):
     assert {"ranker", "blend", "mean_z", "ease", "item_knn"} == set(check["held_back_recall@10"])
     assert check["held_back_users"] == round(0.2 * check["users"]) and check["trees"] >= 1
     held = check["held_back_recall@10"]
-    assert check["applied"] == ranker.decide(held, check["best_member"])
+    assert check["applied"] == ranker.decide(held, check["best_member"], check["held_back_users"])
     assert check["best_member"] in ("ease", "item_knn")
     assert check["gain_over_best_member"] == pytest.approx(
         held["ranker"] - held[check["best_member"]], abs=1e-5
@@ -195,6 +195,8 @@ def test_each_member_is_valued_by_the_blend_without_it():
 
 def test_the_best_member_goes_out_where_the_ranker_and_the_blend_lose_to_it():
     assert ranker.decide({"ranker": 0.29, "blend": 0.28, "ease": 0.30}, "ease") == "ease"
+    # issue 40: two held-back users decide nothing
+    assert ranker.decide({"ranker": 0.9, "blend": 0.1, "ease": 0.1}, "ease", 2) == "blend"
     assert ranker.decide({"ranker": 0.31, "blend": 0.28, "ease": 0.31}, "ease") == "ease"
     assert ranker.decide({"ranker": 0.32, "blend": 0.33, "ease": 0.30}, "ease") == "blend"
 

@@ -277,3 +277,45 @@ def test_ctrl_c_or_sigterm_stops_cleanly_and_prints_the_resume_command(
     p = run_cmd(shlex.split(command), cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
     same_numbers(whole, only_metrics(log_root))
+
+
+KILL_AT_LAST_CKPT = """
+import os, signal, sys
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from helpers import compose_cfg
+from lightrec.training import fit as train, resume
+
+real = resume.AtomicCheckpointIO.save_checkpoint
+
+def save_then_die(self, checkpoint, path, storage_options=None):
+    real(self, checkpoint, path, storage_options)
+    if Path(path).name == "last.ckpt" and checkpoint["epoch"] == {epoch}:
+        os.kill(os.getpid(), signal.SIGKILL)  # the moment last.ckpt is in place
+
+resume.AtomicCheckpointIO.save_checkpoint = save_then_die
+train.fit(compose_cfg("multi_vae_v2", {overrides!r}, Path({run_dir!r})))
+"""
+
+
+def test_a_kill_the_moment_last_ckpt_is_written_resumes_to_the_same_numbers(tmp_path):
+    """Issue 40.15: last.ckpt, a resume's starting point, is written after every other
+    checkpoint of its epoch; written first, a kill between it and best.ckpt (at the best
+    epoch) resumed to a stale best checkpoint, with another best epoch and other metrics."""
+    csv = tmp_path / "log.csv"
+    make_log(n_users=40, n_items=80, seed=5).sample(frac=1.0, random_state=1).to_csv(
+        csv, index=False
+    )
+    ov = [*cpu_overrides(tmp_path, csv), "trainer.max_epochs=12", "early_stopping.patience=50"]
+    whole = train.fit(compose_cfg("multi_vae_v2", ov, tmp_path / "whole")).metrics
+    best = whole["best_epoch"]
+    assert best < 11  # later epochs are worse: a stale best.ckpt would show
+    cut = tmp_path / "saved" / "hydra_logs" / "multi_vae_v2" / "d" / "cut"
+    cut.mkdir(parents=True)
+    code = KILL_AT_LAST_CKPT.format(
+        tests=str(ROOT / "tests"), epoch=best, overrides=ov, run_dir=str(cut)
+    )
+    p = run_cmd([sys.executable, "-c", code], cwd=tmp_path)
+    assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]
+    resumed = train.fit(compose_cfg("multi_vae_v2", [*ov, f"resume={cut}"], cut)).metrics
+    same_numbers(whole, resumed)

@@ -153,3 +153,97 @@ def test_a_bag_is_distinct_runs_that_differ_only_in_seed(tmp_path, tiny_csv):
         members.load_members([runs[0], [runs[0], runs[0]]])
     with pytest.raises(LightrecError, match="differ only in seed: .* differ in model"):
         members.load_members([runs[0], [runs[1], runs[2]]])
+
+
+def test_a_bag_on_the_command_line_never_swallows_the_runs_after_it():
+    import argparse
+
+    from lightrec.combine.members import add_run_arguments
+
+    ap = argparse.ArgumentParser()
+    add_run_arguments(ap, "paths.blends", "choose on")
+    a = ap.parse_intermixed_args(["A", "--bag", "B,C", "D", "--bag", "E,F"])
+    assert a.runs == ["A", "D"] and a.bag == [["B", "C"], ["E", "F"]]
+    with pytest.raises(SystemExit):
+        ap.parse_intermixed_args(["A", "--bag", "B"])  # a bag of one run
+
+
+def test_the_umask_is_read_without_setting_it(monkeypatch):
+    """A smaller point of issue 40: reading the umask by flipping it raced with other
+    threads' file creation; it is read from /proc/self/status."""
+    import os
+
+    from lightrec.utils import io
+
+    calls = []
+    monkeypatch.setattr(os, "umask", lambda m: calls.append(m) or 0o022)
+    assert io._umask() == io._UMASK_AT_IMPORT and not calls
+
+
+def test_search_liveness_tells_apart_machines_that_share_a_host_name():
+    """A smaller point of issue 40: a trial's worker is looked up only on its own machine and
+    pid namespace; a container with the same host name (another pid space) is left alone."""
+    import socket
+
+    import optuna
+
+    from lightrec.search import workers
+
+    study = optuna.create_study(storage=optuna.storages.InMemoryStorage())
+    dead_pid = 2**22 + 12345  # past the usual pid_max: no such process
+    twin = study.ask()  # another container's worker: the same host name, another namespace
+    twin.set_user_attr("worker", {"host": socket.gethostname(), "pid": dead_pid})
+    mine = study.ask()
+    mine.set_user_attr("worker", {"host": workers.machine(), "pid": dead_pid})
+    workers.fail_dead_trials(study)
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states[twin.number] == optuna.trial.TrialState.RUNNING
+    assert states[mine.number] == optuna.trial.TrialState.FAIL
+
+
+def test_a_search_folder_cannot_point_a_resume_at_another_database(tmp_path, tiny_csv):
+    """A smaller point of issue 40: search.yaml is read as untrusted; a storage it names
+    other than the folder's own journal is used only when the user names it."""
+    import yaml
+
+    from helpers import run_here
+
+    folder = tmp_path / "shared-search"
+    folder.mkdir()
+    record = {"config": "ease", "hparams_search": "ease", "storage": "sqlite:////tmp/x.db"}
+    (folder / "search.yaml").write_text(yaml.safe_dump(record))
+    argv = ["train", "ease", "-m", "hparams_search=ease", f"resume={folder}"]
+    p = run_here([*argv, *cpu_overrides(tmp_path, tiny_csv)], tmp_path)
+    assert p.returncode == 2, p.stderr[-2000:]
+    assert "names the storage 'sqlite:////tmp/x.db'" in p.stderr
+    assert "give search.storage=" in p.stderr
+
+
+def test_admm_slim_without_the_sign_constraint_stays_within_its_counted_matrices():
+    """A smaller point of issue 40: positive=false soft-thresholded the whole matrix into a
+    new one (an eighth n x n beside the seven counted); it now shrinks row blocks in place,
+    to the same values."""
+    import torch
+
+    from lightrec.models import admm_slim
+
+    g = torch.rand(30, 30, dtype=torch.float64)
+    gram = g @ g.T
+    want, _ = admm_slim.admm_slim_weights(gram.clone(), 0.5, 10.0, 5.0, 20, positive=False)
+    real = torch.nn.functional.softshrink
+    sizes = []
+
+    def watched(x, t):
+        sizes.append(x.shape[0])
+        return real(x, t)
+
+    old_rows = admm_slim.SHRINK_ROWS
+    admm_slim.SHRINK_ROWS = 7  # several blocks, one shorter
+    torch.nn.functional.softshrink = watched
+    try:
+        got, _ = admm_slim.admm_slim_weights(gram.clone(), 0.5, 10.0, 5.0, 20, positive=False)
+    finally:
+        admm_slim.SHRINK_ROWS = old_rows
+        torch.nn.functional.softshrink = real
+    assert max(sizes) <= 7  # never a whole n x n temporary
+    assert torch.equal(got, want)  # the same values

@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_run_arguments(ap, "paths.blends", "choose the weights on")
     ap.add_argument("--method", choices=METHODS, default="zscore")
-    a = ap.parse_args(argv)
+    a = ap.parse_intermixed_args(argv)  # runs before and after options (--bag A,B)
     logging.basicConfig(level=logging.WARNING)
     try:
         runs = chosen_runs(a)

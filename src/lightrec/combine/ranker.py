@@ -46,6 +46,7 @@ PATIENCE = 50  # rounds without a better inner NDCG@10 before the trees stop
 HELD_BACK = 0.2  # validation users nothing chooses on: the ranker's gain is measured there
 INNER = 0.2  # of the rest: the users whose NDCG@10 stops the trees
 MIN_USERS = 10  # validation users (with a candidate) a ranker is trained on, at least
+MIN_HELD_BACK = 30  # held-back users that may choose the ranker or a member over the blend
 
 
 @dataclass
@@ -185,7 +186,7 @@ def fit_ranker(
         )
     gain = round(scores["ranker"] - scores["blend"], 6)
     gain_member = round(scores["ranker"] - scores[best_member], 6)
-    applied = decide(scores, best_member)
+    applied = decide(scores, best_member, len(held))
     ranker = _train(data, seed, trees)  # every validation user, the chosen tree count
     record: dict[str, Any] = {
         "users": len(users),
@@ -208,11 +209,11 @@ def fit_ranker(
     return ranker, blend, record
 
 
-def decide(held_back: dict[str, float], best_member: str) -> str:
+def decide(held_back: dict[str, float], best_member: str, n_held: int = MIN_HELD_BACK) -> str:
     """What the submission applies, from the held-back scores: the ranker only where it
     beats both the blend and the best member; else the blend where it is at least that
     member; else the member alone (a ranker or blend that loses to its best member never
-    goes out).
+    goes out). Fewer than ``MIN_HELD_BACK`` held-back users decide nothing: the blend.
 
     >>> decide({"ranker": 0.30, "blend": 0.29, "ease": 0.31}, "ease")
     'ease'
@@ -221,6 +222,8 @@ def decide(held_back: dict[str, float], best_member: str) -> str:
     >>> decide({"ranker": 0.30, "blend": 0.31, "ease": 0.31}, "ease")
     'blend'
     """
+    if n_held < MIN_HELD_BACK:
+        return "blend"
     ranker, blend, member = (held_back[k] for k in ("ranker", "blend", best_member))
     if ranker > blend and ranker > member:
         return "ranker"

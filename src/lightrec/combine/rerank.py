@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         "--item-features",
         help="side information to use (default: the first run's data.item_features)",
     )
-    a = ap.parse_args(argv)
+    a = ap.parse_intermixed_args(argv)  # runs before and after options (--bag A,B)
     logging.basicConfig(level=logging.WARNING)
     try:
         runs = chosen_runs(a)

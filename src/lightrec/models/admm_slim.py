@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 LIVE_MATRICES = 7  # n x n matrices at the fit's peak: six, the inverse's workspace (6.6 measured)
 TOLERANCE = 1e-5  # the iterations stop once B - C and C's last move are under this of C
+SHRINK_ROWS = 1024  # rows soft-thresholded at once (positive=false), in place
 
 
 def admm_slim_weights(
@@ -66,8 +67,10 @@ def admm_slim_weights(
         torch.div(gamma, rho, out=c).add_(b)  # B + Gamma / rho, then the soft threshold:
         if positive:  # with C >= 0 it is max(C - t, 0)
             c.sub_(threshold).clamp_(min=0.0)
-        else:
-            c.copy_(torch.nn.functional.softshrink(c, threshold))
+        else:  # by blocks of rows: a whole-matrix softshrink would be an eighth n x n
+            for start in range(0, n, SHRINK_ROWS):
+                rows = c[start : start + SHRINK_ROWS]
+                rows.copy_(torch.nn.functional.softshrink(rows, threshold))
         change = float(work.sub_(c).norm())  # how far C moved (the dual residual)
         torch.sub(b, c, out=work)  # the primal residual B - C
         gamma.add_(work, alpha=rho)

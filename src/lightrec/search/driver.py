@@ -85,7 +85,15 @@ def run(cmd: Command) -> int:
     name = records.search_name(cmd.overrides)
     folder, recorded = records.folder(cmd.config, name, cfg, resume)
     folder = folder.resolve()  # workers, and a resume from another folder, find it
-    storage = str(cfg.search.storage or recorded or folder / records.JOURNAL_FILE)
+    own = folder / records.JOURNAL_FILE
+    if recorded and not cfg.search.storage and Path(recorded).expanduser().resolve() != own:
+        # search.yaml is read as untrusted: a shared folder must not point this machine's
+        # search at another database; the user names it, or the folder's own journal is used
+        raise LightrecError(
+            f"{folder / records.SEARCH_FILE} names the storage {recorded!r}, not the folder's "
+            f"own journal: to continue that study, give search.storage={recorded} yourself"
+        )
+    storage = str(cfg.search.storage or own)
     study = open_study(cfg, storage, distributions, resume)
     search = Search(cmd.config, fixed, cfg, folder, storage, distributions, study)
     records.write_asked(

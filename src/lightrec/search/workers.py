@@ -32,11 +32,29 @@ class SearchInterrupted(Exception):
         self.exit_code = exit_code
 
 
+def machine() -> str:
+    """This process's machine and pid namespace: the host name, the boot id and the pid
+    namespace's inode where the system has them. Containers that share a host name (or
+    one host's containers, each with its own pids) are told apart: a pid is only looked up
+    where it means the same process."""
+    parts = [socket.gethostname()]
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            parts.append(f.read().strip())
+    except OSError:
+        pass
+    try:
+        parts.append(str(os.stat("/proc/self/ns/pid").st_ino))
+    except OSError:
+        pass
+    return " ".join(parts)
+
+
 def me() -> dict[str, Any]:
-    """This process as a trial records its worker: host, pid and start time (a pid is
-    reused; a pid with its start time is not)."""
+    """This process as a trial records its worker: its machine (:func:`machine`), pid and
+    start time (a pid is reused; a pid with its start time is not)."""
     return {
-        "host": socket.gethostname(),
+        "host": machine(),
         "pid": os.getpid(),
         "started": round(psutil.Process().create_time(), 2),
     }
@@ -60,7 +78,7 @@ def fail_dead_trials(study: optuna.Study) -> None:
     """Mark failed the running trials whose worker, on this machine, is gone (killed), and
     queue their values again, so the next trial tries what the cut-off one was trying (on
     another machine a trial is failed when that machine resumes)."""
-    host = socket.gethostname()
+    host = machine()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = t.user_attrs.get("worker") or {}
         if worker.get("host") == host and not alive(worker):

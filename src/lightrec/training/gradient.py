@@ -56,7 +56,6 @@ class GradientStage(Stage):
         state = resume.ResumeState(resumes=int(continuing))
         shown, bar = progress.callbacks(cfg.progress, monitor, cfg.checkpoint.mode)
         callbacks = [
-            last_cb,
             state,
             SameRunFolder(run_dir),
             DivergenceGuard(),
@@ -81,6 +80,11 @@ class GradientStage(Stage):
                 monitor=monitor, mode=cfg.checkpoint.mode, patience=cfg.early_stopping.patience
             )
             callbacks += [best_cb, stop]
+        # last.ckpt, the point a resume starts from, is written after everything else of
+        # the epoch (best.ckpt, early stopping's count): a kill the moment it is in place
+        # leaves nothing of that epoch unsaved (issue 40.15: written first, a kill between
+        # it and best.ckpt resumed to a stale best checkpoint)
+        callbacks.append(last_cb)
         fitter = trainer(
             cfg,
             callbacks=callbacks,

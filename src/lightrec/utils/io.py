@@ -89,11 +89,27 @@ def remove_stale_temps(folder: str | Path, older_than_s: float = STALE_AFTER_S) 
     return removed
 
 
-def _umask() -> int:
-    """This process's umask (read by setting it, then putting it back)."""
+def _flip_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+_UMASK_AT_IMPORT = _flip_umask()  # one flip, while importing: before any writer thread
+
+
+def _umask() -> int:
+    """This process's umask, read from ``/proc/self/status`` where the system has it: setting
+    it to read it (and back) races with another thread's file creation, which would get the
+    flipped mask. Elsewhere, the umask read when this module was imported."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return _UMASK_AT_IMPORT
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[Any]], None], binary: bool = False) -> Path:
