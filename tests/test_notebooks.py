@@ -175,3 +175,19 @@ def test_stored_notebooks_are_what_the_builder_writes(tmp_path, monkeypatch):
         fresh = nbformat.read(builder.write(name, cells), as_version=4)
         stored = nbformat.read(NOTEBOOKS / name, as_version=4)
         assert [c.source for c in fresh.cells] == [c.source for c in stored.cells], name
+
+
+def test_the_competition_notebook_runs_from_python(tmp_path, monkeypatch):
+    """Issue 42: hide, best, the member table, score and a new history's recommendations,
+    all from Python, on MovieLens-100K (a quick plan of two closed forms)."""
+    nb = nbformat.read(ROOT / "notebooks" / "competition_from_python.ipynb", as_version=4)
+    monkeypatch.setenv("LIGHTREC_NB_MEMBERS", "[ease,item_knn]")
+    monkeypatch.setenv("LIGHTREC_NB_OUT", str(tmp_path / "out"))
+    NotebookClient(
+        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}
+    ).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    text = "".join(str(o.get("text", "")) + str(o.get("data", {})) for o in outputs)
+    assert "recall@10" in text and "marginal" in text
+    assert list((tmp_path / "out" / "reranks").rglob("submission.csv"))

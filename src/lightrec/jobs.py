@@ -221,13 +221,14 @@ def preflight(cmd: Command, stage: str) -> DictConfig:
     return first
 
 
-def run_stage(cmd: Command, stage: str) -> Path | None:
+def run_stage(cmd: Command, stage: str, exits: bool = True) -> Path | None:
     """Pre-flight, claim the job's folder, then let Hydra run the stage's job in it (a search
     is :mod:`lightrec.search`'s, not a stage's); return that folder (None for Hydra's own
     commands, or a folder the command line chose): the caller's run, never another
-    process's newest."""
+    process's newest. ``exits=False`` (Python, a notebook): a user error raises
+    :class:`LightrecError` and an interruption ``KeyboardInterrupt``, never ``sys.exit``."""
     if cmd.hydra_flags:  # Hydra's own commands (--cfg job, --info): nothing runs
-        _hydra_run(stage, cmd.config, [*cmd.hydra_flags, *cmd.overrides])
+        _hydra_run(stage, cmd.config, [*cmd.hydra_flags, *cmd.overrides], exits)
         return None
     if cmd.multirun and cmd.mode in ("both", "clean-both"):
         raise LightrecError("-m sweeps train alone: run the sweep with train, then predict a run")
@@ -241,15 +242,17 @@ def run_stage(cmd: Command, stage: str) -> Path | None:
         else:
             folder = claim_job_dir(cfg, stage, stamp("-multirun" if cmd.multirun else ""))
         extra.append(f"{folder_key}={quote_override(str(folder))}")
-    _hydra_run(stage, cmd.config, [*(["-m"] if cmd.multirun else []), *cmd.overrides, *extra])
+    args = [*(["-m"] if cmd.multirun else []), *cmd.overrides, *extra]
+    _hydra_run(stage, cmd.config, args, exits)
     return None if folder is None else Path(folder)
 
 
-def _hydra_run(stage: str, config: str, args: list[str]) -> None:
+def _hydra_run(stage: str, config: str, args: list[str], exits: bool = True) -> None:
     """Hydra's main for one stage with ``args`` as its command line; a user error in the job
-    is one sentence and exit 2 (:func:`guarded`)."""
+    is one sentence and exit 2 (:func:`guarded`), or raised (:func:`raising`)."""
     work: Callable[[DictConfig], object] = fit.run if stage == "train" else predict.run
-    run_job(config, args, lambda cfg: guarded(work, cfg))
+    guard = guarded if exits else raising
+    run_job(config, args, lambda cfg: guard(work, cfg))
 
 
 def run_job(config: str, args: list[str], work: Callable[[DictConfig], T]) -> T:
@@ -334,6 +337,28 @@ def guarded(fn: Callable[[DictConfig], T], cfg: DictConfig) -> T:
             raise
         _remove_unused_job_folder()
         sys.exit(refuse(msg))
+
+
+def raising(fn: Callable[[DictConfig], T], cfg: DictConfig) -> T:
+    """:func:`guarded` for Python callers: a user error is a :class:`LightrecError` with
+    the sentence the command line prints (the job's unused folder removed), Ctrl-C or a
+    signal a ``KeyboardInterrupt`` whose message says how to continue the run."""
+    try:
+        return fn(cfg)
+    except RunInterrupted as e:
+        raise KeyboardInterrupt(
+            f"interrupted ({e.signal_name}): {e.run.root} is unfinished; continue it with "
+            "the same call and resume=True"
+        ) from None
+    except KeyboardInterrupt:
+        _remove_unused_job_folder()
+        raise
+    except Exception as e:
+        msg = user_error_message(e)
+        if msg is None:
+            raise
+        _remove_unused_job_folder()
+        raise LightrecError(msg) from None
 
 
 def _remove_unused_job_folder() -> None:

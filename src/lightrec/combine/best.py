@@ -7,6 +7,8 @@ from __future__ import annotations
 import dataclasses
 import time
 import typing
+from pathlib import Path
+from typing import Any
 
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
@@ -37,6 +39,57 @@ def run(overrides: list[str]) -> int:
     the recipe's own ``best.overrides`` for that member; ``best.bags`` trains a member on
     several seeds, combined as one), then combine their runs (``best.combine``); the
     submission's path is the last line printed."""
+    trained = train_members(overrides)
+    plan, composed = trained.plan, trained.composed
+    if plan.combine == "rerank":
+        return rerank.report_rerank(
+            trained.members,
+            max_users=plan.max_users,
+            available_only=plan.available_only,
+            member_seconds=trained.seconds,
+            out_root=str(composed.paths.reranks),
+        )
+    return blend.report_blend(
+        trained.members,
+        max_users=plan.max_users,
+        member_seconds=trained.seconds,
+        out_root=str(composed.paths.blends),
+    )
+
+
+def combine(trained: Trained) -> tuple[Path, dict[str, Any]]:
+    """The trained members combined as the plan says: the submission's path and the record
+    (``rerank.json`` or ``blend.json``); a user error raises."""
+    plan, composed = trained.plan, trained.composed
+    if plan.combine == "rerank":
+        return rerank.rerank(
+            trained.members,
+            max_users=plan.max_users,
+            available_only=plan.available_only,
+            member_seconds=trained.seconds,
+            out_root=str(composed.paths.reranks),
+        )
+    return blend.blend(
+        trained.members,
+        max_users=plan.max_users,
+        member_seconds=trained.seconds,
+        out_root=str(composed.paths.blends),
+    )
+
+
+@dataclasses.dataclass
+class Trained:
+    """What :func:`train_members` trained: the members (a run folder, or a bag's folders),
+    their training seconds (None: kept from before), the plan and the composed config."""
+
+    members: list[Member]
+    seconds: list[float | None]
+    plan: DictConfig
+    composed: DictConfig
+
+
+def train_members(overrides: list[str], exits: bool = True) -> Trained:
+    """The recipe's members, trained (``exits=False``: errors raise, for Python callers)."""
     try:
         composed = compose_job("pop", overrides)
         plan = composed.best  # the recipe's plan, read from any config
@@ -75,7 +128,7 @@ def run(overrides: list[str]) -> int:
         if command is None:
             continue
         t0 = time.perf_counter()
-        claimed = run_stage(command, "train")  # this job's own folder (issue 40.12)
+        claimed = run_stage(command, "train", exits)  # this job's own folder (issue 40.12)
         seconds[i] = time.perf_counter() - t0
         if claimed is None:  # a folder the command line chose (hydra.run.dir=...)
             claimed = latest_finished_run(log_roots[i], command.config).root
@@ -96,20 +149,7 @@ def run(overrides: list[str]) -> int:
             f"best.budget={plan.budget} left time for {len(members)} member(s): combining "
             "needs two; give a larger budget"
         )
-    if plan.combine == "rerank":
-        return rerank.report_rerank(
-            members,
-            max_users=plan.max_users,
-            available_only=plan.available_only,
-            member_seconds=member_seconds,
-            out_root=str(composed.paths.reranks),
-        )
-    return blend.report_blend(
-        members,
-        max_users=plan.max_users,
-        member_seconds=member_seconds,
-        out_root=str(composed.paths.blends),
-    )
+    return Trained(members, member_seconds, plan, composed)
 
 
 def check_plan(plan: DictConfig) -> None:

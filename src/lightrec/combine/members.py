@@ -170,11 +170,12 @@ def add_run_arguments(ap: argparse.ArgumentParser, folder: str, users_for: str) 
     ap.add_argument("runs", nargs="*", help="finished training run folders")
     ap.add_argument(
         "--bag",
-        nargs="+",
         action="append",
-        metavar="RUN",
+        type=_bag,
+        metavar="RUN,RUN[,...]",
         default=[],
-        help="one member made of these runs of one config (seed bagging); repeatable",
+        help="one member made of these runs of one config, comma-separated (seed bagging); "
+        "repeatable",
     )
     ap.add_argument(
         "--latest",
@@ -187,7 +188,8 @@ def add_run_arguments(ap: argparse.ArgumentParser, folder: str, users_for: str) 
     ap.add_argument(
         "--out",
         type=Path,
-        help=f"submission path (default: the first run's {folder}/<date>/<time>/)",
+        help=f"submission path (default: the shipped {folder}/<date>/<time>/, never a "
+        "folder a run's config names)",
     )
     ap.add_argument("--no-refit", action="store_true", help="use the selected models")
     ap.add_argument(
@@ -197,6 +199,15 @@ def add_run_arguments(ap: argparse.ArgumentParser, folder: str, users_for: str) 
         help=f"validation users to {users_for} (a seeded sample)",
     )
     ap.add_argument("--top-k", type=int, help="items per user (default: the runs' predict.top_k)")
+
+
+def _bag(value: str) -> list[str]:
+    """``--bag``'s one argument: run folders separated by commas (a list of its own, so a
+    bag never swallows the positional runs after it)."""
+    runs = [v for v in value.split(",") if v]
+    if len(runs) < 2:
+        raise argparse.ArgumentTypeError(f"a bag is two runs or more, comma-separated: {value!r}")
+    return runs
 
 
 def chosen_runs(a: argparse.Namespace) -> list[Member]:

@@ -69,6 +69,11 @@ class Run:
         return self.finished.cfg
 
     @property
+    def metrics(self) -> dict[str, Any]:
+        """The run's metrics.json: validation and test metrics, the selection, the refit's."""
+        return self.finished.metrics
+
+    @property
     def item_ids(self) -> list:
         return self.finished.item_ids
 
