@@ -1,5 +1,5 @@
 """Two probes of the linear family on a protocol's training file, in plain numpy, choosing on
-validation only and scoring the hidden rows once (docs/RESULTS.md, "Linear probes").
+validation only and scoring the hidden rows once (docs/history/RESULTS-log.md, "Linear probes").
 
 ``python benchmarks/linear_probes.py hybrid [--data CSV] [--random-m M]``: the user+item
 EASE hybrid, ``(1 - w) z(x_u B) + w z(A X)_u`` (item EASE ``B``, user-user EASE ``A``, a

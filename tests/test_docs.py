@@ -76,7 +76,8 @@ def _sections(path) -> dict[str, str]:
 
 
 def test_every_number_of_the_results_file_is_in_the_section_it_cites():
-    pages = {p.name: _sections(p) for p in (ROOT / "docs").glob("*.md")}
+    docs = ROOT / "docs"
+    pages = {str(p.relative_to(docs)): _sections(p) for p in docs.rglob("*.md")}
     for row in _numbers():
         page, _, section = row["source"].partition(", ")
         title = section.strip('"')
@@ -118,3 +119,95 @@ def test_every_figure_of_the_readme_and_the_guides_is_the_results_files(page):
             if not named:
                 wrong.append(f"{value} ({' '.join(piece.split())[:80]})")
     assert not wrong, f"{page.name} quotes figures numbers.csv does not hold: {wrong}"
+
+
+# ------------------------------------------------ the commands the front pages show
+
+COMMAND = re.compile(r"^(?:\./run\.sh|\./run_best\.sh|python -m lightrec|lightrec)\b(.*)$")
+
+
+def _commands(page) -> list[str]:
+    """The lightrec command lines of a page's ```bash blocks (continuations joined,
+    comments dropped)."""
+    out = []
+    for block in re.findall(r"```bash\n(.*?)```", page.read_text(encoding="utf-8"), flags=re.S):
+        joined = re.sub(r"\\\n\s*", " ", block)
+        for line in joined.splitlines():
+            for part in re.split(r"&&|;", line.split("#", 1)[0]):
+                part = re.sub(r"<[^>]*>", "placeholder", part.strip())  # <folder>, <date>
+                part = re.sub(r"^/usr/bin/time( -v)? ", "", part)
+                if COMMAND.match(part) or part.startswith(PROTOCOL):
+                    out.append(part)
+    return out
+
+
+FRONT = [
+    ROOT / "README.md",
+    ROOT / "docs" / "RESULTS.md",
+    ROOT / "docs" / "BENCHMARKS.md",
+    *sorted((ROOT / "docs" / "guides").glob("*.md")),
+]
+PROTOCOL = "python benchmarks/eval_protocol.py"
+
+
+@pytest.mark.parametrize("page", FRONT, ids=lambda p: p.name)
+def test_every_command_the_front_pages_show_parses_and_composes(page):
+    """Issue 41: each lightrec command of the README and the guides names a mode that
+    exists; a config mode's command parses with the CLI's own parser and every job it
+    expands to composes against the shipped configs and passes their checks; `best`'s plan
+    is checked as `best` checks it. Nothing runs."""
+    import shlex
+
+    from lightrec import cli, jobs
+    from lightrec.combine import best
+    from lightrec.config.check import check_config
+
+    for line in _commands(page):
+        if line.startswith(PROTOCOL):  # the runs' overrides, after --, compose with a recipe
+            _, _, after = line.partition(" -- ")
+            overrides = shlex.split(after)
+            check_config(jobs.compose_job("ease", overrides))
+            best.check_plan(jobs.compose_job("pop", overrides).best)
+            continue
+        if any(p in line for p in ("MODE", "CONFIG", "[", "...")):
+            continue  # a usage line, not a command
+        argv = shlex.split(COMMAND.match(line).group(1))
+        if line.startswith("./run_best.sh"):
+            argv = ["best", *argv]
+        if not argv or argv[0].startswith("-"):
+            continue  # --help
+        mode = argv[0]
+        assert mode in cli.CONFIG_MODES or mode in cli.TOOL_MODES, f"{page.name}: {line}"
+        if mode == "best":
+            best.check_plan(jobs.compose_job("pop", argv[1:]).best)
+        elif mode in cli.STAGES:
+            cmd = jobs.parse(argv, None)
+            for overrides in jobs.jobs(cmd):
+                check_config(jobs.compose_job(cmd.config, overrides))
+
+
+CITED = re.compile(r"(README|docs/[\w/]+\.md)(?:,|:)? \"([^\"]+)\"")
+
+
+def test_every_section_the_docs_and_configs_cite_exists():
+    """Issue 41: a citation of a section (`docs/RESULTS.md, "Hidden last item"`, `README,
+    "Search"`) names a heading of that page (a heading begins with it)."""
+    sources = [
+        *DOCS,
+        *sorted((ROOT / "src" / "lightrec" / "configs").rglob("*.yaml")),
+        ROOT / "pyproject.toml",
+    ]
+    headings = {}
+    for page in DOCS:
+        key = "README" if page.name == "README.md" else str(page.relative_to(ROOT))
+        headings[key] = [t for t in _sections(page) if t]
+    missing = []
+    for source in sources:
+        raw = source.read_text(encoding="utf-8")
+        raw = re.sub(r"\n\s*#", "\n", raw)  # a YAML comment carried over lines is one text
+        text = " ".join(raw.split())
+        for doc, section in CITED.findall(text):
+            titles = headings.get(doc.removesuffix(".md") if doc == "README.md" else doc)
+            if titles is not None and not any(t.startswith(section) for t in titles):
+                missing.append(f'{source.name}: {doc} "{section}"')
+    assert not missing, missing

@@ -151,7 +151,7 @@ def test_a_run_folder_from_before_side_information_loads_without_it(tmp_path):
     from lightrec.utils.path_utils import RunDir
 
     cfg = compose_cfg("ease", [f"data.data_dir={ROOT / 'data'}"])
-    old = OmegaConf.to_container(cfg)
+    old = OmegaConf.to_container(cfg, resolve=True)  # as every run writes it
     del old["data"]["item_features"]
     (tmp_path / "config.yaml").write_text(OmegaConf.to_yaml(old))
     loaded = load_config(RunDir(tmp_path))

@@ -247,3 +247,23 @@ def test_admm_slim_without_the_sign_constraint_stays_within_its_counted_matrices
         torch.nn.functional.softshrink = real
     assert max(sizes) <= 7  # never a whole n x n temporary
     assert torch.equal(got, want)  # the same values
+
+
+def test_scores_holding_nan_are_refused_never_written(ease_run, tmp_path):
+    """40.13: a model whose weights are not finite (edited, or trained before values had to
+    be finite) is refused in one sentence by predict; no submission is written."""
+    import torch
+
+    from helpers import run_here
+
+    copy = _copy(ease_run, tmp_path)
+    for ckpt in (copy / "checkpoints").glob("*.ckpt"):
+        state = torch.load(ckpt, weights_only=True)
+        state["state_dict"]["B"][:, 3] = float("nan")
+        torch.save(state, ckpt)
+    (copy / "submission.csv").unlink(missing_ok=True)
+    p = run_here(["predict", "ease", f"run_dir={copy}"], tmp_path)
+    assert p.returncode == 2, p.stderr[-2000:]
+    errors = [line for line in p.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "hold NaN" in errors[0]
+    assert not (copy / "submission.csv").exists()

@@ -15,7 +15,7 @@ import torch
 
 from lightrec.combine.weights import normalise, ranks_of
 from lightrec.data.item_features import ItemFeatures, time_to_year
-from lightrec.runs.scoring import Scorer
+from lightrec.runs.scoring import Scorer, check_finite
 
 RECENT_SHARE = 0.1  # "recent" popularity: the latest tenth of the rows
 
@@ -150,6 +150,7 @@ def candidate_batch(
     seen = None
     for score in ctx.scorers:
         scores, seen = score(rows)
+        check_finite(scores, rows)
         z = normalise(scores.float().cpu(), seen.cpu(), "zscore")
         top = z.topk(n_candidates, dim=1).indices
         hit = torch.zeros_like(z, dtype=torch.bool).scatter_(1, top, True)

@@ -70,6 +70,7 @@ def top_items(
     values = np.empty((len(rows), k), dtype=np.float32)
     at = 0
     for chunk, scores, seen in batches(score, rows, batch_size, progress):
+        check_finite(scores, chunk)
         top_values, top_items_ = best_first(exclude_seen(scores.float(), seen), k)
         out[at : at + len(chunk)] = top_items_.cpu().numpy()
         values[at : at + len(chunk)] = top_values.cpu().numpy()
@@ -91,6 +92,25 @@ def without_items(score: Scorer, items: np.ndarray) -> Scorer:
         return scores, seen
 
     return scored
+
+
+def check_finite(scores: torch.Tensor, rows: Sequence[int]) -> None:
+    """Refuse scores holding NaN (a model whose weights are not finite): never ranked,
+    never written.
+
+    >>> try:
+    ...     check_finite(torch.tensor([[1.0, float("nan")]]), [7])
+    ... except LightrecError as e:
+    ...     print(str(e)[:48])
+    the model's scores for user row 7 hold NaN: its
+    """
+    bad = torch.isnan(scores).any(dim=1)
+    if bool(bad.any()):
+        row = rows[int(bad.nonzero()[0])]
+        raise LightrecError(
+            f"the model's scores for user row {row} hold NaN: its weights are not finite "
+            "numbers; train it again (a finite model.lam, dropout, lr)"
+        )
 
 
 def best_first(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
