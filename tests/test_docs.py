@@ -211,3 +211,22 @@ def test_every_section_the_docs_and_configs_cite_exists():
             if titles is not None and not any(t.startswith(section) for t in titles):
                 missing.append(f'{source.name}: {doc} "{section}"')
     assert not missing, missing
+
+
+TIMING = re.compile(r"about \d+ minutes|\d+ min \d+ s|[\d,.]+(?:-[\d,.]+)? requests/s")
+
+
+@pytest.mark.parametrize(
+    "page",
+    [ROOT / "README.md", *sorted((ROOT / "docs" / "guides").glob("*.md"))],
+    ids=lambda p: p.name,
+)
+def test_every_time_and_speed_the_front_pages_quote_is_the_benchmarks_page(page):
+    """Issue 41 (points 4 and 5): a recipe's minutes or a server's requests/s quoted on a
+    front page is one the reference page docs/BENCHMARKS.md states (a guide once said
+    "about 23 minutes" where the page said 13 min 48 s, and 90 requests/s where it said
+    723-909)."""
+    reference = " ".join((ROOT / "docs" / "BENCHMARKS.md").read_text(encoding="utf-8").split())
+    quoted = TIMING.findall(" ".join(page.read_text(encoding="utf-8").split()))
+    stale = [q for q in quoted if q.removeprefix("about ") not in reference]
+    assert not stale, f"{page.name} quotes times docs/BENCHMARKS.md does not state: {stale}"
