@@ -105,6 +105,8 @@ def tune(cfg: DictConfig, dm: RecSysDataModule) -> dict[str, Any] | None:
     shown = ", ".join(f"{k}={v}" for k, v in chosen.items())
     grid_size = len(list(itertools.product(*knobs.values())))
     at_edge = _at_edge(knobs, chosen)
+    if extended and chosen[next(iter(knobs))] == extended[-1]:  # still improving at the last
+        at_edge = list(knobs)  # step past the grid: the best may lie further still
     edge = f"; past the grid's edge: {extended}" if extended else ""
     edge += (
         f"; at the grid's edge ({', '.join(at_edge)}): widen tune: to look past it"
