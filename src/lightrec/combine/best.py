@@ -39,42 +39,29 @@ def run(overrides: list[str]) -> int:
     the recipe's own ``best.overrides`` for that member; ``best.bags`` trains a member on
     several seeds, combined as one), then combine their runs (``best.combine``); the
     submission's path is the last line printed."""
-    trained = train_members(overrides)
-    plan, composed = trained.plan, trained.composed
-    if plan.combine == "rerank":
-        return rerank.report_rerank(
-            trained.members,
-            max_users=plan.max_users,
-            available_only=plan.available_only,
-            member_seconds=trained.seconds,
-            out_root=str(composed.paths.reranks),
-        )
-    return blend.report_blend(
-        trained.members,
-        max_users=plan.max_users,
-        member_seconds=trained.seconds,
-        out_root=str(composed.paths.blends),
-    )
+    code: int = _combined(train_members(overrides), report=True)
+    return code
 
 
 def combine(trained: Trained) -> tuple[Path, dict[str, Any]]:
     """The trained members combined as the plan says: the submission's path and the record
     (``rerank.json`` or ``blend.json``); a user error raises."""
+    result: tuple[Path, dict[str, Any]] = _combined(trained, report=False)
+    return result
+
+
+def _combined(trained: Trained, report: bool) -> Any:
+    """The plan's combiner on the trained members: its command-line report (an exit code)
+    or, for Python callers, its result."""
     plan, composed = trained.plan, trained.composed
+    kw: dict[str, Any] = {"max_users": plan.max_users, "member_seconds": trained.seconds}
     if plan.combine == "rerank":
-        return rerank.rerank(
-            trained.members,
-            max_users=plan.max_users,
-            available_only=plan.available_only,
-            member_seconds=trained.seconds,
-            out_root=str(composed.paths.reranks),
-        )
-    return blend.blend(
-        trained.members,
-        max_users=plan.max_users,
-        member_seconds=trained.seconds,
-        out_root=str(composed.paths.blends),
-    )
+        fn: Any = rerank.report_rerank if report else rerank.rerank
+        kw.update(available_only=plan.available_only, out_root=str(composed.paths.reranks))
+    else:
+        fn = blend.report_blend if report else blend.blend
+        kw.update(out_root=str(composed.paths.blends))
+    return fn(trained.members, **kw)
 
 
 @dataclasses.dataclass
