@@ -7,7 +7,8 @@ Each model trains one epoch (``trainer.max_epochs=1 refit=false``; a closed-form
 epoch is its fit), then predicts for every user, each command under ``/usr/bin/time`` for its
 wall time and peak resident memory. Run it alone: two torch processes on two cores thrash.
 Extra arguments are Hydra overrides given to every training (e.g. ``recipe=competition``).
-The table goes to stdout and to ``--out`` (docs/history/BENCHMARKS-log.md, "What every model costs").
+The table goes to stdout and to ``--out`` (docs/history/BENCHMARKS-log.md, "What every model
+costs").
 """
 
 from __future__ import annotations
