@@ -319,3 +319,20 @@ def test_a_kill_the_moment_last_ckpt_is_written_resumes_to_the_same_numbers(tmp_
     assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]
     resumed = train.fit(compose_cfg("multi_vae_v2", [*ov, f"resume={cut}"], cut)).metrics
     same_numbers(whole, resumed)
+
+
+def test_a_signal_whose_interrupt_was_swallowed_still_stops_the_run():
+    """A signal's KeyboardInterrupt can land in a finalizer, where Python swallows it; the
+    next batch or epoch then raises it again (a search's SIGTERM once waited out a whole
+    trial that way)."""
+    from lightrec.training import resume
+
+    stop = resume.StopOnSignal()
+    stop.on_train_batch_start()  # nothing received: nothing happens
+    resume._PENDING.append("SIGTERM")
+    try:
+        for hook in (stop.on_train_batch_start, stop.on_train_epoch_start):
+            with pytest.raises(KeyboardInterrupt):
+                hook()
+    finally:
+        resume._PENDING.clear()

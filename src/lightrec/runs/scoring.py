@@ -101,7 +101,7 @@ def check_finite(scores: torch.Tensor, rows: Sequence[int]) -> None:
     >>> try:
     ...     check_finite(torch.tensor([[1.0, float("nan")]]), [7])
     ... except LightrecError as e:
-    ...     print(str(e)[:48])
+    ...     print(str(e)[:47])
     the model's scores for user row 7 hold NaN: its
     """
     bad = torch.isnan(scores).any(dim=1)

@@ -56,6 +56,7 @@ class GradientStage(Stage):
         state = resume.ResumeState(resumes=int(continuing))
         shown, bar = progress.callbacks(cfg.progress, monitor, cfg.checkpoint.mode)
         callbacks = [
+            resume.StopOnSignal(),
             state,
             SameRunFolder(run_dir),
             DivergenceGuard(),
@@ -124,7 +125,13 @@ class GradientStage(Stage):
         fitter = trainer(
             cfg,
             logger=logger,
-            callbacks=[DivergenceGuard(), ReleaseHostMemory(), *average, *shown],
+            callbacks=[
+                resume.StopOnSignal(),
+                DivergenceGuard(),
+                ReleaseHostMemory(),
+                *average,
+                *shown,
+            ],
             enable_progress_bar=bar,
             default_root_dir=str(job.run_dir.root),
             max_epochs=epochs,

@@ -156,14 +156,40 @@ def resume_command(run: RunDir | Path, argv: list[str] | None = None) -> str:
     return shlex.join([sys.executable, *prog, *args, f"resume={root}"])
 
 
+_PENDING: list[str] = []  # signals received while training (StopOnSignal acts on them)
+
+
+class StopOnSignal(pl.Callback):
+    """Raises ``KeyboardInterrupt`` at the next batch or epoch once a signal arrived: the
+    handler's own raise lands wherever the signal does, and there it can be swallowed (in a
+    finalizer run by a garbage collection, where Python only prints it), leaving the run
+    training on as if nothing had been received."""
+
+    def _check(self) -> None:
+        if _PENDING:
+            raise KeyboardInterrupt
+
+    def on_train_batch_start(self, *args: Any, **kwargs: Any) -> None:
+        self._check()
+
+    def on_validation_batch_start(self, *args: Any, **kwargs: Any) -> None:
+        self._check()
+
+    def on_train_epoch_start(self, *args: Any, **kwargs: Any) -> None:
+        self._check()
+
+
 @contextmanager
 def on_signals(run: RunDir) -> Iterator[None]:
-    """While training: Ctrl-C and SIGTERM stop at the next step and raise RunInterrupted.
+    """While training: Ctrl-C and SIGTERM stop at the next step and raise RunInterrupted
+    (the handler raises at once, and :class:`StopOnSignal` again at the next batch should
+    that raise have been swallowed).
 
     Lightning turns a KeyboardInterrupt inside ``fit`` into a graceful shutdown ending in
     ``SystemExit(1)``, and its own SIGTERM handling into a ``SIGTERMException``; both are
     reported here as one :class:`RunInterrupted` naming the signal."""
-    received: list[str] = []
+    received = _PENDING
+    received.clear()
 
     def handler(signum: int, frame: Any) -> None:
         received.append(signal.Signals(signum).name)
@@ -179,6 +205,7 @@ def on_signals(run: RunDir) -> Iterator[None]:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+        received.clear()
 
 
 _HELD: dict[str, int] = {}  # run folders this process holds, and the descriptor holding each
