@@ -1,13 +1,16 @@
 """Load test of ``python -m lightrec serve`` on loopback:
 ``python benchmarks/bench_serve.py RUN_DIR [--requests 3000] [--clients 4] [--k 10]
-[--max-batch N]``.
+[--max-batch N] [--max-queue N] [--dates]``.
 
 Starts the server on a finished run as a user does, sends ``--requests`` ``POST
 /recommend`` requests from ``--clients`` concurrent clients (each a keep-alive HTTP
 connection on its own thread), every body a real history of the run's data file (a random
 user's items, in time order), and prints one JSON line: p50 / p99 latency, requests per
-second, error responses, and the server's resident memory after a warm-up and at the end
-(memory flat: the two agree).
+second, error responses (by status), and the server's resident memory after a warm-up and
+at the end (memory flat: the two agree). Meanwhile a client polls ``GET /health`` every
+20 ms: its p50 and p99 are printed too. ``--dates``: every body is a 10,000-item history with
+a date written as text per item ("3 March 1995 4:05pm"), the slowest parsing a request can
+ask for. ``--max-queue``: the server's bound on waiting requests (past it, 503s).
 """
 
 from __future__ import annotations
@@ -56,6 +59,29 @@ def bodies(run_dir: str, n: int, k: int, seed: int = 0) -> list[bytes]:
     return out
 
 
+def date_bodies(run_dir: str, n: int, k: int) -> list[bytes]:
+    """``n`` bodies of 10,000 known items, each with a time written as a date in words."""
+    ids = [str(i) for i in load_run(run_dir).item_ids]
+    items = [ids[j % min(500, len(ids) - 20)] for j in range(10_000)]  # k still fits
+    months = ["January", "March", "May", "July", "September", "November"]
+    times = [
+        f"{1 + j % 28} {months[j % 6]} {1990 + j % 9} {1 + j % 12}:{j % 60:02d}pm"
+        for j in range(10_000)
+    ]
+    return [json.dumps({"items": items, "times": times, "k": k}).encode()] * n
+
+
+def poll_health(port: int, latencies: list[float], stop: threading.Event) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    while not stop.is_set():
+        t = time.perf_counter()
+        conn.request("GET", "/health")
+        conn.getresponse().read()
+        latencies.append(time.perf_counter() - t)
+        time.sleep(0.02)
+    conn.close()
+
+
 def client(port: int, work: list[bytes], latencies: list[float], errors: list[int]) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     headers = {"Content-Type": "application/json"}
@@ -77,6 +103,8 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--max-batch", type=int, help="the server's --max-batch (default: its own)")
+    ap.add_argument("--max-queue", type=int, help="the server's --max-queue (default: its own)")
+    ap.add_argument("--dates", action="store_true", help="10,000-item bodies with dates as text")
     a = ap.parse_args()
     port = free_port()
     server = subprocess.Popen(
@@ -89,6 +117,7 @@ def main() -> None:
             "--port",
             str(port),
             *([] if a.max_batch is None else ["--max-batch", str(a.max_batch)]),
+            *([] if a.max_queue is None else ["--max-queue", str(a.max_queue)]),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -109,6 +138,8 @@ def main() -> None:
                 time.sleep(0.2)
         work = bodies(a.run_dir, a.requests + 200, a.k)
         client(port, work[:200], [], [])  # warm-up
+        if a.dates:
+            work = work[:200] + date_bodies(a.run_dir, a.requests, a.k)
         rss_warm = rss_mb(server.pid)
         latencies: list[float] = []
         errors: list[int] = []
@@ -117,12 +148,19 @@ def main() -> None:
             threading.Thread(target=client, args=(port, share, latencies, errors))
             for share in shares
         ]
+        health_ms: list[float] = []
+        stop = threading.Event()
+        poller = threading.Thread(target=poll_health, args=(port, health_ms, stop))
+        poller.start()
         t = time.perf_counter()
         for th in threads:
             th.start()
         for th in threads:
             th.join()
         wall = time.perf_counter() - t
+        stop.set()
+        poller.join()
+        hm = np.array(health_ms) * 1000
         ms = np.array(latencies) * 1000
         print(
             json.dumps(
@@ -135,6 +173,9 @@ def main() -> None:
                     "p99_ms": round(float(np.percentile(ms, 99)), 1),
                     "requests_per_s": round(len(latencies) / wall, 1),
                     "errors": len(errors),
+                    "errors_by_status": {str(c): errors.count(c) for c in sorted(set(errors))},
+                    "health_p50_ms": round(float(np.percentile(hm, 50)), 1) if len(hm) else None,
+                    "health_p99_ms": round(float(np.percentile(hm, 99)), 1) if len(hm) else None,
                     "rss_after_warmup_mb": round(rss_warm, 1),
                     "rss_end_mb": round(rss_mb(server.pid), 1),
                 }
