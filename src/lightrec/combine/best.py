@@ -16,11 +16,10 @@ from omegaconf.errors import OmegaConfBaseException
 
 from lightrec.combine import blend, rerank
 from lightrec.combine.members import Member
-from lightrec.config.check import Best, target_class
+from lightrec.config.check import Best, is_closed_form
 from lightrec.config.values import check_value
 from lightrec.errors import LightrecError
 from lightrec.jobs import Command, compose_job, parse, preflight, run_stage, user_error_message
-from lightrec.models.base import ClosedFormModule, RecommenderModule
 from lightrec.params import Duration
 from lightrec.training.resume import setup_differences
 from lightrec.training.tune import as_tuned
@@ -199,8 +198,7 @@ class Budget:
 
 
 def _closed_form(command: Command) -> bool:
-    cfg = compose_job(command.config, command.overrides)
-    return issubclass(target_class(cfg.model, "model.", RecommenderModule), ClosedFormModule)
+    return is_closed_form(compose_job(command.config, command.overrides))
 
 
 def _seeds(member: Command, bags: dict[str, int]) -> list[Command]:

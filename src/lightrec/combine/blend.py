@@ -43,6 +43,7 @@ from lightrec.combine.members import (
     load_members,
     member_table,
     validation_users,
+    with_seconds,
 )
 from lightrec.combine.weights import (
     METHODS,
@@ -122,8 +123,7 @@ def blend(
                 "marginal": round(best - without, 6),
             }
         )
-    for row, took in zip(value, member_seconds or [], strict=False):
-        row["seconds"] = took
+    with_seconds(value, member_seconds)
     log.debug("weight search: %d user rankings over every item", search.full_rows)
 
     history = members[0].history()

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 import torch
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from lightrec.combine.weights import normalise
 from lightrec.data.datasets import data_file
@@ -21,7 +21,7 @@ from lightrec.data.splits import SplitSpec
 from lightrec.errors import LightrecError
 from lightrec.runs.finished import FinishedRun
 from lightrec.runs.scoring import Scorer
-from lightrec.training.resume import SAME_ON_RESUME
+from lightrec.training.resume import setup_differences
 from lightrec.utils.path_utils import default_log_root, latest_finished_run
 
 MAX_USERS = 20_000  # validation users the weights (or the ranker) learn from, by default
@@ -44,16 +44,13 @@ class Bag(FinishedRun):
         if len(set(roots)) < len(roots):
             twice = next(r for r in roots if roots.count(r) > 1)
             raise LightrecError(f"a bag holds distinct runs: {twice} is in it twice")
-        for other in runs[1:]:  # the same training but for its seed
-            for key in SAME_ON_RESUME:
-                if key == "seed":
-                    continue
-                mine, theirs = _plain(first.cfg.get(key)), _plain(other.cfg.get(key))
-                if mine != theirs:
-                    raise LightrecError(
-                        f"a bag holds runs that differ only in seed: {other.root} and "
-                        f"{first.root} differ in {key}"
-                    )
+        for other in runs[1:]:  # the same training but for its seed (resume's rule)
+            differ = [k for k in setup_differences(first.cfg, other.folder) if k != "seed"]
+            if differ:
+                raise LightrecError(
+                    f"a bag holds runs that differ only in seed: {other.root} and "
+                    f"{first.root} differ in {differ[0]}"
+                )
 
     def validation_scorer(self, dm: RecSysDataModule, device: torch.device) -> Scorer:
         return mean_z([r.validation_scorer(dm, device) for r in self.runs])
@@ -62,12 +59,6 @@ class Bag(FinishedRun):
         self, history: History, use_refit: bool, device: torch.device | str = "cpu"
     ) -> Scorer:
         return mean_z([r.submission_scorer(history, use_refit, device) for r in self.runs])
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, DictConfig | ListConfig):
-        return OmegaConf.to_container(value, resolve=True)
-    return value
 
 
 def mean_z(scorers: list[Scorer]) -> Scorer:
@@ -226,6 +217,13 @@ def labels(members: list[FinishedRun]) -> list[str]:
         n = sum(1 for o in out if o == name or o.startswith(name + "#"))
         out.append(name if n == 0 else f"{name}#{n + 1}")
     return out
+
+
+def with_seconds(rows: list[dict[str, Any]], seconds: Sequence[float | None] | None) -> None:
+    """Each member's row of a combiner's table given its training seconds (``best``'s), in
+    place; without them (a combiner called on finished runs) the rows stay as they are."""
+    for row, took in zip(rows, seconds or [], strict=False):
+        row["seconds"] = took
 
 
 def member_table(rows: list[dict[str, Any]], what: str) -> str:

@@ -123,7 +123,7 @@ def _blend(part: dict[str, Any], columns: list[int], left_out: int | None = None
     """The members' z-scores weighted to maximise Recall@10 among ``part``'s candidates
     (without the member at ``left_out``, when given: its weight 0)."""
     search: Any = PackedCandidates(part, columns)
-    if left_out is None or len(columns) < 2:
+    if left_out is None:
         weights, _ = choose_weights(search)
         return CandidateBlend(np.asarray(weights, dtype=np.float64), columns)
     without = Without(search, left_out)

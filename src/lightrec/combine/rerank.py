@@ -64,6 +64,7 @@ from lightrec.combine.members import (
     load_members,
     member_table,
     validation_users,
+    with_seconds,
 )
 from lightrec.combine.ranker import apply_ranker, fit_ranker
 from lightrec.data.interactions import History
@@ -170,8 +171,7 @@ def rerank(
     reached = data["reached"]
     ranker, chosen, check = fit_ranker(data, seed, compare)
     del data, ctx
-    for row, took in zip(check["member_value"], member_seconds or [], strict=False):
-        row["seconds"] = took
+    with_seconds(check["member_value"], member_seconds)
 
     history = members[0].history()
     scorers = [m.submission_scorer(history, use_refit, device) for m in members]

@@ -29,7 +29,7 @@ from lightrec.config.values import check_value
 from lightrec.data.recsys_data import RecSysDataModule
 from lightrec.errors import LightrecError
 from lightrec.metrics import METRICS
-from lightrec.models.base import RecommenderModule
+from lightrec.models.base import ClosedFormModule, RecommenderModule
 from lightrec.params import FolderName, MaxTime, NonNegativeInt, PositiveInt
 
 MISSING = "???"
@@ -186,8 +186,6 @@ def _check_tune(grid: Mapping[str, Any], cls: type) -> None:
     """``tune:``: only a closed-form model's own arguments, each value one it accepts."""
     if not grid:
         return
-    from lightrec.models.base import ClosedFormModule
-
     if not issubclass(cls, ClosedFormModule):
         raise LightrecError(
             f"tune is for closed-form models ({cls.__name__} trains by gradient: search it "
@@ -229,6 +227,13 @@ def _check_trainer(values: Mapping[str, Any]) -> None:
             )
         if key in hints:
             check_value(value, hints[key], f"trainer.{key}")
+
+
+def is_closed_form(cfg: DictConfig) -> bool:
+    """Whether the config's model is fit in closed form (tuned in the run, trained first
+    under a budget), read from its ``_target_`` without building or importing anything
+    else."""
+    return issubclass(target_class(cfg.model, "model.", RecommenderModule), ClosedFormModule)
 
 
 def target_class(block: Mapping[str, Any], prefix: str, base: type) -> type:

@@ -22,9 +22,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from lightrec.config.build import build_model
-from lightrec.config.check import target_class
+from lightrec.config.check import is_closed_form
 from lightrec.data.recsys_data import RecSysDataModule
-from lightrec.models.base import ClosedFormModule, RecommenderModule
+from lightrec.models.base import ClosedFormModule
 from lightrec.training.stage import trainer
 from lightrec.utils.console import say
 from lightrec.utils.device import compute_device
@@ -57,7 +57,7 @@ def as_tuned(cfg: DictConfig, given: set[str] | None = None) -> None:
 
 
 def _tunes(cfg: DictConfig) -> bool:
-    return issubclass(target_class(cfg.model, "model.", RecommenderModule), ClosedFormModule)
+    return is_closed_form(cfg)
 
 
 def tune(cfg: DictConfig, dm: RecSysDataModule) -> dict[str, Any] | None:
