@@ -6,6 +6,10 @@ each alone in its own process with its peak resident memory sampled: with the sh
 ``tune:`` grid (the Gram matrix once in float32, a float32 candidate per lambda the search
 needs), and with the chosen lambda given (no tuning: one float64 fit). Prints a row per size:
 the tuning's seconds and lambdas tried, one fit's seconds, their ratio, and both peaks.
+A structureless log's best lambda is past the grid's top (popularity is all it holds), so
+``--data LOG.csv ...`` measures real logs instead (``user,item,time``; e.g. the S3-Rec
+authors' Amazon files through ``s3rec_data.py``), each split as the competition recipe
+splits (``--last-n``, ``--random-m``).
 """
 
 from __future__ import annotations
@@ -56,24 +60,41 @@ def main() -> None:
     ap.add_argument("--items", type=int, nargs="+", default=[3_000, 7_000, 23_000])
     ap.add_argument("--rows", type=int, default=2_000_000)
     ap.add_argument("--users", type=int, default=20_000)
+    ap.add_argument("--data", type=Path, nargs="+", help="real logs instead of synthetic ones")
+    ap.add_argument("--last-n", type=int, default=1)
+    ap.add_argument("--random-m", type=int, default=2)
     a = ap.parse_args()
-    print("| items | tuning | lambdas tried | one fit | tuning / fit | peak tuned | peak one fit |")
-    print("|---|---|---|---|---|---|---|")
-    for n_items in a.items:
+    print(
+        "| log | items | tuning | lambdas tried | chosen | one fit | tuning / fit "
+        "| peak tuned | peak one fit |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for source in a.data or a.items:
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
-            log = write_log(work / "log.csv", a.rows, users=a.users, n_items=n_items)
-            base = [sys.executable, "-m", "lightrec", "train", "ease", f"data.path={log}"]
+            if isinstance(source, Path):
+                log, name = source.resolve(), source.parent.name or source.stem
+                split = ["recipe=competition", f"data.last_n={a.last_n}"]
+                split.append(f"data.random_m={a.random_m}")
+            else:
+                log = write_log(work / "log.csv", a.rows, users=a.users, n_items=source)
+                name, split = "synthetic", []
+            base = [sys.executable, "-m", "lightrec", "train", "ease", f"data.path={log}", *split]
             base += [f"data.cache_dir={work / 'cache'}", "refit=false", "trainer.accelerator=cpu"]
             _, peak_t, _ = peak_run([*base, f"paths.log_root={work / 'tuned'}"], work)
             tuned = metrics_of(work / "tuned")["tuned"]
             lam = tuned["chosen"]["lam"]
             one = [*base, f"paths.log_root={work / 'one'}", f"model.lam={lam}"]
             _, peak_f, _ = peak_run(one, work)
-            fit_s = metrics_of(work / "one")["fit_time_s"]
+            one_run = metrics_of(work / "one")
+            fit_s = one_run["fit_time_s"]
+            maps = json.loads(next((work / "one").rglob("id_maps.json")).read_text())
+            n_items = len(maps["item_ids"])
+            shown = f"{lam:g}" + (" (between)" if tuned.get("interpolated") else "")
             print(
-                f"| {n_items:,} | {tuned['seconds']:.1f} s | {len(tuned['tried'])} | {fit_s:.1f} s "
-                f"| {tuned['seconds'] / fit_s:.2f}x | {peak_t:.2f} GB | {peak_f:.2f} GB |",
+                f"| {name} | {n_items:,} | {tuned['seconds']:.1f} s | {len(tuned['tried'])} "
+                f"| {shown} | {fit_s:.1f} s | {tuned['seconds'] / fit_s:.2f}x "
+                f"| {peak_t:.2f} GB | {peak_f:.2f} GB |",
                 flush=True,
             )
 

@@ -4,6 +4,7 @@ gradient member trained on several seeds and combined as one member."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -84,12 +85,38 @@ def test_a_search_of_one_knob_fits_fewer_than_its_grid_and_finds_a_unimodal_best
         )
 
 
+def test_an_open_ended_grid_is_bracketed_in_three_fits_and_its_vertex_chosen():
+    """Issue 39: EASE's tuning at most 2x one fit: 3 candidates of its 8 lambdas when the best
+    is inside, the choice the parabola's vertex (in log scale) through the best and its
+    neighbours; a best outside the three walks outward by their spacing, past the grid if
+    it must (a log's best lambda ranged from 66 to 660 on the logs measured)."""
+    from lightrec.training.tune import search
+
+    grid = [50.0, 100.0, 200.0, 300.0, 500.0, 1000.0, 2000.0, 5000.0]
+    for target, fits in [(300.0, 3), (700.0, 3), (1200.0, 4), (60.0, 4), (3000.0, 4), (10.0, 5)]:
+        seen: list[float] = []
+
+        def score(v, target=target, seen=seen):
+            seen.append(v["lam"])
+            return -(math.log(v["lam"] / target) ** 2)  # a curve with its top at target
+
+        found = search({"lam": grid}, score, {"lam"})
+        assert len(seen) == fits and len(set(seen)) == len(seen), (target, seen)
+        chosen = found.interpolated or max(seen, key=lambda v: score({"lam": v}, seen=[]))
+        assert abs(math.log(chosen / target)) < 0.05, (target, chosen)  # its top, to 5%
+    seen = []
+    found = search({"lam": grid}, lambda v: seen.append(v["lam"]) or -v["lam"], {"lam"})
+    assert seen == [100.0, 500.0, 2000.0, 20.0, 4.0, 0.8]  # outward by the three's spacing
+    assert found.extended == [20.0, 4.0, 0.8] and found.interpolated is None  # the edge
+    assert search({"lam": grid}, lambda v: -abs(v["lam"] - 300)).interpolated is None  # closed
+
+
 def test_a_best_at_the_grid_edge_looks_past_it_or_says_so(tmp_path, tiny_csv):
     from lightrec.training.tune import search
 
     past = search({"lam": [10.0, 20.0, 40.0]}, lambda v: -abs(v["lam"] - 100.0), {"lam"})
-    assert past == [80.0, 160.0]  # 80 improves, 160 does not: the search stops
-    assert search({"lam": [10.0, 20.0, 40.0]}, lambda v: v["lam"]) == []  # not open-ended
+    assert past.extended == [80.0, 160.0]  # 80 improves, 160 does not: the search stops
+    assert search({"lam": [10.0, 20.0, 40.0]}, lambda v: v["lam"]).extended == []  # not open
     argv = ["train", "rp3beta", *cpu_overrides(tmp_path, tiny_csv), "model.alpha=0.5"]
     argv.append("tune.beta=[0.0,0.001]")  # a popularity penalty this small is the best
     p = run_here(argv, tmp_path)
@@ -169,8 +196,9 @@ def test_a_bag_of_runs_of_two_configs_is_refused(tmp_path, tiny_csv):
 
 def test_a_budget_trains_the_closed_forms_first_and_limits_the_rest(monkeypatch):
     """Issue 39: best.budget orders the trainings (closed forms first), gives a gradient
-    member what is left (less the combining's share) as trainer.max_time, keeping a tighter
-    limit of its own, and skips a member when nothing is left."""
+    member what is left (less the combining's share) as trainer.max_time, halved when it
+    refits (the limit bounds its selection and its refit each), keeping a tighter limit of
+    its own, and skips a member when nothing is left."""
     from lightrec.combine import best
     from lightrec.jobs import Command
 
@@ -189,7 +217,12 @@ def test_a_budget_trains_the_closed_forms_first_and_limits_the_rest(monkeypatch)
     assert limited is not None and limited.overrides == ["trainer.max_time=00:00:02:00"]
     clock[0] = 200.0
     limited = budget.within(commands[2])
-    assert limited is not None and limited.overrides == ["trainer.max_time=00:00:05:10"]
+    assert limited is not None and limited.overrides == ["trainer.max_time=00:00:02:35"]
+    unrefit = dataclasses.replace(commands[2], overrides=["refit=false"])
+    limited = budget.within(unrefit)  # one training: all that is left
+    assert limited is not None and limited.overrides[-1] == "trainer.max_time=00:00:05:10"
+    clock[0] = 495.0  # 15 s left: under a refitting member's minimum, twice 10 s
+    assert budget.within(commands[2]) is None and budget.within(unrefit) is not None
     clock[0] = 505.0  # 5 s left: under a member's minimum
     assert budget.within(commands[2]) is None
     assert best.Budget(None).order(commands) == [0, 1, 2]

@@ -14,8 +14,10 @@ from __future__ import annotations
 import gc
 import itertools
 import logging
+import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
@@ -28,6 +30,7 @@ from lightrec.models.base import ClosedFormModule
 from lightrec.training.stage import trainer
 from lightrec.utils.console import say
 from lightrec.utils.device import compute_device
+from lightrec.utils.memory import release_free_memory
 
 log = logging.getLogger(__name__)
 
@@ -92,13 +95,23 @@ def tune(cfg: DictConfig, dm: RecSysDataModule) -> dict[str, Any] | None:
 
     open_ended = set(type(first).OPEN_ENDED)
     del first
-    extended = search(knobs, evaluate, open_ended)
+    searched = search(knobs, evaluate, open_ended)
+    extended = searched.extended
     shared.clear()  # the final fit has the memory to itself
     gc.collect()  # a trainer's reference cycles hold the last candidate until collected
+    release_free_memory()  # and what validation left in the allocator goes back to the OS
     best = max(
         range(len(tried)), key=lambda n: (sign * tried[n][monitor], -_place(knobs, tried[n]))
     )
     chosen = {k: tried[best][k] for k in knobs}
+    how = f"the best of {len(tried)} tried"
+    if searched.interpolated is not None:
+        (name,) = knobs
+        chosen = {name: searched.interpolated}
+        how = (
+            f"the vertex in log scale of the best of {len(tried)} tried, {name}="
+            f"{tried[best][name]}, and its neighbours"
+        )
     for key, value in chosen.items():
         OmegaConf.update(cfg, f"model.{key}", value)
     seconds = time.perf_counter() - t0
@@ -115,7 +128,7 @@ def tune(cfg: DictConfig, dm: RecSysDataModule) -> dict[str, Any] | None:
     )
     say(
         f"tuned {cfg.model_name} on validation: {shown} ({monitor} {tried[best][monitor]:.4f}, "
-        f"the best of {len(tried)} tried of a grid of {grid_size}{edge}, "
+        f"{how} of a grid of {grid_size}{edge}, "
         f"{seconds:.0f} s)"
     )
     record: dict[str, Any] = {
@@ -124,6 +137,8 @@ def tune(cfg: DictConfig, dm: RecSysDataModule) -> dict[str, Any] | None:
         "tried": tried,
         "seconds": round(seconds, 1),
     }
+    if searched.interpolated is not None:
+        record["interpolated"] = True  # chosen between tried values, not one of them
     if at_edge:
         record["at_grid_edge"] = at_edge
     return record
@@ -140,32 +155,54 @@ def _at_edge(knobs: dict[str, list], chosen: dict[str, Any]) -> list[str]:
 
 
 EXTEND = 3  # steps a one-knob search may take past its grid's edge while the score improves
+BRACKET = 5  # an open-ended knob's grid of this many values or more is bracketed, not ternary
+
+
+@dataclass
+class Searched:
+    """What a search found beyond the values it evaluated: the values tried past the grid's
+    edge, and a value interpolated between the best evaluated and its neighbours (None when
+    the best evaluated is the choice)."""
+
+    extended: list[Any] = field(default_factory=list)
+    interpolated: Any = None
 
 
 def search(
     knobs: dict[str, list],
     evaluate: Callable[[dict[str, Any]], float],
     open_ended: set[str] | frozenset[str] = frozenset(),
-) -> list[Any]:
-    """Call ``evaluate`` (higher is better) on the grid's values the search needs; return
-    the values tried past the grid's edge.
+) -> Searched:
+    """Call ``evaluate`` (higher is better) on the grid's values the search needs.
 
     Several knobs: every combination. One numeric knob: its validation score is taken as
-    unimodal in the knob (a regulariser's, a neighbourhood's size), so a ternary search of
-    the sorted grid finds its best in about ``2 log_1.5(n)`` fits (5 of EASE's 8 lambdas)
-    instead of ``n``. A knob of ``open_ended`` (any positive value is valid: a
-    regulariser) whose best is its grid's first or last value goes on geometrically past
-    it (``EXTEND`` steps at most) while it improves, since the best may lie beyond.
+    unimodal in the knob (a regulariser's, a neighbourhood's size). A knob of ``open_ended``
+    (any positive value is valid: a regulariser) with a grid of ``BRACKET`` values or more
+    is bracketed: three grid values spread evenly in log scale, then, while the best is the
+    outermost evaluated, a value outward by the three's own spacing (past the grid's edge
+    ``EXTEND`` times at most); once the best has an evaluated neighbour on each side, the
+    choice is the vertex of the parabola through the three in log scale, kept within half
+    a step of the best (3 fits of EASE's 8 lambdas when the best is inside: a curve this
+    flat at its top is found as well by a vertex as by more fits). Otherwise a ternary
+    search of the sorted grid (about ``2 log_1.5(n)`` fits), and an open-ended knob whose
+    best is the grid's first or last value goes on past it the same way.
 
     >>> seen = []
     >>> def f(v):
     ...     seen.append(v["lam"])
     ...     return -abs(v["lam"] - 300)
     >>> search({"lam": [50, 100, 200, 300, 500, 1000, 2000, 5000]}, f), sorted(seen)
-    ([], [100, 200, 300, 500, 1000])
+    (Searched(extended=[], interpolated=None), [100, 200, 300, 500, 1000])
     >>> seen.clear()
+    >>> def g(v):  # a parabola in log scale, at its top at 300
+    ...     seen.append(v["lam"])
+    ...     return -math.log(v["lam"] / 300) ** 2
+    >>> search({"lam": [50.0, 100.0, 200.0, 300.0, 500.0, 1000.0, 2000.0, 5000.0]}, g, {"lam"})
+    Searched(extended=[], interpolated=300.0)
+    >>> sorted(seen)
+    [100.0, 500.0, 2000.0]
     >>> search({"lam": [100.0, 200.0, 400.0]}, lambda v: -abs(v["lam"] - 1000.0), {"lam"})
-    [800.0, 1600.0]
+    Searched(extended=[800.0, 1600.0], interpolated=None)
     """
     names = list(knobs)
     values = knobs[names[0]] if len(names) == 1 else []
@@ -173,7 +210,7 @@ def search(
     if len(names) > 1 or not numeric or len(set(values)) < 3:
         for combo in itertools.product(*knobs.values()):
             evaluate(dict(zip(names, combo, strict=True)))
-        return []
+        return Searched()
     name = names[0]
     grid = sorted(set(values))
     memo: dict[Any, float] = {}
@@ -183,6 +220,9 @@ def search(
             memo[value] = evaluate({name: value})
         return memo[value]
 
+    open_knob = name in open_ended and grid[0] > 0
+    if open_knob and len(grid) >= BRACKET:
+        return _bracket(grid, f, memo)
     lo, hi = 0, len(grid) - 1
     while hi - lo > 2:
         third = (hi - lo) // 3
@@ -195,20 +235,71 @@ def search(
             lo, hi = a, b
     best = max(grid[lo : hi + 1], key=lambda v: (f(v), -v))
     extended: list[Any] = []
-    if name in open_ended and best in (grid[0], grid[-1]) and grid[0] > 0:
-        step = grid[1] / grid[0] if best == grid[0] else grid[-1] / grid[-2]
-        integral = all(isinstance(v, int) for v in grid)
+    if open_knob and best in (grid[0], grid[-1]):
         value = best
         for _ in range(EXTEND):
-            value = value / step if best == grid[0] else value * step
-            value = max(1, round(value)) if integral else round(value, 6)
+            value = _past(grid, value, downward=best == grid[0])
             if value in memo:
                 break
             extended.append(value)
             if f(value) <= memo[best]:
                 break
             best = value
-    return extended
+    return Searched(extended)
+
+
+def _past(grid: list, value: Any, downward: bool) -> Any:
+    """The next value past an edge of ``grid``, a step of the grid's edge ratio from ``value``."""
+    step = grid[1] / grid[0] if downward else grid[-1] / grid[-2]
+    value = value / step if downward else value * step
+    integral = all(isinstance(v, int) for v in grid)
+    return max(1, round(value)) if integral else round(value, 6)
+
+
+def _bracket(grid: list, f: Callable[[Any], float], memo: dict[Any, float]) -> Searched:
+    """``search``'s bracketing of an open-ended knob's grid (positive values, 5 or more)."""
+    logs = [math.log(v) for v in grid]
+    picks = sorted(
+        {
+            min(range(len(grid)), key=lambda n: abs(logs[n] - logs[0] - q * (logs[-1] - logs[0])))
+            for q in (1 / 6, 1 / 2, 5 / 6)  # three values spread evenly in log scale
+        }
+    )
+    if len(picks) < 3:
+        picks = [0, len(grid) // 2, len(grid) - 1]
+    low, middle, high = (grid[n] for n in picks)
+    for n in picks:
+        f(grid[n])
+    integral = all(isinstance(v, int) for v in grid)
+    extended: list[Any] = []
+    while True:
+        points = sorted(memo)
+        best = max(points, key=lambda v: (memo[v], -v))
+        place = points.index(best)
+        if 0 < place < len(points) - 1:
+            break  # bracketed
+        # outward by the first three's own spacing, past the grid's edge if need be
+        value = _rounded(best / (middle / low) if place == 0 else best * (high / middle), integral)
+        if len(extended) >= EXTEND or value in memo or value <= 0:
+            return Searched(extended)  # the best is the outermost: no vertex past it
+        if not grid[0] <= value <= grid[-1]:
+            extended.append(value)
+        f(value)
+    x = [math.log(v) for v in points[place - 1 : place + 2]]
+    y = [memo[v] for v in points[place - 1 : place + 2]]
+    num = (x[1] - x[0]) ** 2 * (y[1] - y[2]) - (x[1] - x[2]) ** 2 * (y[1] - y[0])
+    den = (x[1] - x[0]) * (y[1] - y[2]) - (x[1] - x[2]) * (y[1] - y[0])
+    vertex = x[1] - 0.5 * num / den if den != 0 else x[1]
+    vertex = min(max(vertex, (x[0] + x[1]) / 2), (x[1] + x[2]) / 2)  # within half a step
+    value = _rounded(math.exp(vertex), integral)
+    if value in memo:  # evaluated already, so no better than the best: the best it is
+        return Searched(extended)
+    return Searched(extended, value)
+
+
+def _rounded(value: float, integral: bool) -> Any:
+    """Two significant digits (243.7 -> 240.0), or the nearest positive integer."""
+    return max(1, round(value)) if integral else float(f"{value:.2g}")
 
 
 def _place(knobs: dict[str, list], row: dict[str, Any]) -> float:
