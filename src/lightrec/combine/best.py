@@ -165,7 +165,8 @@ class Budget:
     """``best.budget``: the trainings in the order they run (closed forms first: seconds
     each, and the strongest members of every set measured; then the rest as the recipe
     lists them), each gradient training given what is left of the budget (less
-    ``COMBINE_SHARE`` for combining) as its ``trainer.max_time``, and a training with no
+    ``COMBINE_SHARE`` for combining) as its ``trainer.max_time``, halved for a training that
+    refits (the limit bounds its selection and its refit each), and a training with no
     time left skipped, and said. Without a budget: the recipe's order, nothing changed."""
 
     def __init__(self, budget: str | None) -> None:
@@ -186,8 +187,10 @@ class Budget:
         if _closed_form(command):
             if left > 0:
                 return command
-        elif left >= MIN_MEMBER_SECONDS:
+        elif left >= MIN_MEMBER_SECONDS * (2 if _refits(command) else 1):
             cfg = compose_job(command.config, command.overrides)
+            if cfg.refit:  # max_time bounds the selection and the refit each: half apiece
+                left /= 2
             if cfg.trainer.max_time is not None:
                 left = min(left, Duration.seconds(str(cfg.trainer.max_time)))
             limit = f"trainer.max_time={Duration.of(left)}"
@@ -195,6 +198,10 @@ class Budget:
             return dataclasses.replace(command, overrides=[*kept, limit])
         say(f"best.budget: no time left for {command.config}: combined without it")
         return None
+
+
+def _refits(command: Command) -> bool:
+    return bool(compose_job(command.config, command.overrides).refit)
 
 
 def _closed_form(command: Command) -> bool:
