@@ -74,7 +74,11 @@ def test_rerank_writes_the_submission_contract(tmp_path):
     runs = _runs(tmp_path, make_log(n_users=60), "data", holdout="valid")
     out = tmp_path / "rr" / "submission.csv"
     p = run_cmd(
-        [sys.executable, "-m", "lightrec", "rerank", *runs, "--out", str(out), "--candidates", "8"],
+        [
+            sys.executable,
+            *("-m", "lightrec", "rerank", *runs, "--out", str(out)),
+            *("--candidates", "8", "--share-candidates"),
+        ],
         cwd=tmp_path,
     )
     assert p.returncode == 0, p.stderr[-2000:]
@@ -96,7 +100,12 @@ def test_rerank_writes_the_submission_contract(tmp_path):
     )
     assert [r["member"] for r in check["member_value"]] == ["ease", "item_knn"]
     assert 0 < record["candidates_reach"] <= 1
-    assert "candidates: " in p.stdout and "margin over the blend" in p.stdout
+    counts = record["candidates_per_member"]  # 8 each on average, shared out (issue 39)
+    assert set(counts) == {"ease", "item_knn"} and sum(counts.values()) == 16
+    shared = record["candidates_chosen"]
+    assert shared["chosen"] >= shared["equal"]  # greedy from nothing: never below equal
+    assert "candidates (ease " in p.stdout and "at equal counts" in p.stdout
+    assert "margin over the blend" in p.stdout
     assert "members (held-back Recall@10 among the candidates):" in p.stdout
     studios = tmp_path / "studios"  # --item-features: other side files than the runs', with
     studios.mkdir()  # the competition's headers (the value's column named in the singular)
@@ -109,10 +118,47 @@ def test_rerank_writes_the_submission_contract(tmp_path):
     assert rerank.main([*args, "--available-only"]) == 0
     features = json.loads((out2.parent / "rerank.json").read_text())["features"]
     assert "studios_share" in features and "years" in features and "genres_share" not in features
-    assert rerank.main([*args, "--no-recency"]) == 0
-    assert "recent_z" not in json.loads((out2.parent / "rerank.json").read_text())["features"]
+    assert rerank.main([*args, "--no-recency"]) == 0  # as many from each, by default
+    record2 = json.loads((out2.parent / "rerank.json").read_text())
+    assert "recent_z" not in record2["features"]
+    assert record2["candidates_per_member"] == {"ease": 8, "item_knn": 8}
+    assert record2["candidates_chosen"] is None
     (studios / "years.tsv").unlink()  # the filter without a year is refused, not ignored
     assert rerank.main([*args, "--available-only"]) == 2
+
+
+def test_candidate_counts_are_shared_out_by_the_users_the_check_does_not_hold_back(
+    tmp_path, monkeypatch
+):
+    """Issue 39: each member's count is chosen on validation, never on the held-back users
+    that judge the ranker: the users whose ranks choose the counts and the held-back ones
+    are disjoint and together every validation user, the same split the check draws."""
+    runs = _runs(tmp_path, make_log(n_users=60), "data", holdout="valid")
+    seen: dict[str, list] = {"split": [], "ranks": []}
+    real_split, real_ranks = ranker.split_held_back, rerank.target_ranks
+
+    def split(users, seed):
+        out = real_split(users, seed)
+        seen["split"].append((np.unique(users), out[0]))
+        return out
+
+    def ranks(ctx, users, targets, batch_size):
+        seen["ranks"].append(np.asarray(users))
+        return real_ranks(ctx, users, targets, batch_size)
+
+    monkeypatch.setattr(ranker, "split_held_back", split)
+    monkeypatch.setattr(rerank, "split_held_back", split)
+    monkeypatch.setattr(rerank, "target_ranks", ranks)
+    _, record = rerank.rerank(runs, out=tmp_path / "rr" / "s.csv", n_candidates=6, per_member=True)
+    (users, held), (users_check, held_check) = seen["split"]  # counts, then the check
+    assert np.array_equal(users, users_check) and np.array_equal(held, held_check)
+    (choosers,) = seen["ranks"]
+    assert len(held) and not set(choosers) & set(held)
+    assert set(choosers) | set(held) == set(users)
+    assert sum(record["candidates_per_member"].values()) == 12
+    ranks_ = np.array([[0, 9], [1, 9], [2, 9], [9, 0], [0, 1]])
+    assert features.choose_counts(ranks_, total=4, step=1, cap=2) == [2, 2]  # the cap binds
+    assert features.reach_of(ranks_, [3, 1]) == 1.0 and features.reach_of(ranks_, [1, 1]) == 0.6
 
 
 def test_the_availability_filter_drops_films_released_after_the_users_last_year():

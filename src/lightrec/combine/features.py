@@ -6,6 +6,7 @@ the user's affinity to the item's side information (:mod:`lightrec.combine.reran
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -139,25 +140,86 @@ def available(item_year: np.ndarray, user_year: np.ndarray) -> np.ndarray:
     return ~late
 
 
+def per_member(n_candidates: int | Sequence[int], n_members: int) -> list[int]:
+    """Each member's candidate count: one count for all, or one per member."""
+    if isinstance(n_candidates, int):
+        return [n_candidates] * n_members
+    assert len(n_candidates) == n_members
+    return [int(n) for n in n_candidates]
+
+
 @torch.no_grad()
-def candidate_batch(
-    ctx: Context, rows: list[int], n_candidates: int, available_only: bool
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """For user ``rows``: ``(batch_pos, item, features, mean_z)`` of every candidate,
-    grouped by user in the order of ``rows``, and the mean z-score matrix (B, I)."""
+def member_z(ctx: Context, rows: list[int]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Each member's z-scores of user ``rows`` (seen items at -inf) and their ranks (0: the
+    member's first item)."""
     zs, ranks = [], []
-    mask = None
-    seen = None
     for score in ctx.scorers:
         scores, seen = score(rows)
         check_finite(scores, rows)
         z = normalise(scores.float().cpu(), seen.cpu(), "zscore")
-        top = z.topk(n_candidates, dim=1).indices
-        hit = torch.zeros_like(z, dtype=torch.bool).scatter_(1, top, True)
-        mask = hit if mask is None else mask | hit
         zs.append(z)
         ranks.append(ranks_of(z).float())
-    assert mask is not None and seen is not None
+    return zs, ranks
+
+
+def target_ranks(
+    ctx: Context, users: np.ndarray, targets: sp.csr_matrix, batch_size: int
+) -> np.ndarray:
+    """(validation items of ``users``, members): each member's rank of each item."""
+    out = []
+    for start in range(0, len(users), batch_size):
+        rows = [int(u) for u in users[start : start + batch_size]]
+        _, ranks = member_z(ctx, rows)
+        b, i = targets[rows].nonzero()
+        out.append(np.stack([r[b, i].numpy() for r in ranks], axis=1))
+    return np.concatenate(out) if out else np.zeros((0, len(ctx.scorers)))
+
+
+def choose_counts(ranks: np.ndarray, total: int, step: int, cap: int) -> list[int]:
+    """Each member's candidate count, ``total`` in all: steps of ``step`` given one at a
+    time to the member whose next ``step`` items hold the most validation items no member
+    holds yet (greedy coverage; the first of equals), ``cap`` at most each.
+
+    >>> ranks = np.array([[0, 9], [1, 9], [2, 9], [9, 0], [0, 1]])  # 5 items, 2 members
+    >>> choose_counts(ranks, total=4, step=1, cap=4)  # member 0's top 3 and member 1's first
+    [3, 1]
+    """
+    counts = [0] * ranks.shape[1]
+    covered = np.zeros(len(ranks), dtype=bool)
+    while sum(counts) + step <= total:
+        gains = [
+            int((~covered & (r >= n) & (r < n + step)).sum()) if n + step <= cap else -1
+            for r, n in zip(ranks.T, counts, strict=True)
+        ]
+        best = int(np.argmax(gains))
+        if gains[best] < 0:
+            break
+        counts[best] += step
+        covered |= ranks[:, best] < counts[best]
+    return counts
+
+
+def reach_of(ranks: np.ndarray, counts: Sequence[int]) -> float:
+    """The share of validation items among the candidates of ``counts``."""
+    if not len(ranks):
+        return 0.0
+    return float((ranks < np.asarray(counts)[None, :]).any(axis=1).mean())
+
+
+@torch.no_grad()
+def candidate_batch(
+    ctx: Context, rows: list[int], n_candidates: int | Sequence[int], available_only: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For user ``rows``: ``(batch_pos, item, features, mean_z)`` of every candidate (each
+    member's top ``n_candidates``, one count or one per member), grouped by user in the
+    order of ``rows``, and the mean z-score matrix (B, I)."""
+    zs, ranks = member_z(ctx, rows)
+    mask = None
+    for z, n in zip(zs, per_member(n_candidates, len(zs)), strict=True):
+        top = z.topk(min(n, z.shape[1]), dim=1).indices
+        hit = torch.zeros_like(z, dtype=torch.bool).scatter_(1, top, True)
+        mask = hit if mask is None else mask | hit
+    assert mask is not None
     x = torch.from_numpy(ctx.history[rows].toarray())
     mask &= x <= 0  # never a seen item (a member may rank one when all else is -inf)
     mean_z = torch.stack(zs).mean(dim=0)
@@ -198,7 +260,7 @@ def candidate_batch(
 def stage_data(
     ctx: Context,
     users: np.ndarray,
-    n_candidates: int,
+    n_candidates: int | Sequence[int],
     available_only: bool,
     batch_size: int,
     targets: sp.csr_matrix | None = None,

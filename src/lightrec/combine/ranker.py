@@ -15,6 +15,7 @@ choice over 8 tree counts fit five rankers of 800 trees).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,8 +132,16 @@ def _blend(part: dict[str, Any], columns: list[int], left_out: int | None = None
     return CandidateBlend(without.full(weights), columns)
 
 
+def split_held_back(users: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The validation users nothing chooses on (a seeded fifth, sorted) and the rest (in
+    the seeded order, which the inner split follows)."""
+    shuffled = np.random.default_rng(seed).permutation(np.unique(users))
+    n_held = round(HELD_BACK * len(shuffled))
+    return np.sort(shuffled[:n_held]), shuffled[n_held:]
+
+
 def fit_ranker(
-    data: dict[str, Any], seed: int, members: dict[str, int]
+    data: dict[str, Any], seed: int, members: dict[str, int], users: np.ndarray | None = None
 ) -> tuple[Any, Any, dict[str, Any]]:
     """The ranker (trained on every validation user with the tree count early stopping
     chose), what the submission applies, and the record.
@@ -145,15 +154,15 @@ def fit_ranker(
     held-back score (the ranker, the blend, their mean z-score and each member:
     ``members`` maps a unique name to its z-score column, and ``mean_z``), the margins,
     and each member's value: the held-back Recall@10 of the blend without it (its weights
-    chosen again on the rest) against the blend's."""
-    users = np.random.default_rng(seed).permutation(np.unique(data["user"]))
+    chosen again on the rest) against the blend's. ``users``: the validation users the
+    split is drawn from (by default those with a candidate)."""
+    users = np.unique(data["user"] if users is None else users)
     if len(users) < MIN_USERS:
         raise LightrecError(
             f"{len(users)} validation users are too few for the ranker (at least {MIN_USERS}: "
             "a fifth are held back, a fifth stop its trees): use best.combine=blend"
         )
-    n_held = round(HELD_BACK * len(users))
-    held, rest = np.sort(users[:n_held]), users[n_held:]
+    held, rest = split_held_back(users, seed)
     n_inner = round(INNER * len(rest))
     inner, fit = np.sort(rest[:n_inner]), np.sort(rest[n_inner:])
     rest = np.sort(rest)
@@ -239,7 +248,7 @@ def apply_ranker(
     ctx: Context,
     ranker: Any,
     n_users: int,
-    n_candidates: int,
+    n_candidates: int | Sequence[int],
     available_only: bool,
     k: int,
     batch_size: int,
