@@ -336,3 +336,28 @@ def test_a_signal_whose_interrupt_was_swallowed_still_stops_the_run():
                 hook()
     finally:
         resume._PENDING.clear()
+
+
+def test_a_signal_landing_in_a_checkpoint_write_is_still_the_interruption(tmp_path):
+    """CI once saw a search's SIGTERM land inside torch.save: the zip writer turned the
+    handler's KeyboardInterrupt into its own RuntimeError ("unexpected pos"), and the trial
+    exited 1 instead of being interrupted (143). After a signal, whatever its raise became
+    is the interruption; without one, an error is the error."""
+    from lightrec.training.resume import on_signals
+    from lightrec.utils.path_utils import RunDir
+
+    run = RunDir(tmp_path)
+    before = signal.getsignal(signal.SIGTERM)
+
+    def writer_that_masks_the_interrupt() -> None:
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)  # lands here, mid-"write"
+            time.sleep(5)
+        except KeyboardInterrupt:
+            raise RuntimeError("[enforce fail at inline_container.cc] unexpected pos") from None
+
+    with pytest.raises(RunInterrupted, match="SIGTERM"), on_signals(run):
+        writer_that_masks_the_interrupt()
+    with pytest.raises(RuntimeError, match="a genuine error"), on_signals(run):
+        raise RuntimeError("a genuine error")
+    assert signal.getsignal(signal.SIGTERM) is before  # the previous handler is back

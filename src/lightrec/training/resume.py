@@ -186,8 +186,9 @@ def on_signals(run: RunDir) -> Iterator[None]:
     that raise have been swallowed).
 
     Lightning turns a KeyboardInterrupt inside ``fit`` into a graceful shutdown ending in
-    ``SystemExit(1)``, and its own SIGTERM handling into a ``SIGTERMException``; both are
-    reported here as one :class:`RunInterrupted` naming the signal."""
+    ``SystemExit(1)``, and its own SIGTERM handling into a ``SIGTERMException``; a raise that
+    lands inside a checkpoint's write comes out as the writer's own error. After a signal,
+    each is reported here as one :class:`RunInterrupted` naming the signal."""
     received = _PENDING
     received.clear()
 
@@ -198,7 +199,10 @@ def on_signals(run: RunDir) -> Iterator[None]:
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
-    except (KeyboardInterrupt, SystemExit) as e:
+    except BaseException as e:  # re-raised below unless a signal explains it
+        # once a signal arrived, whatever its raise became is the interruption: landing in
+        # a checkpoint's write, it comes out as that writer's RuntimeError (the write is
+        # atomic: the previous checkpoint stands)
         if not received and not isinstance(e, KeyboardInterrupt):
             raise
         raise RunInterrupted(run, received[0] if received else "SIGINT") from None
