@@ -98,6 +98,7 @@ def tune(cfg: DictConfig, dm: RecSysDataModule) -> dict[str, Any] | None:
     searched = search(knobs, evaluate, open_ended)
     extended = searched.extended
     shared.clear()  # the final fit has the memory to itself
+    del evaluate, evaluator  # the trainer (and what its last validation holds) goes too:
     gc.collect()  # a trainer's reference cycles hold the last candidate until collected
     release_free_memory()  # and what validation left in the allocator goes back to the OS
     best = max(
