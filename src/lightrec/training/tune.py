@@ -75,7 +75,8 @@ def tune(cfg: DictConfig, dm: RecSysDataModule) -> dict[str, Any] | None:
         return None
     monitor, mode = str(cfg.checkpoint.monitor), str(cfg.checkpoint.mode)
     sign = 1.0 if mode == "max" else -1.0
-    evaluator = trainer(cfg, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    # in a list, as `shared`: emptied before the final fit (the closure keeps its cell alive)
+    evaluators = [trainer(cfg, logger=False, enable_checkpointing=False, enable_progress_bar=False)]
     device = compute_device(cfg.trainer.accelerator)
     tried: list[dict[str, Any]] = []
     t0 = time.perf_counter()
@@ -87,7 +88,7 @@ def tune(cfg: DictConfig, dm: RecSysDataModule) -> dict[str, Any] | None:
         candidate = build_model(_with(cfg, values), dm.num_items).to(device)
         assert isinstance(candidate, ClosedFormModule)
         candidate.fit_candidate(dm.train_csr, shared[0])
-        value = float(evaluator.validate(candidate, datamodule=dm, verbose=False)[0][monitor])
+        value = float(evaluators[0].validate(candidate, datamodule=dm, verbose=False)[0][monitor])
         candidate.release_weights()  # its n x n goes now: the evaluator keeps a reference
         del candidate
         tried.append({**values, monitor: round(value, 6)})
@@ -98,7 +99,7 @@ def tune(cfg: DictConfig, dm: RecSysDataModule) -> dict[str, Any] | None:
     searched = search(knobs, evaluate, open_ended)
     extended = searched.extended
     shared.clear()  # the final fit has the memory to itself
-    del evaluate, evaluator  # the trainer (and what its last validation holds) goes too:
+    evaluators.clear()  # and the trainer, with what its last validation holds, goes too
     gc.collect()  # a trainer's reference cycles hold the last candidate until collected
     release_free_memory()  # and what validation left in the allocator goes back to the OS
     best = max(
