@@ -6,10 +6,10 @@ The default shape follows MovieLens-20M after filtering: 31,360 users x 6,807 it
 ``--items`` adds the side features a re-ranker reads (year, genres, directors, writers).
 ``--tastes K`` gives the log structure a model can learn: each item belongs to one of K
 taste groups, each user likes a few groups (Dirichlet), and draws distinct items by
-popularity times that liking (a user's rows in time by the draw's strength); without it a log holds
-popularity alone, so a gradient model's early stopping fires after a few epochs where on a
-real log it runs on (a structured log times what a real one would; its scores still mean
-nothing about real data).
+popularity times that liking (a user's rows in time by the draw's strength); without it a
+log holds popularity alone, so a gradient model's early stopping fires after a few epochs
+where on a real log it runs on (a structured log times what a real one would; its scores
+still mean nothing about real data).
 """
 
 from __future__ import annotations
@@ -19,6 +19,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+
+def _activity(rng: np.random.Generator, rows: int, users: int) -> np.ndarray:
+    """Rows per user, lognormal (a long tail of heavy users), about ``rows`` in all; fewer
+    users on a small log (not negative counts)."""
+    users = min(users, max(1, rows // 10))
+    activity = np.exp(0.9 * rng.standard_normal(users))
+    return np.maximum(1, np.round(activity / activity.sum() * rows)).astype(np.int64)
 
 
 def synth_log(
@@ -32,9 +40,8 @@ def synth_log(
     if tastes:
         return _tasteful_log(rows, users, items, zipf_a, seed, tastes)
     rng = np.random.default_rng(seed)
-    users = min(users, max(1, rows // 10))  # small logs: fewer users, not negative counts
-    activity = np.exp(0.9 * rng.standard_normal(users))
-    counts = np.maximum(1, np.round(activity / activity.sum() * rows)).astype(np.int64)
+    counts = _activity(rng, rows, users)
+    users = len(counts)
     counts[np.argmax(counts)] += rows - counts.sum()  # exactly `rows` rows
     popularity = 1.0 / np.arange(1, items + 1) ** zipf_a
     item = rng.choice(items, size=rows, p=popularity / popularity.sum())
@@ -52,26 +59,24 @@ def _tasteful_log(
     popularity + log liking of the item's group), a user's rows in time by the draw's rank
     (the strongest first)."""
     rng = np.random.default_rng(seed)
-    users = min(users, max(1, rows // 10))
-    activity = np.exp(0.9 * rng.standard_normal(users))
-    counts = np.minimum(np.maximum(1, np.round(activity / activity.sum() * rows)), items // 2)
-    counts = counts.astype(np.int64)
+    counts = np.minimum(_activity(rng, rows, users), items // 2)
+    users = len(counts)
     group = rng.integers(0, tastes, items)
     log_pop = -zipf_a * np.log(np.arange(1, items + 1))[rng.permutation(items)]
     liking = rng.dirichlet(np.full(tastes, 0.3), size=users)
-    parts = []
+    users_, items_, steps = [], [], []
     for lo in range(0, users, 2048):  # chunks of users: a 31k x 7k float64 is 1.7 GB
         hi = min(users, lo + 2048)
         keys = log_pop + np.log(liking[lo:hi, group] + 1e-9)
         keys += rng.gumbel(size=keys.shape)
         order = np.argsort(-keys, axis=1)
-        for u in range(lo, hi):
-            chosen = order[u - lo, : counts[u]]
-            # the draw's rank is its time: the user's strongest items first
-            parts.append((np.full(len(chosen), u), chosen, np.arange(len(chosen))))
-    user = np.concatenate([p[0] for p in parts])
-    item = np.concatenate([p[1] for p in parts])
-    step = np.concatenate([p[2] for p in parts])
+        # each user's first counts[u] draws; the draw's rank is its time (strongest first)
+        taken = np.arange(items) < counts[lo:hi, None]
+        row, step = np.nonzero(taken)
+        users_.append(row + lo)
+        items_.append(order[taken])
+        steps.append(step)
+    user, item, step = np.concatenate(users_), np.concatenate(items_), np.concatenate(steps)
     start = rng.integers(0, 10**8, size=users)
     time = 1_000_000_000 + start[user] + 3_600 * step
     order = rng.permutation(len(user))
