@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 
 from helpers import check_submission, compose_cfg, cpu_overrides, make_log, run_cmd
 from lightrec.combine import features, ranker, rerank
@@ -264,3 +265,30 @@ def test_too_few_runs_or_validation_users_are_one_sentence(tmp_path):
     few = {k: v[: 3 * 40] for k, v in few.items() if k != "group"} | {"group": np.full(3, 40)}
     with pytest.raises(LightrecError, match="3 validation users are too few for the ranker"):
         ranker.fit_ranker(few, seed=0, members={"a": 0})
+
+
+def test_count_features_do_not_shift_between_a_stage_and_a_larger_one_of_its_shape():
+    """The ranker learns on the validation stage's history and is applied to the
+    submission's, which holds more rows: an item's popularity and a user's activity are read
+    against their stage's mean, so a stage with every user twice (items twice as popular) or
+    every item twice (users twice as active) gives the same features. Raw log counts (the
+    previous features) moved by about log 2 here."""
+    from lightrec.data.item_features import ItemFeatures
+
+    rng = np.random.default_rng(0)
+    base = sp.csr_matrix((rng.random((30, 20)) < 0.3).astype(np.float32))
+
+    def stats(history: sp.csr_matrix) -> dict[str, np.ndarray]:
+        u, i = history.nonzero()
+        time = (u % 30) * 20 + i % 20  # a copy's rows at their original's times
+        ctx = features.context(history, [], u, i, time, ItemFeatures())
+        return {**ctx.item_stats, **ctx.user_stats}
+
+    plain = stats(base)
+    more_users = stats(sp.vstack([base, base]).tocsr())
+    more_items = stats(sp.hstack([base, base]).tocsr())
+    for name in ("pop_all", "pop_recent"):
+        np.testing.assert_allclose(more_users[name], plain[name], rtol=1e-6)
+    np.testing.assert_allclose(more_items["user_items"], plain["user_items"], rtol=1e-6)
+    counts = np.diff(base.tocsc().indptr)
+    assert not np.allclose(np.log1p(2 * counts), np.log1p(counts))  # what raw counts did

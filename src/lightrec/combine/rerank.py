@@ -11,12 +11,13 @@
    but the submission scored lower on MovieLens-100K and Amazon Beauty (docs/RESULTS.md),
    so it is not the default.
 3. **Features** of each (user, candidate): each member's z-score and rank and their mean;
-   the item's popularity, all-time and over the latest 10% of rows (log counts); the user's
-   activity (log of items) and how recent the user's last row is (its quantile among all
-   rows); per categorical side field (genres, directors, writers; ``data.item_features``)
-   the share of the user's history with the item's values and the share of the item's values
-   the user has seen; per numeric field (year) the item's value, and its difference from
-   the mean and the latest of the user's history.
+   the item's popularity, all-time and over the latest 10% of rows, and the user's activity
+   (each as log(1 + count / the stage's mean), so that the submission's larger history does
+   not shift them from what the ranker learned on validation), and how recent the user's
+   last row is (its quantile among all rows); per categorical side field (genres, directors,
+   writers; ``data.item_features``) the share of the user's history with the item's values
+   and the share of the item's values the user has seen; per numeric field (year) the
+   item's value, and its difference from the mean and the latest of the user's history.
 4. **Training**, on validation only: the members' *selected* models score the validation
    users from their training rows; labels are the validation items. A LightGBM
    ``lambdarank`` ranker of small trees with users as groups; a fifth of the users are
