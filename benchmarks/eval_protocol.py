@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import resource
+import shlex
 import subprocess
 import sys
 import time
@@ -99,6 +100,32 @@ def latest_run(root: Path) -> Path:
     return max(root.rglob("metrics.json"), key=lambda p: p.stat().st_mtime).parent
 
 
+def rerank_again(work: Path, best_root: Path, options: list[str], hidden: pd.DataFrame) -> dict:
+    """The members of the newest ``best`` re-rank under ``best_root`` re-ranked again with
+    ``options`` (in their order, so the features are the same columns), scored on the hidden
+    rows."""
+    records = [
+        r
+        for r in (work / "saved" / "reranks").rglob("rerank.json")
+        if all(Path(run).is_relative_to(best_root) for run in json.loads(r.read_text())["runs"])
+    ]
+    if not records:
+        raise SystemExit(f"no re-rank of `best` under {best_root}: run --best first")
+    runs = json.loads(max(records, key=lambda r: r.stat().st_mtime).read_text())["runs"]
+    out = work / "again" / best_root.parent.name / "submission.csv"
+    wall = call([*RUN, "rerank", *runs, "--out", str(out), *options], work)
+    check = json.loads((out.parent / "rerank.json").read_text())["ranker_check"]
+    return {
+        "model": "rerank again " + " ".join(options),
+        "condition": "refit",
+        **score(pd.read_csv(out), hidden),
+        "trees": check["trees"],
+        "applied": check["applied"],
+        "held_back": check["held_back_recall@10"],
+        "wall_s": round(wall, 1),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--configs", nargs="*", default=["multi_vae_v2"], help="none: --best only")
@@ -121,6 +148,13 @@ def main() -> None:
         type=int,
         default=0,
         help="random earlier items hidden per user beside the last (0: the last item only)",
+    )
+    ap.add_argument(
+        "--rerank-again",
+        metavar="OPTIONS",
+        help="re-rank each seed's `--best` members (an earlier --best's runs in --work) again "
+        "with these rerank options ('' for none), and score that submission: a combiner's "
+        "change compared on the same members, without training them again",
     )
     ap.add_argument("--work", help="default benchmarks/.work/protocol[-m<M>]")
     ap.add_argument("--data", type=Path, help="a user,item,time CSV (default: MovieLens-100K)")
@@ -217,7 +251,7 @@ def main() -> None:
                     "condition": "refit",
                     "seed": seed,
                     **score(pd.read_csv(out), hidden),
-                    "cv": record["cross_validated_recall@10"],
+                    "held_back": record["ranker_check"]["held_back_recall@10"],
                     "wall_s": round(wall, 1),
                 }
                 rows.append(row)
@@ -254,6 +288,11 @@ def main() -> None:
             }
             rows.append(row)
             print(json.dumps(row), flush=True)
+
+        if a.rerank_again is not None:
+            row = rerank_again(work, seed_root / "best", shlex.split(a.rerank_again), hidden)
+            rows.append({**row, "seed": seed})
+            print(json.dumps(rows[-1]), flush=True)
 
     df = pd.DataFrame(rows)
     print("\n| model | condition | Recall@10 mean ± sd (per seed) | NDCG@10 | fit s | refit s |")
