@@ -154,7 +154,8 @@ def main() -> None:
         metavar="OPTIONS",
         help="re-rank each seed's `--best` members (an earlier --best's runs in --work) again "
         "with these rerank options ('' for none), and score that submission: a combiner's "
-        "change compared on the same members, without training them again",
+        "change compared on the same members, without training them again (options that "
+        "begin with a dash after an equals sign: --rerank-again=--no-refit)",
     )
     ap.add_argument("--work", help="default benchmarks/.work/protocol[-m<M>]")
     ap.add_argument("--data", type=Path, help="a user,item,time CSV (default: MovieLens-100K)")
