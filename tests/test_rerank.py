@@ -292,3 +292,30 @@ def test_count_features_do_not_shift_between_a_stage_and_a_larger_one_of_its_sha
     np.testing.assert_allclose(more_items["user_items"], plain["user_items"], rtol=1e-6)
     counts = np.diff(base.tocsc().indptr)
     assert not np.allclose(np.log1p(2 * counts), np.log1p(counts))  # what raw counts did
+
+
+def test_the_protocols_rerank_again_repeats_bests_rerank_on_the_same_members(tmp_path):
+    """benchmarks/eval_protocol.py --rerank-again: the members of the `best` re-rank under a
+    seed's folder, re-ranked again (in their order) with the same options, give that
+    submission back; other options are passed through; no re-rank there is one sentence."""
+    import runpy
+
+    from helpers import ROOT
+    from lightrec.runs.submission import score
+
+    protocol = runpy.run_path(str(ROOT / "benchmarks" / "eval_protocol.py"))
+    log = make_log(n_users=60)
+    runs = _runs(tmp_path, log, "work")
+    work = tmp_path / "work"
+    first = work / "saved" / "reranks" / "first" / "submission.csv"
+    rerank.rerank(runs, out=first, n_candidates=10)
+    hidden = log.groupby("user").tail(1)
+    row = protocol["rerank_again"](work, work / "saved", ["--candidates", "10"], hidden)
+    again = work / "again" / "work" / "submission.csv"
+    assert again.read_text() == first.read_text()
+    assert row["recall@10"] == score(pd.read_csv(first), hidden)["recall@10"]
+    assert row["model"] == "rerank again --candidates 10" and row["trees"] >= 1
+    record = json.loads((again.parent / "rerank.json").read_text())
+    assert record["runs"] == runs and record["candidates_per_member"]["ease"] == 10
+    with pytest.raises(SystemExit, match="no re-rank of `best`"):
+        protocol["rerank_again"](work, tmp_path / "elsewhere", [], hidden)
