@@ -100,29 +100,39 @@ def latest_run(root: Path) -> Path:
     return max(root.rglob("metrics.json"), key=lambda p: p.stat().st_mtime).parent
 
 
-def rerank_again(work: Path, best_root: Path, options: list[str], hidden: pd.DataFrame) -> dict:
-    """The members of the newest ``best`` re-rank under ``best_root`` re-ranked again with
-    ``options`` (in their order, so the features are the same columns), scored on the hidden
-    rows."""
-    records = [
-        r
-        for r in (work / "saved" / "reranks").rglob("rerank.json")
-        if all(Path(run).is_relative_to(best_root) for run in json.loads(r.read_text())["runs"])
-    ]
-    if not records:
-        raise SystemExit(f"no re-rank of `best` under {best_root}: run --best first")
-    runs = json.loads(max(records, key=lambda r: r.stat().st_mtime).read_text())["runs"]
-    out = work / "again" / best_root.parent.name / "submission.csv"
+def rerank_row(
+    work: Path, runs: list[str], out: Path, options: list[str], hidden: pd.DataFrame
+) -> dict:
+    """``rerank`` of ``runs`` with ``options`` into ``out``, scored on the hidden rows, with
+    what its check chose."""
     wall = call([*RUN, "rerank", *runs, "--out", str(out), *options], work)
     check = json.loads((out.parent / "rerank.json").read_text())["ranker_check"]
     return {
-        "model": "rerank again " + " ".join(options),
         "condition": "refit",
         **score(pd.read_csv(out), hidden),
         "trees": check["trees"],
         "applied": check["applied"],
         "held_back": check["held_back_recall@10"],
         "wall_s": round(wall, 1),
+    }
+
+
+def rerank_again(work: Path, best_root: Path, options: list[str], hidden: pd.DataFrame) -> dict:
+    """The members of the newest ``best`` re-rank under ``best_root`` re-ranked again with
+    ``options`` (in their order, so the features are the same columns), scored on the hidden
+    rows."""
+    found = {
+        r: json.loads(r.read_text())["runs"]
+        for r in (work / "saved" / "reranks").rglob("rerank.json")
+    }
+    mine = [r for r, runs in found.items() if all(Path(x).is_relative_to(best_root) for x in runs)]
+    if not mine:
+        raise SystemExit(f"no re-rank of `best` under {best_root}: run --best first")
+    runs = found[max(mine, key=lambda r: r.stat().st_mtime)]
+    out = work / "again" / best_root.parent.name / "submission.csv"
+    return {
+        "model": "rerank again " + " ".join(options),
+        **rerank_row(work, runs, out, options, hidden),
     }
 
 
@@ -245,15 +255,10 @@ def main() -> None:
             runs = [str(latest_run(seed_root / c)) for c in a.blend]
             for extra in ([], ["--available-only"]):
                 out = work / "reranks" / f"seed{seed}{''.join(extra)}" / "submission.csv"
-                wall = call([*RUN, "rerank", *runs, "--out", str(out), *extra], work)
-                record = json.loads((out.parent / "rerank.json").read_text())
                 row = {
                     "model": "rerank of " + " + ".join(a.blend) + " ".join(["", *extra]),
-                    "condition": "refit",
                     "seed": seed,
-                    **score(pd.read_csv(out), hidden),
-                    "held_back": record["ranker_check"]["held_back_recall@10"],
-                    "wall_s": round(wall, 1),
+                    **rerank_row(work, runs, out, extra, hidden),
                 }
                 rows.append(row)
                 print(json.dumps(row), flush=True)
