@@ -117,10 +117,9 @@ def rerank_row(
     }
 
 
-def rerank_again(work: Path, best_root: Path, options: list[str], hidden: pd.DataFrame) -> dict:
-    """The members of the newest ``best`` re-rank under ``best_root`` re-ranked again with
-    ``options`` (in their order, so the features are the same columns), scored on the hidden
-    rows."""
+def best_members(work: Path, best_root: Path) -> list:
+    """The members (run folders, in their order) of the newest ``best`` re-rank under
+    ``best_root``."""
     found = {
         r: json.loads(r.read_text())["runs"]
         for r in (work / "saved" / "reranks").rglob("rerank.json")
@@ -128,11 +127,76 @@ def rerank_again(work: Path, best_root: Path, options: list[str], hidden: pd.Dat
     mine = [r for r, runs in found.items() if all(Path(x).is_relative_to(best_root) for x in runs)]
     if not mine:
         raise SystemExit(f"no re-rank of `best` under {best_root}: run --best first")
-    runs = found[max(mine, key=lambda r: r.stat().st_mtime)]
+    return found[max(mine, key=lambda r: r.stat().st_mtime)]
+
+
+def rerank_again(work: Path, best_root: Path, options: list[str], hidden: pd.DataFrame) -> dict:
+    """The members of the newest ``best`` re-rank under ``best_root`` re-ranked again with
+    ``options`` (in their order, so the features are the same columns), scored on the hidden
+    rows."""
+    runs = best_members(work, best_root)
     out = work / "again" / best_root.parent.name / "submission.csv"
     return {
         "model": "rerank again " + " ".join(options),
         **rerank_row(work, runs, out, options, hidden),
+    }
+
+
+def ceiling(work: Path, best_root: Path, hidden: pd.DataFrame, trials: int, seed: int = 0) -> dict:
+    """A bound, **not a result**: the best weighting of the ``best`` members' per-user
+    z-scores (their refit models, as the submission applies them) chosen on the hidden rows
+    themselves: each member alone, then ``trials`` random weightings (Dirichlet, seeded).
+    A blend of these members chosen on validation is not expected to pass it on this hidden
+    set; a ranker can, by ordering each user's candidates as no one weighting does."""
+    import torch
+
+    from lightrec.combine.members import labels, load_members
+    from lightrec.combine.weights import member_scores
+    from lightrec.runs import submission
+
+    members = load_members(best_members(work, best_root))
+    names = labels(members)
+    history = members[0].history()
+    users = np.arange(len(history.users))
+    z = []
+    for m in members:
+        scorer = m.submission_scorer(history, True, torch.device("cpu"))
+        with torch.no_grad():
+            z.append(member_scores(scorer, users, "zscore", 1024).float().numpy())
+    seen = np.isneginf(z[0])  # the same history for every member
+    for zj in z:
+        zj[seen] = 0.0
+    out = work / "ceiling" / best_root.parent.name / "submission.csv"
+
+    def scored(weights: np.ndarray) -> dict:
+        total = np.zeros_like(z[0])
+        for w, zj in zip(weights, z, strict=True):
+            total += np.float32(w) * zj
+        total[seen] = -np.inf
+        top = np.argpartition(-total, 10, axis=1)[:, :10]
+        order = np.argsort(-np.take_along_axis(total, top, axis=1), axis=1)
+        top = np.take_along_axis(top, order, axis=1)  # best first: NDCG reads the order
+        submission.write(out, history.users, members[0].item_ids, top)
+        return score(pd.read_csv(out), hidden)  # read back: the ids as a submission has them
+
+    alone = {name: scored(np.eye(len(z))[j]) for j, name in enumerate(names)}
+    best_w, best = max(
+        ((np.eye(len(z))[j], r) for j, r in enumerate(alone.values())),
+        key=lambda p: p[1]["recall@10"],
+    )
+    rng = np.random.default_rng(seed)
+    for _ in range(trials):
+        w = rng.dirichlet(np.full(len(z), 0.5))
+        r = scored(w)
+        if r["recall@10"] > best["recall@10"]:
+            best_w, best = w, r
+    return {
+        "model": "ceiling: the members' best weighting chosen on the hidden rows (a bound)",
+        "condition": "refit",
+        **best,
+        "weights": dict(zip(names, np.round(best_w, 3).tolist(), strict=True)),
+        "members_alone": {name: r["recall@10"] for name, r in alone.items()},
+        "trials": trials,
     }
 
 
@@ -166,6 +230,13 @@ def main() -> None:
         "with these rerank options ('' for none), and score that submission: a combiner's "
         "change compared on the same members, without training them again (options that "
         "begin with a dash after an equals sign: --rerank-again=--no-refit)",
+    )
+    ap.add_argument(
+        "--ceiling",
+        type=int,
+        metavar="TRIALS",
+        help="a bound, not a result: each seed's `--best` members' best weighting chosen on "
+        "the hidden rows themselves (each member alone, then TRIALS random weightings)",
     )
     ap.add_argument("--work", help="default benchmarks/.work/protocol[-m<M>]")
     ap.add_argument("--data", type=Path, help="a user,item,time CSV (default: MovieLens-100K)")
@@ -297,6 +368,11 @@ def main() -> None:
 
         if a.rerank_again is not None:
             row = rerank_again(work, seed_root / "best", shlex.split(a.rerank_again), hidden)
+            rows.append({**row, "seed": seed})
+            print(json.dumps(rows[-1]), flush=True)
+
+        if a.ceiling is not None:
+            row = ceiling(work, seed_root / "best", hidden, a.ceiling)
             rows.append({**row, "seed": seed})
             print(json.dumps(rows[-1]), flush=True)
 

@@ -319,3 +319,38 @@ def test_the_protocols_rerank_again_repeats_bests_rerank_on_the_same_members(tmp
     assert record["runs"] == runs and record["candidates_per_member"]["ease"] == 10
     with pytest.raises(SystemExit, match="no re-rank of `best`"):
         protocol["rerank_again"](work, tmp_path / "elsewhere", [], hidden)
+
+
+def test_the_protocols_ceiling_weights_the_members_on_the_hidden_rows(tmp_path):
+    """benchmarks/eval_protocol.py --ceiling: the `best` members' weighting chosen on the
+    hidden rows themselves. Hidden rows that are each user's top item of the first member
+    give that member alone (and the ceiling) a recall of 1 with all the weight; the second
+    member alone is scored too."""
+    import runpy
+
+    import torch
+
+    from helpers import ROOT
+    from lightrec.runs.finished import FinishedRun
+    from lightrec.runs.scoring import best_first
+
+    protocol = runpy.run_path(str(ROOT / "benchmarks" / "eval_protocol.py"))
+    log = make_log(n_users=60)
+    runs = _runs(tmp_path, log, "work")
+    work = tmp_path / "work"
+    rerank.rerank(runs, out=work / "saved" / "reranks" / "first" / "submission.csv")
+    first = FinishedRun.open(runs[0])
+    history = first.history()
+    rows = list(range(len(history.users)))
+    with torch.no_grad():
+        scores, seen = first.submission_scorer(history, True, torch.device("cpu"))(rows)
+        top1 = best_first(scores.masked_fill(seen > 0, float("-inf")), 1)[1][:, 0].numpy()
+    hidden = pd.DataFrame({"user": history.users, "item": np.asarray(first.item_ids)[top1]}).astype(
+        "int64"
+    )
+    row = protocol["ceiling"](work, work / "saved", hidden, trials=3)
+    assert row["members_alone"]["ease"] == 1.0 and row["recall@10"] == 1.0
+    assert row["weights"] == {"ease": 1.0, "item_knn": 0.0} and row["trials"] == 3
+    assert 0.0 <= row["members_alone"]["item_knn"] <= 1.0
+    with pytest.raises(SystemExit, match="no re-rank of `best`"):
+        protocol["ceiling"](work, tmp_path / "elsewhere", hidden, trials=1)
