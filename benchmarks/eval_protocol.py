@@ -17,6 +17,9 @@ runs validating the same way (docs/RESULTS.md has both tables and their commands
    ``--rerank``: the same runs re-ranked (``python -m lightrec rerank``), with and without
    ``--available-only``. ``--best``: the shipped one-command pipeline
    (``./run.sh best <overrides>``, e.g. ``recipe=competition``), trained and scored per seed.
+   ``--rerank-again OPTIONS``: an earlier ``--best``'s members re-ranked with other options.
+   ``--ceiling TRIALS``: a bound, not a result: those members' best weighting chosen on the
+   hidden rows themselves.
 4. In the same invocation, the reference: EASE (Steck 2019) in plain numpy on the same file,
    lambda chosen on a validation set hidden from the training file the same way (seed 1),
    then refit on the whole file.
