@@ -700,6 +700,31 @@ def test_a_checkpoint_writer_that_hides_the_errno_counts_as_a_full_disk_only_whe
     assert list(ckpt.parent.iterdir()) == []
 
 
+def test_a_checkpoint_writer_that_failed_with_less_room_left_than_it_wrote_is_a_full_disk(
+    tmp_path, monkeypatch
+):
+    """A file system can refuse a write with a few MiB free (seen: torch's "unexpected pos"
+    on a 53 MiB checkpoint, 60 MiB free once it was removed): less room left than the writer had
+    written is a full disk; more room than that is a real error."""
+    from lightrec.training import resume
+    from lightrec.utils.io import NoSpace
+
+    def broken_save(obj, f):
+        f.write(b"x" * (3 << 20))
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos")
+
+    monkeypatch.setattr(resume.torch, "save", broken_save)
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    _full(monkeypatch, free=2 << 20)  # above the 1 MiB floor, under the 3 MiB written
+    with pytest.raises(NoSpace) as e:
+        resume.AtomicCheckpointIO().save_checkpoint({"x": 1}, ckpt)
+    one_sentence(e.value, "checkpoints is full (2.0 MB free)", "last.ckpt was not written")
+    assert list(ckpt.parent.iterdir()) == []
+    _full(monkeypatch, free=4 << 20)
+    with pytest.raises(RuntimeError, match="unexpected pos"):
+        resume.AtomicCheckpointIO().save_checkpoint({"x": 1}, ckpt)
+
+
 def test_training_onto_a_full_disk_is_one_sentence_before_any_work(
     tmp_path, tiny_csv, monkeypatch, capsys
 ):

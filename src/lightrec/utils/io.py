@@ -56,12 +56,24 @@ def no_space(path: str | Path, free: int | None) -> NoSpace:
     )
 
 
-def out_of_space(error: BaseException, free: int | None) -> bool:
+def out_of_space(error: BaseException, free: int | None, written: int = 0) -> bool:
     """Whether a failed write failed for want of space: ENOSPC or EDQUOT, or another error
-    of a writer that hides the errno (torch's zip writer) with under 1 MiB left."""
+    of a writer that hides the errno (torch's zip writer: "unexpected pos") with under 1 MiB
+    left or less room left than it had written (``written`` bytes: a file system can refuse
+    a write with a few MiB still free, as on a 53 MiB checkpoint: 60 MiB free once it was removed).
+
+    >>> out_of_space(RuntimeError("unexpected pos"), free=7 << 20, written=53 << 20)
+    True
+    >>> out_of_space(RuntimeError("unexpected pos"), free=7 << 30, written=53 << 20)
+    False
+    """
     if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
-    return isinstance(error, (OSError, RuntimeError)) and free is not None and free < MIN_FREE_BYTES
+    return (
+        isinstance(error, (OSError, RuntimeError))
+        and free is not None
+        and free < max(MIN_FREE_BYTES, written)
+    )
 
 
 def temp_beside(path: Path) -> tuple[int, str]:
@@ -133,9 +145,14 @@ def atomic_write(path: str | Path, write: Callable[[IO[Any]], None], binary: boo
         _sync_folder(path.parent)
     except BaseException as e:
         free = free_bytes(path.parent)  # before the temporary file frees its space
+        written = 0
         if tmp is not None:
+            try:
+                written = os.stat(tmp).st_size
+            except OSError:
+                pass
             Path(tmp).unlink(missing_ok=True)
-        if out_of_space(e, free):
+        if out_of_space(e, free, written):
             raise no_space(path, free) from None
         raise
     return path
