@@ -60,7 +60,8 @@ def out_of_space(error: BaseException, free: int | None, written: int = 0) -> bo
     """Whether a failed write failed for want of space: ENOSPC or EDQUOT, or another error
     of a writer that hides the errno (torch's zip writer: "unexpected pos") with under 1 MiB
     left or less room left than it had written (``written`` bytes: a file system can refuse
-    a write with a few MiB still free, as on a 53 MiB checkpoint: 60 MiB free once it was removed).
+    a write with a few MiB still free; seen on a 53 MiB checkpoint, with 60 MiB free once it
+    was removed).
 
     >>> out_of_space(RuntimeError("unexpected pos"), free=7 << 20, written=53 << 20)
     True
