@@ -30,6 +30,7 @@ Prints one JSON line per submission and a markdown table (means over seeds).
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import resource
@@ -120,6 +121,13 @@ def rerank_row(
     }
 
 
+def as_read(ids) -> np.ndarray:
+    """Ids as a submission file read back gives them (numbers where they all parse), so that
+    a submission built in memory joins the hidden rows as a written one would."""
+    text = pd.Series(list(ids), name="id").to_csv(index=False)
+    return pd.read_csv(io.StringIO(text))["id"].to_numpy()
+
+
 def best_members(work: Path, best_root: Path) -> list:
     """The members (run folders, in their order) of the newest ``best`` re-rank under
     ``best_root``."""
@@ -155,21 +163,20 @@ def ceiling(work: Path, best_root: Path, hidden: pd.DataFrame, trials: int, seed
 
     from lightrec.combine.members import labels, load_members
     from lightrec.combine.weights import member_scores
-    from lightrec.runs import submission
 
     members = load_members(best_members(work, best_root))
     names = labels(members)
     history = members[0].history()
-    users = np.arange(len(history.users))
+    rows = np.arange(len(history.users))
     z = []
     for m in members:
         scorer = m.submission_scorer(history, True, torch.device("cpu"))
         with torch.no_grad():
-            z.append(member_scores(scorer, users, "zscore", 1024).float().numpy())
+            z.append(member_scores(scorer, rows, "zscore", 1024).float().numpy())
     seen = np.isneginf(z[0])  # the same history for every member
     for zj in z:
         zj[seen] = 0.0
-    out = work / "ceiling" / best_root.parent.name / "submission.csv"
+    users, items = as_read(history.users), as_read(members[0].item_ids)
 
     def scored(weights: np.ndarray) -> dict:
         total = np.zeros_like(z[0])
@@ -179,14 +186,13 @@ def ceiling(work: Path, best_root: Path, hidden: pd.DataFrame, trials: int, seed
         top = np.argpartition(-total, 10, axis=1)[:, :10]
         order = np.argsort(-np.take_along_axis(total, top, axis=1), axis=1)
         top = np.take_along_axis(top, order, axis=1)  # best first: NDCG reads the order
-        submission.write(out, history.users, members[0].item_ids, top)
-        return score(pd.read_csv(out), hidden)  # read back: the ids as a submission has them
+        sub = pd.DataFrame({"user": np.repeat(users, 10), "item": items[top.ravel()]})
+        return score(sub, hidden)
 
-    alone = {name: scored(np.eye(len(z))[j]) for j, name in enumerate(names)}
-    best_w, best = max(
-        ((np.eye(len(z))[j], r) for j, r in enumerate(alone.values())),
-        key=lambda p: p[1]["recall@10"],
-    )
+    one_hot = np.eye(len(z))
+    alone = [scored(w) for w in one_hot]
+    first = int(np.argmax([r["recall@10"] for r in alone]))
+    best_w, best = one_hot[first], alone[first]
     rng = np.random.default_rng(seed)
     for _ in range(trials):
         w = rng.dirichlet(np.full(len(z), 0.5))
@@ -198,7 +204,7 @@ def ceiling(work: Path, best_root: Path, hidden: pd.DataFrame, trials: int, seed
         "condition": "refit",
         **best,
         "weights": dict(zip(names, np.round(best_w, 3).tolist(), strict=True)),
-        "members_alone": {name: r["recall@10"] for name, r in alone.items()},
+        "members_alone": {name: r["recall@10"] for name, r in zip(names, alone, strict=True)},
         "trials": trials,
     }
 
