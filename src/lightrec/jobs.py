@@ -41,6 +41,7 @@ from lightrec.training import fit
 from lightrec.training.resume import RunInterrupted, resume_command
 from lightrec.utils.console import refuse
 from lightrec.utils.io import unwritable
+from lightrec.utils.parallel import end_process_group
 from lightrec.utils.path_utils import (
     CONFIG_DIR,
     claim_job_dir,
@@ -270,6 +271,8 @@ def run_job(config: str, args: list[str], work: Callable[[DictConfig], T]) -> T:
             outcome["value"] = work(cfg)
         except BaseException as e:  # noqa: BLE001 - raised again below, outside Hydra
             outcome["error"] = e
+        finally:
+            end_process_group(finished="error" not in outcome)
 
     entry = hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name=config)(task)
     GlobalHydra.instance().clear()
