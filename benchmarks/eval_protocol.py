@@ -162,30 +162,24 @@ def ceiling(work: Path, best_root: Path, hidden: pd.DataFrame, trials: int, seed
     import torch
 
     from lightrec.combine.members import labels, load_members
-    from lightrec.combine.weights import member_scores
+    from lightrec.combine.weights import member_scores, weighted
+    from lightrec.runs.scoring import best_first
 
     members = load_members(best_members(work, best_root))
     names = labels(members)
     history = members[0].history()
     rows = np.arange(len(history.users))
-    z = []
+    z = []  # seen items at -inf in every part: the same history for every member
     for m in members:
         scorer = m.submission_scorer(history, True, torch.device("cpu"))
         with torch.no_grad():
-            z.append(member_scores(scorer, rows, "zscore", 1024).float().numpy())
-    seen = np.isneginf(z[0])  # the same history for every member
-    for zj in z:
-        zj[seen] = 0.0
+            z.append(member_scores(scorer, rows, "zscore", 1024))
     users, items = as_read(history.users), as_read(members[0].item_ids)
 
     def scored(weights: np.ndarray) -> dict:
-        total = np.zeros_like(z[0])
-        for w, zj in zip(weights, z, strict=True):
-            total += np.float32(w) * zj
-        total[seen] = -np.inf
-        top = np.argpartition(-total, 10, axis=1)[:, :10]
-        order = np.argsort(-np.take_along_axis(total, top, axis=1), axis=1)
-        top = np.take_along_axis(top, order, axis=1)  # best first: NDCG reads the order
+        # the blend's own sum and top-K, over the parts with a weight
+        total = weighted([(float(w), zj) for w, zj in zip(weights, z, strict=True) if w > 0])
+        top = best_first(total, 10)[1].numpy()
         sub = pd.DataFrame({"user": np.repeat(users, 10), "item": items[top.ravel()]})
         return score(sub, hidden)
 
